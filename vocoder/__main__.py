@@ -1,0 +1,7 @@
+"""`python -m vocoder` (and `torchrun -m vocoder train ...`)."""
+
+import sys
+
+from vocoder.cli import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""The `vocoder` command: one module per subcommand, dispatched here.
+
+Each command module in this package defines `HELP` (one line), `add_arguments(parser)`
+and `run(args) -> int`. Errors derived from `VocoderError` print as one line on stderr
+and exit with code 2; `--verbose` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+
+from vocoder import __version__
+from vocoder.errors import VocoderError
+
+# command name -> module under vocoder.cli; modules are imported only when needed
+COMMANDS: dict[str, str] = {
+    "prepare": "prepare",
+    "train": "train",
+    "evaluate": "evaluate",
+    "synthesize": "synthesize",
+    "export": "export",
+    "info": "info",
+    "models": "models",
+    "demo": "demo",
+}
+
+COMMAND_HELP: dict[str, str] = {
+    "prepare": "scan and validate a dataset, write filelists and cached mels",
+    "train": "train a model from a YAML config (torchrun for several GPUs)",
+    "evaluate": "test-set likelihood and copy-synthesis quality against Griffin-Lim",
+    "synthesize": "turn mel files or audio (copy-synthesis) into waveforms",
+    "export": "write a compiled inference model (safetensors + JSON)",
+    "info": "parameter counts, receptive field and FLOPs of a config or checkpoint",
+    "models": "list the pretrained models in the registry",
+    "demo": "start the Gradio web demo",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vocoder",
+        description="Flow-based neural vocoders: WaveFlow, NanoFlow and WaveGlow.",
+        epilog="Run 'vocoder COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"vocoder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=COMMAND_HELP[name], description=COMMAND_HELP[name])
+        p.add_argument(
+            "-v", "--verbose", action="store_true", help="show tracebacks and debug logs"
+        )
+        if name == command:
+            _module(name).add_arguments(p)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(f"vocoder.cli.{COMMANDS[name]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    command = command if command in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except VocoderError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

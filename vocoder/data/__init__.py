@@ -1,0 +1,1 @@
+"""Datasets: LJSpeech and folders of audio, filelists, preparation, training segments."""

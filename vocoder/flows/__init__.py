@@ -1,0 +1,1 @@
+"""Invertible building blocks. Each maps (x, context) -> (y, logdet) and back."""

@@ -1,0 +1,1 @@
+"""Inference: compile a trained model, incremental synthesis, CUDA fast path, long form."""

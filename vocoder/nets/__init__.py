@@ -1,0 +1,1 @@
+"""Density estimators: the 2-D WaveNet (WaveFlow/NanoFlow), WN (WaveGlow), mel upsampler."""
