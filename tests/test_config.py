@@ -1,0 +1,72 @@
+"""Typed configs: unknown keys, wrong types and overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from vocoder.config import apply_overrides, from_dict, load_mapping, to_dict
+from vocoder.errors import ConfigError
+from vocoder.features import MelConfig
+
+
+@dataclass
+class Inner:
+    size: int = 4
+    mode: Literal["a", "b"] = "a"
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    rate: float = 1.0
+    inner: Inner = field(default_factory=Inner)
+    sizes: list[int] = field(default_factory=list)
+    limit: int | None = None
+
+    def validate(self):
+        if self.inner.size > 100:
+            raise ConfigError("inner.size must be at most 100")
+
+
+def test_round_trip_and_coercion():
+    cfg = from_dict(Outer, {"rate": 2, "inner": {"mode": "b"}, "sizes": [1, 2], "limit": None})
+    assert cfg.rate == 2.0 and isinstance(cfg.rate, float)
+    assert cfg.inner == Inner(size=4, mode="b")
+    assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"nmae": "y"}, "unknown key"),
+        ({"inner": {"size": "big"}}, "inner.size: expected an integer"),
+        ({"inner": {"mode": "c"}}, "inner.mode"),
+        ({"sizes": 3}, "sizes: expected a list"),
+        ({"inner": {"size": 1000}}, "at most 100"),
+        ({"rate": True}, "rate: expected a number"),
+    ],
+)
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Outer, data)
+
+
+def test_overrides_and_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: y\ninner:\n  size: 3\n")
+    data = apply_overrides(load_mapping(path), ["inner.size=7", "sizes=[1, 2]", "limit=null"])
+    cfg = from_dict(Outer, data)
+    assert cfg.inner.size == 7 and cfg.sizes == [1, 2] and cfg.limit is None
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["oops"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_mapping(tmp_path / "missing.yaml")
+
+
+def test_mel_config_validates_on_load():
+    assert from_dict(MelConfig, {"hop_length": 256}) == MelConfig()
+    with pytest.raises(ConfigError, match="fmax"):
+        from_dict(MelConfig, {"sample_rate": 8000})

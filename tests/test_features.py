@@ -1,0 +1,66 @@
+"""The mel convention: the tacotron2 preset reproduces the reference pipeline's mels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vocoder.errors import ConfigError
+from vocoder.features import MelConfig, MelSpectrogram, mel_spectrogram
+
+REFERENCE_IDS = ["LJ001-0025", "LJ001-0026", "LJ001-0027", "LJ001-0028"]
+
+
+def _read_int16(path) -> torch.Tensor:
+    samples, _ = sf.read(path, dtype="int16")
+    return torch.from_numpy(samples.astype(np.float32) / 32768.0)
+
+
+@pytest.mark.parametrize("clip", REFERENCE_IDS)
+def test_tacotron2_preset_reproduces_reference_mels(ljspeech_mini, clip):
+    audio = _read_int16(ljspeech_mini / "wavs" / f"{clip}.wav")
+    reference = np.load(ljspeech_mini / "mels_tacotron2" / f"{clip}.npy")
+    mel = MelSpectrogram(MelConfig.preset("tacotron2"))(audio).numpy()
+    assert mel.shape == reference.shape
+    assert np.abs(mel - reference).max() < 5e-4
+
+
+def test_frame_counts_follow_each_convention():
+    audio = torch.randn(22050).clamp(-1, 1) * 0.1
+    for preset in ("tacotron2", "hifigan"):
+        config = MelConfig.preset(preset)
+        mel = mel_spectrogram(audio, config)
+        assert mel.shape == (80, config.num_frames(audio.numel()))
+    assert MelConfig.preset("tacotron2").num_frames(22050) == 1 + 22050 // 256
+    assert MelConfig.preset("hifigan").num_frames(22050) == 22050 // 256
+
+
+def test_batched_equals_single():
+    extractor = MelSpectrogram()
+    batch = torch.randn(3, 4096) * 0.1
+    together = extractor(batch)
+    for i in range(3):
+        torch.testing.assert_close(together[i], extractor(batch[i]))
+
+
+def test_hifigan_preset_differs_from_tacotron2(ljspeech_mini):
+    audio = _read_int16(ljspeech_mini / "wavs" / "LJ001-0025.wav")
+    taco = mel_spectrogram(audio, MelConfig.preset("tacotron2"))
+    hifi = mel_spectrogram(audio, MelConfig.preset("hifigan"))
+    frames = min(taco.shape[1], hifi.shape[1])
+    # Both conventions see the same speech but frame it differently.
+    assert (taco[:, :frames] - hifi[:, :frames]).abs().mean() > 0.05
+    assert torch.corrcoef(torch.stack([taco[:, :frames].flatten(), hifi[:, :frames].flatten()]))[
+        0, 1
+    ] > 0.9
+
+
+def test_invalid_configs_are_rejected():
+    with pytest.raises(ConfigError, match="fmax"):
+        MelConfig.preset("tacotron2", fmax=16000.0)
+    with pytest.raises(ConfigError, match="win_length"):
+        MelConfig.preset("tacotron2", win_length=2048)
+    with pytest.raises(ConfigError, match="unknown mel preset"):
+        MelConfig.preset("nope")
