@@ -1,0 +1,130 @@
+"""Audio I/O on real recordings and on deliberately broken files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from vocoder.audio import audio_info, load_audio, save_audio
+from vocoder.errors import InputError
+
+CLIP = "LJ001-0002"  # 1.9 s, the shortest ljspeech-mini clip
+
+
+@pytest.fixture(scope="module")
+def clip_path(ljspeech_mini):
+    return ljspeech_mini / "wavs" / f"{CLIP}.wav"
+
+
+def test_load_matches_int16_over_32768_exactly(clip_path):
+    audio = load_audio(clip_path)
+    reference, rate = sf.read(clip_path, dtype="int16")
+    assert rate == 22050
+    assert audio.dtype == torch.float32 and audio.dim() == 1
+    assert torch.equal(audio, torch.from_numpy(reference.astype(np.float32) / 32768.0))
+    assert audio.abs().max() <= 1.0
+
+
+def test_load_flac(male_reader):
+    path = male_reader / "wavs" / "LJ001-0002.flac"
+    reference, _ = sf.read(path, dtype="int16")
+    assert torch.equal(load_audio(path), torch.from_numpy(reference / 32768.0).float())
+
+
+def test_audio_info(clip_path):
+    info = audio_info(clip_path)
+    header = sf.info(clip_path)
+    assert (info.sample_rate, info.channels, info.frames) == (22050, 1, header.frames)
+    assert info.duration == pytest.approx(header.frames / 22050)
+    assert info.subtype == "PCM_16"
+
+
+def test_save_load_round_trip_is_bit_exact(clip_path, tmp_path):
+    audio = load_audio(clip_path)
+    for name, subtype in [("a.wav", "PCM_16"), ("a.flac", "PCM_16"), ("f.wav", "FLOAT")]:
+        out = save_audio(tmp_path / name, audio, 22050, subtype=subtype)
+        assert torch.equal(load_audio(out), audio), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "a.wav", "f.wav"]
+
+
+def test_save_float_keeps_values_and_pcm16_clips(tmp_path):
+    x = torch.tensor([0.0, 0.123456789, -1.5, 1.5, 0.5])
+    save_audio(tmp_path / "f.wav", x, 16000, subtype="FLOAT")
+    assert torch.equal(load_audio(tmp_path / "f.wav"), x)
+    save_audio(tmp_path / "p.wav", x, 16000)
+    y = load_audio(tmp_path / "p.wav")
+    assert y[2] == -1.0 and y[3] == 32767 / 32768 and y[4] == 0.5
+
+
+def test_save_refuses_to_overwrite(clip_path, tmp_path):
+    target = tmp_path / "out.wav"
+    target.write_bytes(b"keep me")
+    audio = load_audio(clip_path)
+    with pytest.raises(InputError, match="already exists"):
+        save_audio(target, audio, 22050)
+    assert target.read_bytes() == b"keep me"
+    save_audio(target, audio, 22050, overwrite=True)
+    assert torch.equal(load_audio(target), audio)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temp file left behind
+
+
+def test_stereo_mixdown_or_reject(clip_path, tmp_path):
+    mono = load_audio(clip_path)
+    stereo = torch.stack([mono, torch.zeros_like(mono)])  # [channels, samples]
+    path = save_audio(tmp_path / "stereo.wav", stereo, 22050)
+    assert audio_info(path).channels == 2
+    assert torch.equal(load_audio(path), mono / 2)
+    with pytest.raises(InputError, match="2 channels"):
+        load_audio(path, mixdown=False)
+
+
+def test_resample_8k_file(tmp_path):
+    # A 440 Hz tone at 8 kHz, read back at 22050 Hz, is the same tone at the new rate.
+    t8 = torch.arange(8000) / 8000
+    path = save_audio(tmp_path / "tone8k.wav", 0.5 * torch.sin(2 * math.pi * 440 * t8), 8000)
+    audio = load_audio(path, sample_rate=22050)
+    assert audio.numel() == 22050
+    t = torch.arange(22050) / 22050
+    expected = 0.5 * torch.sin(2 * math.pi * 440 * t)
+    middle = slice(1000, -1000)  # the sinc filter's edges see zeros beyond the file
+    assert (audio[middle] - expected[middle]).abs().max() < 2e-3
+    raw = load_audio(path)
+    assert raw.numel() == 8000
+    assert torch.equal(audio, torchaudio.functional.resample(raw, 8000, 22050))
+
+
+def test_broken_files_raise_input_error_naming_them(clip_path, tmp_path):
+    text = tmp_path / "x.wav"
+    text.write_text("this is not audio\n")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    data = clip_path.read_bytes()
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(data[: len(data) // 2])
+    header_only = tmp_path / "header.wav"
+    header_only.write_bytes(data[:30])
+    no_samples = tmp_path / "nosamples.wav"
+    sf.write(no_samples, np.zeros(0, dtype=np.int16), 22050)  # a valid header, 0 frames
+    cases = {
+        text: "not a readable audio file",
+        empty: "empty file",
+        truncated: "truncated",
+        header_only: "not a readable audio file",
+        no_samples: "empty audio",
+        tmp_path / "missing.wav": "no such file",
+        tmp_path: "not a file",
+    }
+    for path, problem in cases.items():
+        with pytest.raises(InputError) as caught:
+            load_audio(path)
+        assert str(caught.value).startswith(f"{path}: "), caught.value
+        assert problem in caught.value.problem, (path, caught.value)
+    with pytest.raises(InputError, match="not a readable audio file"):
+        audio_info(text)
+    with pytest.raises(InputError, match="truncated"):
+        audio_info(truncated)

@@ -1,0 +1,217 @@
+"""Filelists, dataset layouts and splits, training segments aligned with their mels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vocoder.audio import load_audio, save_audio
+from vocoder.data.filelist import read_filelist, write_filelist
+from vocoder.data.folder import folder_splits, scan_audio
+from vocoder.data.ljspeech import ljspeech_split_ids, ljspeech_splits, read_metadata
+from vocoder.data.segments import SegmentDataset, UtteranceDataset
+from vocoder.data.splits import read_id_list
+from vocoder.errors import ConfigError, InputError
+from vocoder.features import MelConfig, mel_spectrogram
+from vocoder.melio import save_mel
+
+CLIPS = ["LJ001-0002", "LJ001-0008", "LJ001-0025"]  # 1.9 s, 2.2 s, 8.7 s
+
+
+@pytest.fixture(scope="module")
+def clips(ljspeech_mini) -> list[Path]:
+    return [ljspeech_mini / "wavs" / f"{c}.wav" for c in CLIPS]
+
+
+# -- filelists -------------------------------------------------------------------------
+
+
+def test_filelist_round_trip(tmp_path, clips):
+    inside = tmp_path / "audio" / "a.wav"
+    inside.parent.mkdir()
+    inside.write_bytes(clips[0].read_bytes())
+    write_filelist(tmp_path / "list.txt", [inside, clips[1]])
+    lines = (tmp_path / "list.txt").read_text().splitlines()
+    assert lines == ["audio/a.wav", str(clips[1].resolve())]
+    assert read_filelist(tmp_path / "list.txt") == [inside, clips[1].resolve()]
+    with pytest.raises(InputError, match="already exists"):
+        write_filelist(tmp_path / "list.txt", [])
+
+
+def test_filelist_comments_and_missing_entries(tmp_path, clips):
+    (tmp_path / "a.wav").write_bytes(clips[0].read_bytes())
+    (tmp_path / "list.txt").write_text("# header\n\na.wav\n  \n# a.wav\n")
+    assert read_filelist(tmp_path / "list.txt") == [tmp_path / "a.wav"]
+    (tmp_path / "bad.txt").write_text("a.wav\nmissing.wav\n")
+    with pytest.raises(InputError, match="line 2: missing.wav: no such file"):
+        read_filelist(tmp_path / "bad.txt")
+    with pytest.raises(InputError, match="no such filelist"):
+        read_filelist(tmp_path / "nope.txt")
+
+
+# -- LJ Speech ---------------------------------------------------------------------------
+
+
+def test_ljspeech_listed_split_on_real_metadata(ljspeech_mini):
+    parts = ljspeech_splits(ljspeech_mini, "listed")
+    train_ids = read_id_list(ljspeech_mini / "train.txt")
+    test_ids = read_id_list(ljspeech_mini / "test.txt")
+    assert (len(train_ids), len(test_ids)) == (42, 16)
+    assert len(parts["train"]) + len(parts["valid"]) == 42 and len(parts["valid"]) >= 1
+    assert {p.stem for p in parts["train"] + parts["valid"]} == set(train_ids)
+    assert [p.stem for p in parts["test"]] == test_ids
+    assert all(p.is_file() for part in parts.values() for p in part)
+    assert ljspeech_splits(ljspeech_mini, "listed") == parts  # deterministic
+
+
+def test_ljspeech_id_list_splits_keep_published_roles(ljspeech_mini, shared_data):
+    lists = shared_data / "ljspeech-splits"
+    parts = ljspeech_split_ids(ljspeech_mini, "tacotron2", splits_dir=lists)
+    published_test = set(read_id_list(lists / "tacotron2_test.txt"))
+    published_train = set(read_id_list(lists / "tacotron2_train.txt"))
+    assert parts["test"] and set(parts["test"]) <= published_test
+    assert set(parts["train"]) <= published_train and parts["valid"]
+    assert sum(len(v) for v in parts.values()) == 58
+    hifigan = ljspeech_split_ids(ljspeech_mini, "hifigan", splits_dir=lists)
+    assert hifigan["valid"] == hifigan["test"]
+    assert set(hifigan["test"]) <= set(read_id_list(lists / "hifigan_validation.txt"))
+    with pytest.raises(InputError, match="--splits-dir"):
+        ljspeech_split_ids(ljspeech_mini, "tacotron2")
+
+
+@pytest.fixture
+def full_metadata(tmp_path) -> Path:
+    """A synthetic 13,100-row LJ Speech metadata.csv (no audio needed for the split rules)."""
+    ids = [f"LJ{1 + i // 300:03d}-{i % 300 + 1:04d}" for i in range(13100)]
+    rows = [f'{i}|Text with a "quote.|Text with a "quote.' for i in ids]
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_nanoflow_and_espnet_splits_on_full_size_metadata(full_metadata):
+    ids = read_metadata(full_metadata)
+    assert len(ids) == 13100
+    nano = ljspeech_split_ids(full_metadata, "nanoflow")
+    assert nano["test"] == ids[:1310]
+    assert sorted(nano["train"] + nano["valid"]) == sorted(ids[1310:])
+    assert len(nano["valid"]) == 100
+    espnet = ljspeech_split_ids(full_metadata, "espnet")
+    assert espnet["train"] == ids[:12600]
+    assert espnet["valid"] == ids[12600:12850] and espnet["test"] == ids[12850:]
+    paths = ljspeech_splits(full_metadata, "espnet")
+    assert paths["test"][0] == full_metadata / "wavs" / f"{ids[12850]}.wav"
+
+
+def test_espnet_split_needs_the_full_corpus(ljspeech_mini):
+    with pytest.raises(InputError, match="last 500"):
+        ljspeech_split_ids(ljspeech_mini, "espnet")
+
+
+# -- folders ---------------------------------------------------------------------------
+
+
+def test_folder_listed_split_on_male_reader(male_reader):
+    parts = folder_splits(male_reader, "listed")
+    assert len(parts["test"]) == 20
+    assert len(parts["train"]) + len(parts["valid"]) == 344
+    assert {p.stem for p in parts["test"]} == set(read_id_list(male_reader / "test.txt"))
+    assert not {p.stem for p in parts["test"]} & {p.stem for p in parts["train"]}
+
+
+def test_folder_random_split_is_seeded(tmp_path, clips):
+    (tmp_path / "sub").mkdir()
+    for i in range(20):
+        folder = tmp_path / "sub" if i % 2 else tmp_path
+        (folder / f"u{i:02d}.wav").write_bytes(b"")  # scanning does not decode
+    (tmp_path / "notes.txt").write_text("not audio")
+    assert len(scan_audio(tmp_path)) == 20
+    a = folder_splits(tmp_path, "random", 0.1, 0.2, seed=1)
+    assert [len(a[k]) for k in ("train", "valid", "test")] == [14, 2, 4]
+    assert folder_splits(tmp_path, "random", 0.1, 0.2, seed=1) == a
+    assert folder_splits(tmp_path, "random", 0.1, 0.2, seed=2) != a
+    (tmp_path / "sub" / "u00.flac").write_bytes(b"")
+    with pytest.raises(InputError, match="same name stem"):
+        scan_audio(tmp_path)
+
+
+# -- segments ----------------------------------------------------------------------------
+
+
+def test_segments_align_exactly_with_the_whole_utterance_mel(clips):
+    config = MelConfig()
+    data = SegmentDataset(clips, config, segment_length=8192, seed=3)
+    for i, path in enumerate(clips):
+        audio, mel = data[i]
+        start = data.segment_start(i)
+        assert start % 256 == 0
+        full_audio = load_audio(path)
+        full_mel = mel_spectrogram(full_audio, config)
+        assert audio.shape == (8192,) and mel.shape == (80, 32)
+        assert torch.equal(audio, full_audio[start : start + 8192])
+        assert torch.equal(mel, full_mel[:, start // 256 : start // 256 + 32])
+
+
+def test_segments_are_deterministic_per_seed_and_epoch(clips):
+    config = MelConfig()
+    a = SegmentDataset(clips, config, segment_length=4096, seed=7)
+    b = SegmentDataset(clips, config, segment_length=4096, seed=7)
+    starts = [a.segment_start(i) for i in range(3)]
+    assert starts == [b.segment_start(i) for i in range(3)]
+    assert torch.equal(a[2][0], b[2][0]) and torch.equal(a[2][1], b[2][1])
+    a.set_epoch(1)
+    assert [a.segment_start(i) for i in range(3)] != starts
+    other = SegmentDataset(clips, config, segment_length=4096, seed=8)
+    assert [other.segment_start(i) for i in range(3)] != starts
+
+
+def test_short_utterance_is_zero_padded(tmp_path, clips):
+    short = save_audio(tmp_path / "short.wav", load_audio(clips[0])[:5000], 22050)
+    config = MelConfig()
+    audio, mel = SegmentDataset([short], config, segment_length=8192)[0]
+    padded = torch.cat([load_audio(short), torch.zeros(8192 - 5000)])
+    assert torch.equal(audio, padded)
+    assert torch.equal(mel, mel_spectrogram(padded, config)[:, :32])
+
+
+def test_segment_length_must_be_a_multiple_of_hop(clips):
+    with pytest.raises(ConfigError, match="multiple of hop_length"):
+        SegmentDataset(clips, MelConfig(), segment_length=16000)
+
+
+def test_segments_from_mel_dir(tmp_path, clips):
+    config = MelConfig()
+    for path in clips:
+        # Stand-in for TTS-predicted mels: the true mel, shifted, so the source is visible.
+        save_mel(tmp_path / f"{path.stem}.npy", mel_spectrogram(load_audio(path)) + 1.0)
+    data = SegmentDataset(clips, config, segment_length=8192, seed=1, mel_dir=tmp_path)
+    computed = SegmentDataset(clips, config, segment_length=8192, seed=1)
+    for i in range(len(clips)):
+        torch.testing.assert_close(data[i][1], computed[i][1] + 1.0, atol=1e-6, rtol=0)
+    save_mel(tmp_path / f"{clips[0].stem}.npy", torch.zeros(80, 10), overwrite=True)
+    with pytest.raises(InputError, match="needs at least"):
+        SegmentDataset(clips, config, segment_length=8192, mel_dir=tmp_path)[0]
+    save_mel(tmp_path / f"{clips[0].stem}.npy", torch.zeros(64, 200), overwrite=True)
+    with pytest.raises(InputError, match="80 mel bins"):
+        SegmentDataset(clips, config, segment_length=8192, mel_dir=tmp_path)[0]
+
+
+def test_utterance_dataset_matches_reference_mels(ljspeech_mini):
+    config = MelConfig()
+    path = ljspeech_mini / "wavs" / "LJ001-0026.wav"
+    audio, mel, name = UtteranceDataset([path], config)[0]
+    assert name == "LJ001-0026"
+    assert mel.shape == (80, config.num_frames(audio.numel()))
+    ref_dir = ljspeech_mini / "mels_tacotron2"
+    audio2, ref, _ = UtteranceDataset([path], config, mel_dir=ref_dir)[0]
+    assert torch.equal(audio, audio2) and ref.shape == mel.shape
+    assert (mel - ref).abs().max() < 5e-4
+
+
+def test_audio_loaded_at_the_mel_sample_rate(tmp_path, clips):
+    file_8k = save_audio(tmp_path / "a8k.wav", load_audio(clips[0], sample_rate=8000), 8000)
+    config = MelConfig()
+    audio, mel, _ = UtteranceDataset([file_8k], config)[0]
+    assert audio.numel() == round(load_audio(file_8k).numel() * 22050 / 8000)
+    assert mel.shape[1] == config.num_frames(audio.numel())

@@ -1,0 +1,169 @@
+"""Mel files: layouts, conversions from other TTS conventions, range checks, broken files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vocoder.audio import load_audio
+from vocoder.errors import InputError
+from vocoder.features import mel_spectrogram
+from vocoder.melio import (
+    DbNormalization,
+    check_mel_range,
+    convert_mel,
+    load_mel,
+    load_stats,
+    save_mel,
+)
+
+LN10 = math.log(10)
+
+
+@pytest.fixture(scope="module")
+def ref_path(ljspeech_mini):
+    return ljspeech_mini / "mels_tacotron2" / "LJ001-0026.npy"
+
+
+@pytest.fixture(scope="module")
+def ref_mel(ref_path):
+    return torch.from_numpy(np.load(ref_path))
+
+
+def test_load_reference_mel(ref_path, ref_mel):
+    mel = load_mel(ref_path)
+    assert mel.dtype == torch.float32 and mel.shape == (80, 525)
+    assert torch.equal(mel, ref_mel)
+
+
+def test_accepted_layouts(tmp_path, ref_mel):
+    layouts = {
+        "transposed.npy": ref_mel.T.numpy(),
+        "batched.npy": ref_mel[None].numpy(),
+        "batched_transposed.npy": ref_mel.T[None].numpy(),
+        "float64.npy": ref_mel.double().numpy(),
+    }
+    for name, array in layouts.items():
+        np.save(tmp_path / name, array)
+    torch.save(ref_mel.clone(), tmp_path / "tensor.pt")
+    torch.save({"mel": ref_mel.T.clone(), "text": "hello"}, tmp_path / "dict.pt")
+    for name in [*layouts, "tensor.pt", "dict.pt"]:
+        assert torch.equal(load_mel(tmp_path / name), ref_mel), name
+
+
+def test_square_mel_is_read_as_bins_by_frames(tmp_path, ref_mel):
+    square = ref_mel[:, :80]
+    np.save(tmp_path / "square.npy", square.numpy())
+    assert torch.equal(load_mel(tmp_path / "square.npy"), square)
+
+
+def test_save_mel_round_trip_and_no_overwrite(tmp_path, ref_mel):
+    for name in ["m.npy", "m.pt"]:
+        save_mel(tmp_path / name, ref_mel)
+        assert torch.equal(load_mel(tmp_path / name), ref_mel)
+        with pytest.raises(InputError, match="already exists"):
+            save_mel(tmp_path / name, ref_mel * 0)
+        assert torch.equal(load_mel(tmp_path / name), ref_mel)
+    assert np.load(tmp_path / "m.npy").dtype == np.float32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npy", "m.pt"]
+
+
+def test_log10_round_trip(tmp_path, ref_mel):
+    np.save(tmp_path / "log10.npy", (ref_mel / LN10).numpy())
+    mel = load_mel(tmp_path / "log10.npy", mel_format="log10")
+    torch.testing.assert_close(mel, ref_mel, atol=1e-5, rtol=0)
+
+
+def test_db_normalized_round_trip(tmp_path, ref_mel):
+    # The documented forward formula: S_db = 20 log10(mel) - ref_level_db, then
+    # x = (S_db - min_level_db) / -min_level_db (Tacotron/ESPnet, min -100, ref 20).
+    s_db = 20 * ref_mel / LN10 - 20.0
+    x = (s_db + 100.0) / 100.0
+    np.save(tmp_path / "db.npy", x.numpy())
+    mel = load_mel(tmp_path / "db.npy", mel_format="db-normalized")
+    torch.testing.assert_close(mel, ref_mel, atol=1e-4, rtol=0)
+    # Symmetric variant in [-4, 4], with other levels.
+    db = DbNormalization(min_level_db=-120.0, ref_level_db=16.0, symmetric=True)
+    s_db = 20 * ref_mel / LN10 - 16.0
+    x = 8.0 * (s_db + 120.0) / 120.0 - 4.0
+    np.save(tmp_path / "sym.npy", x.numpy())
+    mel = load_mel(tmp_path / "sym.npy", mel_format="db-normalized", db=db)
+    torch.testing.assert_close(mel, ref_mel, atol=1e-4, rtol=0)
+    torch.testing.assert_close(db.from_ln(ref_mel), x, atol=1e-5, rtol=0)
+
+
+def test_meanvar_round_trip(tmp_path, ref_mel):
+    # ParallelWaveGAN: stats.npy [2, n_mels] = (mean, scale) of log10 mels.
+    log10_mel = ref_mel / LN10
+    mean, scale = log10_mel.mean(dim=1), log10_mel.std(dim=1)
+    np.save(tmp_path / "stats.npy", torch.stack([mean, scale]).numpy())
+    np.save(tmp_path / "norm.npy", ((log10_mel - mean[:, None]) / scale[:, None]).numpy())
+    mel = load_mel(tmp_path / "norm.npy", mel_format="meanvar", stats=tmp_path / "stats.npy")
+    torch.testing.assert_close(mel, ref_mel, atol=1e-4, rtol=0)
+    # The same statistics of the natural-log mel, as an .npz.
+    mean_ln, scale_ln = ref_mel.mean(dim=1), ref_mel.std(dim=1)
+    np.savez(tmp_path / "stats_ln.npz", mean=mean_ln.numpy(), scale=scale_ln.numpy())
+    norm_ln = (ref_mel - mean_ln[:, None]) / scale_ln[:, None]
+    stats = load_stats(tmp_path / "stats_ln.npz", log_base="ln")
+    torch.testing.assert_close(convert_mel(norm_ln, "meanvar", stats), ref_mel, atol=1e-4, rtol=0)
+
+
+def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
+    nan = ref_mel.clone()
+    nan[3, 10] = float("nan")
+    np.save(tmp_path / "nan.npy", nan.numpy())
+    np.save(tmp_path / "bins.npy", ref_mel[:79].numpy())
+    np.save(tmp_path / "empty.npy", np.zeros((80, 0), dtype=np.float32))
+    np.save(tmp_path / "norm.npy", ref_mel.numpy())
+    (tmp_path / "text.npy").write_text("not a mel")
+    (tmp_path / "mel.txt").write_text("0 1 2")
+    torch.save({"audio": ref_mel}, tmp_path / "nokey.pt")
+    cases = {
+        "nan.npy": ({}, "NaN"),
+        "bins.npy": ({}, "expected 80 mel bins"),
+        "empty.npy": ({}, "0 frames"),
+        "text.npy": ({}, "not a readable mel file"),
+        "mel.txt": ({}, "unknown mel file type"),
+        "nokey.pt": ({}, "'mel' key"),
+        "missing.npy": ({}, "no such file"),
+        "norm.npy": ({"mel_format": "meanvar"}, "needs statistics"),
+    }
+    for name, (kwargs, problem) in cases.items():
+        with pytest.raises(InputError) as caught:
+            load_mel(tmp_path / name, **kwargs)
+        assert caught.value.source == str(tmp_path / name)
+        assert problem in caught.value.problem, (name, caught.value)
+    with pytest.raises(InputError, match="80 mel bins"):
+        load_mel(tmp_path / "bins.npy", n_mels=80)
+    assert load_mel(tmp_path / "bins.npy", n_mels=79).shape == (79, 525)
+
+
+def test_check_mel_range_quiet_on_real_mels(ljspeech_mini, male_reader, ref_mel):
+    assert check_mel_range(ref_mel) is None
+    for path in [
+        ljspeech_mini / "wavs" / "LJ001-0002.wav",
+        male_reader / "wavs" / "LJ001-0002.flac",
+    ]:
+        assert check_mel_range(mel_spectrogram(load_audio(path))) is None, path
+
+
+def test_check_mel_range_names_the_convention(ref_mel):
+    log10_mel = ref_mel / LN10
+    mean, scale = log10_mel.mean(dim=1, keepdim=True), log10_mel.std(dim=1, keepdim=True)
+    cases = {
+        "--mel-format db-normalized": DbNormalization().from_ln(ref_mel).clamp(0, 1),
+        "symmetric": DbNormalization(symmetric=True).from_ln(ref_mel).clamp(-4, 4),
+        "--mel-format log10": log10_mel,
+        "--mel-format meanvar --stats FILE": (log10_mel - mean) / scale,
+        "linear magnitude/power": ref_mel.exp(),
+        "log power": 2 * ref_mel,
+    }
+    for hint, mel in cases.items():
+        warning = check_mel_range(mel)
+        assert warning is not None and hint in warning, (hint, warning)
+    power = (2 * ref_mel).exp()
+    assert "linear" in check_mel_range(power)
+    assert "NaN" in check_mel_range(torch.tensor([[float("nan")]]))

@@ -1,0 +1,195 @@
+"""`prepare_dataset` and `vocoder prepare` end to end on a few real clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vocoder.audio import load_audio, resample, save_audio
+from vocoder.data.filelist import read_filelist
+from vocoder.data.prepare import mel_config_hash, prepare_dataset
+from vocoder.errors import InputError
+from vocoder.features import MelConfig, mel_spectrogram
+from vocoder.melio import load_mel
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = ["LJ001-0002", "LJ001-0008"]
+TEST = ["LJ001-0026"]
+
+
+def make_ljspeech(root: Path, source: Path, extra_train: tuple[str, ...] = ()) -> Path:
+    """A tiny LJ Speech folder: three real clips, listed split, plus `extra_train` ids."""
+    (root / "wavs").mkdir(parents=True)
+    rows = {}
+    for line in (source / "metadata.csv").read_text().splitlines():
+        rows[line.split("|", 1)[0]] = line
+    for utt in TRAIN + TEST:
+        (root / "wavs" / f"{utt}.wav").write_bytes((source / "wavs" / f"{utt}.wav").read_bytes())
+    metadata = [rows[u] for u in TRAIN + TEST] + [f"{u}|text|text" for u in extra_train]
+    (root / "metadata.csv").write_text("\n".join(metadata) + "\n")
+    (root / "train.txt").write_text("\n".join(TRAIN + list(extra_train)) + "\n")
+    (root / "test.txt").write_text("\n".join(TEST) + "\n")
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path, ljspeech_mini) -> Path:
+    return make_ljspeech(tmp_path / "data", ljspeech_mini)
+
+
+@pytest.fixture
+def broken_dataset(tmp_path, ljspeech_mini) -> Path:
+    root = make_ljspeech(tmp_path / "data", ljspeech_mini, extra_train=("x",))
+    (root / "wavs" / "x.wav").write_text("this is a text file, not audio\n")
+    return root
+
+
+def test_prepare_end_to_end(dataset, tmp_path, ljspeech_mini):
+    out = tmp_path / "out"
+    calls = []
+    summary = prepare_dataset(
+        dataset, out, progress=lambda done, total, path: calls.append((done, total))
+    )
+    assert (summary.layout, summary.split) == ("ljspeech", "listed")
+    assert summary.counts == {"train": 1, "valid": 1, "test": 1}
+    assert summary.accepted == 3 and not summary.rejected
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    seconds = sum(load_audio(dataset / "wavs" / f"{u}.wav").numel() for u in TRAIN + TEST) / 22050
+    assert summary.total_hours == pytest.approx(seconds / 3600)
+
+    listed = [p for part in ("train", "valid", "test") for p in read_filelist(out / f"{part}.txt")]
+    assert sorted(p.stem for p in listed) == sorted(TRAIN + TEST)
+    assert read_filelist(out / "test.txt") == [(dataset / "wavs" / "LJ001-0026.wav").resolve()]
+    for path in listed:
+        cached = load_mel(out / "mels" / f"{path.stem}.npy")
+        assert torch.equal(cached, mel_spectrogram(load_audio(path)))
+    reference = load_mel(ljspeech_mini / "mels_tacotron2" / "LJ001-0026.npy")
+    assert (load_mel(out / "mels" / "LJ001-0026.npy") - reference).abs().max() < 5e-4
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mel_config_hash"] == mel_config_hash(MelConfig())
+    assert manifest["mel_config"]["hop_length"] == 256 and manifest["counts"]["test"] == 1
+    assert not (out / "wavs").exists()  # nothing needed resampling
+    assert not list(out.glob(".*"))  # no marker or temp file left
+
+
+def test_rerun_refuses_without_force(dataset, tmp_path):
+    out = tmp_path / "out"
+    prepare_dataset(dataset, out)
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(InputError, match="already prepared.*--force"):
+        prepare_dataset(dataset, out)
+    with pytest.raises(InputError, match="different mel config.*center True -> False.*--force"):
+        prepare_dataset(dataset, out, mel_config=MelConfig.preset("hifigan"))
+    assert (out / "manifest.json").read_text() == before
+    prepare_dataset(dataset, out, mel_config=MelConfig.preset("hifigan"), force=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mel_config_hash"] == mel_config_hash(MelConfig.preset("hifigan"))
+    assert manifest["mel_config"]["center"] is False
+
+
+def test_bad_file_raises_then_skip_bad_lists_it(broken_dataset, tmp_path):
+    out = tmp_path / "out"
+    bad = broken_dataset / "wavs" / "x.wav"
+    with pytest.raises(InputError) as caught:
+        prepare_dataset(broken_dataset, out)
+    assert caught.value.source == str(bad)
+    assert "not a readable audio file" in caught.value.problem
+    assert not (out / "manifest.json").exists()
+    # The interrupted run is resumed (same mel config): no --force needed.
+    summary = prepare_dataset(broken_dataset, out, skip_bad=True)
+    assert [(r.path, r.reason) for r in summary.rejected] == [(bad, caught.value.problem)]
+    assert summary.accepted == 3
+    listed = read_filelist(out / "train.txt") + read_filelist(out / "valid.txt")
+    assert bad not in listed and len(listed) == 2
+    assert json.loads((out / "manifest.json").read_text())["rejected"][0]["path"] == str(bad)
+
+
+def test_folder_checks_each_file(tmp_path, ljspeech_mini):
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    clean = load_audio(ljspeech_mini / "wavs" / "LJ001-0008.wav")
+    save_audio(voice / "good.wav", clean, 22050)
+    stereo_8k = torch.stack([clean, 0.5 * clean])
+    save_audio(voice / "stereo8k.flac", resample(stereo_8k, 22050, 8000), 8000)
+    save_audio(voice / "silent.wav", clean * 5e-4, 22050)
+    save_audio(voice / "clipped.wav", (clean * 30).clamp(-1, 1), 22050)
+    save_audio(voice / "short.wav", clean[:4000], 22050)
+    (voice / "empty.wav").write_bytes(b"")
+    out = tmp_path / "out"
+    summary = prepare_dataset(
+        voice, out, split="random", valid_fraction=0.0, test_fraction=0.0, skip_bad=True
+    )
+    reasons = {r.path.name: r.reason for r in summary.rejected}
+    assert summary.counts["train"] == 1
+    assert "2 channels" in reasons["stereo8k.flac"] and "--mixdown" in reasons["stereo8k.flac"]
+    assert "silent" in reasons["silent.wav"]
+    assert "clipped" in reasons["clipped.wav"]
+    assert "too short" in reasons["short.wav"]
+    assert "empty" in reasons["empty.wav"]
+    assert len(reasons) == 5
+
+    summary = prepare_dataset(
+        voice,
+        out,
+        split="random",
+        valid_fraction=0.0,
+        test_fraction=0.0,
+        skip_bad=True,
+        resample=True,
+        mixdown=True,
+        force=True,
+    )
+    assert summary.counts["train"] == 2 and summary.rewritten == 1
+    written = out / "wavs" / "stereo8k.wav"
+    assert written in read_filelist(out / "train.txt")
+    assert torch.equal(
+        load_mel(out / "mels" / "stereo8k.npy"), mel_spectrogram(load_audio(written))
+    )
+    assert load_audio(written).numel() == pytest.approx(clean.numel(), abs=4)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "vocoder", "prepare", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_prepare(broken_dataset, tmp_path):
+    out = tmp_path / "out"
+    bad = broken_dataset / "wavs" / "x.wav"
+
+    result = run_cli(broken_dataset, "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    # Not a terminal: no bar, progress goes to the log; the error is one line at the end.
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("prepare: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not a readable audio file")
+
+    result = run_cli(broken_dataset, "--out", out, "--skip-bad")
+    assert result.returncode == 0, result.stderr
+    assert "rejected 1 file(s):" in result.stdout and str(bad) in result.stdout
+    assert "train" in result.stdout and "hours" in result.stdout
+
+    result = run_cli(broken_dataset, "--out", out, "--skip-bad")
+    assert result.returncode == 2 and "--force" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    result = run_cli(broken_dataset, "--out", out, "--skip-bad", "--mel-preset", "hifigan")
+    assert result.returncode == 2 and "different mel config" in result.stderr
+
+    result = run_cli("--help")
+    assert result.returncode == 0 and "examples:" in result.stdout
+    assert "--skip-bad" in result.stdout and "--splits-dir" in result.stdout

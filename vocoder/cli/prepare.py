@@ -1,0 +1,173 @@
+"""`vocoder prepare`: validate a dataset, write filelists and cached mels."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vocoder.data.prepare import PrepareSummary, prepare_dataset
+from vocoder.errors import ConfigError
+from vocoder.features import PRESETS, MelConfig
+
+HELP = "scan and validate a dataset, write filelists and cached mels"
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+examples:
+  # LJ Speech with the NanoFlow split (first 1,310 ids held out for test)
+  vocoder prepare data/LJSpeech-1.1 --out data/ljspeech --split nanoflow
+
+  # LJ Speech with the Tacotron 2 / WaveGlow split lists
+  vocoder prepare data/LJSpeech-1.1 --out data/ljs-t2 --split tacotron2 \\
+      --splits-dir data/ljspeech-splits
+
+  # a custom voice: a folder of wav/flac files at any rate, mixed to mono and resampled
+  vocoder prepare recordings/ --out data/myvoice --resample --mixdown --skip-bad
+
+The output folder holds train.txt, valid.txt, test.txt, mels/<name>.npy, wavs/ (only
+audio that was resampled or mixed down) and manifest.json. Nothing is overwritten
+without --force.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="dataset folder")
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT_DIR", help="output folder")
+    parser.add_argument(
+        "--layout",
+        choices=["ljspeech", "folder"],
+        help="dataset layout (default: ljspeech when DATA_DIR has metadata.csv, else folder)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["nanoflow", "espnet", "tacotron2", "hifigan", "listed", "random"],
+        help="train/valid/test split (default: listed when DATA_DIR has train.txt and "
+        "test.txt; else nanoflow for LJ Speech, random for a folder)",
+    )
+    parser.add_argument(
+        "--splits-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with the tacotron2_*.txt / hifigan_*.txt id lists",
+    )
+    parser.add_argument(
+        "--valid-fraction", type=float, default=0.05, metavar="F", help="random split (0.05)"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.05, metavar="F", help="random split (0.05)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of random splits (0)"
+    )
+    parser.add_argument(
+        "--sample-rate",
+        type=int,
+        metavar="N",
+        help="target sample rate (default: the mel preset's, 22050)",
+    )
+    parser.add_argument(
+        "--resample", action="store_true", help="resample files at another rate (else reject)"
+    )
+    parser.add_argument(
+        "--mixdown", action="store_true", help="average multi-channel files (else reject)"
+    )
+    parser.add_argument(
+        "--segment-length",
+        type=int,
+        default=16000,
+        metavar="N",
+        help="training segment in samples; shorter files are rejected (16000)",
+    )
+    parser.add_argument(
+        "--mel-preset",
+        choices=sorted(PRESETS),
+        default="tacotron2",
+        help="mel convention (tacotron2)",
+    )
+    parser.add_argument("--skip-bad", action="store_true", help="leave out bad files and list them")
+    parser.add_argument("--force", action="store_true", help="overwrite an earlier output")
+
+
+def mel_config_from_args(args: argparse.Namespace) -> MelConfig:
+    """The preset, at --sample-rate when given (fmax lowered to Nyquist where needed)."""
+    if args.sample_rate is None:
+        return MelConfig.preset(args.mel_preset)
+    if args.sample_rate <= 0:
+        raise ConfigError(f"--sample-rate must be positive, got {args.sample_rate}")
+    changes: dict = {"sample_rate": args.sample_rate}
+    fmax = PRESETS[args.mel_preset].fmax
+    if fmax is not None and fmax > args.sample_rate / 2:
+        changes["fmax"] = args.sample_rate / 2
+        log.info("fmax lowered to %g Hz (Nyquist of %d Hz)", changes["fmax"], args.sample_rate)
+    return MelConfig.preset(args.mel_preset, **changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    mel_config = mel_config_from_args(args)
+    bars: list[tqdm] = []  # made on the first file, so early errors print one clean line
+
+    interactive = sys.stderr.isatty()
+
+    def progress(done: int, total: int, path: Path) -> None:
+        if not interactive:
+            # Logs and pipes get a line per tenth instead of carriage-return redraws.
+            if done == total or done * 10 // total != (done - 1) * 10 // total:
+                log.info("prepare: %d/%d files", done, total)
+            return
+        if not bars:
+            bars.append(tqdm(total=total, unit="file", desc="prepare", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        summary = prepare_dataset(
+            args.data_dir,
+            args.out,
+            layout=args.layout,
+            split=args.split,
+            splits_dir=args.splits_dir,
+            valid_fraction=args.valid_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            mel_config=mel_config,
+            segment_length=args.segment_length,
+            resample=args.resample,
+            mixdown=args.mixdown,
+            skip_bad=args.skip_bad,
+            force=args.force,
+            progress=progress,
+        )
+    except BaseException:
+        if bars:
+            bars[0].leave = False  # erase the bar: the error line stands alone
+            bars[0].close()
+        raise
+    if bars:
+        bars[0].close()
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: PrepareSummary) -> str:
+    """The table printed at the end: files and hours per part, then rejected files."""
+    lines = [
+        f"prepared {summary.out_dir} ({summary.layout} layout, {summary.split} split)",
+        f"  {'part':<6} {'files':>7} {'hours':>8}",
+    ]
+    for part, count in summary.counts.items():
+        lines.append(f"  {part:<6} {count:>7} {summary.hours.get(part, 0.0):>8.3f}")
+    lines.append(f"  {'total':<6} {summary.accepted:>7} {summary.total_hours:>8.3f}")
+    if summary.rewritten:
+        lines.append(f"  {summary.rewritten} file(s) resampled or mixed down into wavs/")
+    if summary.rejected:
+        lines.append(f"rejected {len(summary.rejected)} file(s):")
+        lines.extend(f"  {r.path}: {r.reason}" for r in summary.rejected)
+    else:
+        lines.append("rejected: none")
+    return "\n".join(lines)

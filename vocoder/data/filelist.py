@@ -1,0 +1,58 @@
+"""Filelists: text files naming one audio file per line.
+
+Relative paths are resolved against the filelist's own folder, so a prepared data folder
+can be moved as a whole. Blank lines and lines starting with `#` are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from vocoder.audio import atomic_output
+from vocoder.errors import InputError
+
+
+def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:
+    """The audio paths a filelist names, resolved; `InputError` for a missing list or entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such filelist")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not a readable text file ({e})") from None
+    base = Path(os.path.abspath(path.parent))
+    paths = []
+    for number, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        # Tacotron-style lists carry "path|text"; only the path matters here.
+        entry = entry.split("|", 1)[0].strip()
+        resolved = Path(entry) if os.path.isabs(entry) else base / entry
+        if check_exists and not resolved.is_file():
+            raise InputError(path, f"line {number}: {entry}: no such file")
+        paths.append(resolved)
+    return paths
+
+
+def write_filelist(path: str | Path, paths: Iterable[str | Path], overwrite: bool = False) -> Path:
+    """Write one path per line, atomically; paths inside the list's folder are made relative.
+
+    Paths outside that folder are written absolute, so the list stays valid when the
+    folder that holds it is moved on its own.
+    """
+    path = Path(path)
+    base = Path(os.path.abspath(path.parent))
+    lines = []
+    for p in paths:
+        p = Path(os.path.abspath(p))
+        try:
+            lines.append(p.relative_to(base).as_posix())
+        except ValueError:
+            lines.append(str(p))
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path

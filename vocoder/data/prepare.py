@@ -1,0 +1,308 @@
+"""Dataset preparation: scan, validate every file, write filelists and cached mels.
+
+Output folder:
+
+- `train.txt`, `valid.txt`, `test.txt`: filelists (`vocoder.data.filelist`) of the
+  accepted audio;
+- `mels/<stem>.npy`: the whole utterance's mel under the chosen `MelConfig`;
+- `wavs/<stem>.wav`: audio that had to be resampled or mixed down (16-bit PCM; its mel is
+  computed from exactly what is written, so training sees the same audio);
+- `manifest.json`: the `MelConfig`, a hash of it, the options, counts and rejected files.
+
+Nothing is overwritten without `force`: a folder holding a manifest is refused (with the
+differing mel settings named when the config changed). A run that stops early (a bad file,
+a kill) leaves a `.prepare-incomplete.json` marker; a rerun with the same mel config
+resumes over it, one with another config needs `force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vocoder.audio import atomic_output, audio_info, load_audio, resample, save_audio
+from vocoder.config import to_dict
+from vocoder.data.filelist import write_filelist
+from vocoder.data.folder import folder_splits
+from vocoder.data.ljspeech import is_ljspeech, ljspeech_splits
+from vocoder.data.splits import SPLIT_NAMES
+from vocoder.errors import InputError
+from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.melio import save_mel
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+INCOMPLETE = ".prepare-incomplete.json"
+SILENCE_DBFS = -60.0
+CLIP_LEVEL = 0.999
+CLIP_FRACTION = 0.01
+
+ProgressCallback = Callable[[int, int, Path], None]
+"""Called after each file with (files done, files in all, the file)."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file left out, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class PrepareSummary:
+    """What `prepare_dataset` did."""
+
+    out_dir: Path
+    layout: str
+    split: str
+    counts: dict[str, int] = field(default_factory=dict)
+    hours: dict[str, float] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    rewritten: int = 0  # files resampled or mixed down into out_dir/wavs
+    accepted: int = 0  # distinct files accepted (a file in two parts counts once)
+    total_hours: float = 0.0  # of the distinct accepted files
+
+
+def mel_config_hash(mel_config: MelConfig) -> str:
+    """A short stable hash of a mel config (what cached mels depend on)."""
+    text = json.dumps(to_dict(mel_config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def detect_layout(data_dir: str | Path) -> str:
+    """ "ljspeech" when the folder has a metadata.csv, else "folder"."""
+    return "ljspeech" if is_ljspeech(data_dir) else "folder"
+
+
+def default_split(data_dir: str | Path, layout: str) -> str:
+    """ "listed" when train.txt and test.txt lie at the top; else "nanoflow" / "random"."""
+    data_dir = Path(data_dir)
+    if (data_dir / "train.txt").is_file() and (data_dir / "test.txt").is_file():
+        return "listed"
+    return "nanoflow" if layout == "ljspeech" else "random"
+
+
+def check_audio(
+    path: Path,
+    sample_rate: int,
+    segment_length: int,
+    resample_audio: bool = False,
+    mixdown: bool = False,
+) -> tuple[torch.Tensor, bool]:
+    """Load and validate one file: (audio at `sample_rate`, whether it was changed).
+
+    Raises `InputError(path, reason)` for an unreadable, empty, multi-channel (unless
+    `mixdown`), wrong-rate (unless `resample_audio`), silent, clipped or too short file.
+    """
+    info = audio_info(path)
+    if info.channels > 1 and not mixdown:
+        raise InputError(path, f"has {info.channels} channels; pass --mixdown to average them")
+    if info.sample_rate != sample_rate and not resample_audio:
+        raise InputError(
+            path,
+            f"sample rate {info.sample_rate} Hz, expected {sample_rate} Hz; "
+            "pass --resample to convert it",
+        )
+    audio = load_audio(path, mixdown=True)
+    peak = float(audio.abs().max())
+    if peak < 10 ** (SILENCE_DBFS / 20):
+        level = 20 * math.log10(peak) if peak > 0 else -math.inf
+        raise InputError(path, f"silent: peak {level:.1f} dBFS is below {SILENCE_DBFS:g} dBFS")
+    clipped = float((audio.abs() >= CLIP_LEVEL).float().mean())
+    if clipped > CLIP_FRACTION:
+        raise InputError(
+            path, f"clipped: {100 * clipped:.1f} % of samples at full scale (limit 1 %)"
+        )
+    changed = info.channels > 1 or info.sample_rate != sample_rate
+    audio = resample(audio, info.sample_rate, sample_rate)
+    if audio.numel() < segment_length:
+        raise InputError(
+            path,
+            f"too short: {audio.numel()} samples at {sample_rate} Hz, "
+            f"less than one training segment ({segment_length})",
+        )
+    return audio, changed
+
+
+def prepare_dataset(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    layout: str | None = None,
+    split: str | None = None,
+    splits_dir: str | Path | None = None,
+    valid_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    seed: int = 0,
+    mel_config: MelConfig | None = None,
+    segment_length: int = 16000,
+    resample: bool = False,
+    mixdown: bool = False,
+    skip_bad: bool = False,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> PrepareSummary:
+    """Validate a dataset and write its filelists, cached mels and manifest into `out_dir`.
+
+    `layout` "ljspeech" or "folder" (detected when None); `split` as in
+    `vocoder.data.ljspeech` / `vocoder.data.folder` (default: "listed" when train.txt and
+    test.txt exist, else "nanoflow" for LJ Speech and "random" for a folder). A bad file
+    raises `InputError` naming it, unless `skip_bad`, which lists it in the summary instead.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    mel_config = mel_config or MelConfig()
+    mel_config.validate()
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "no such folder")
+    if segment_length <= 0:
+        raise InputError("segment_length", f"must be positive, got {segment_length}")
+    if out_dir.resolve() == data_dir.resolve():
+        raise InputError(out_dir, "the output folder must differ from the data folder")
+    layout = layout or detect_layout(data_dir)
+    split = split or default_split(data_dir, layout)
+    if layout == "ljspeech":
+        parts = ljspeech_splits(data_dir, split, splits_dir, seed, valid_fraction, test_fraction)
+    elif layout == "folder":
+        parts = folder_splits(data_dir, split, valid_fraction, test_fraction, seed, exclude=out_dir)
+    else:
+        raise InputError(data_dir, f"unknown layout {layout!r}; known: ljspeech, folder")
+
+    config_hash = mel_config_hash(mel_config)
+    _claim_out_dir(out_dir, mel_config, config_hash, force)
+
+    files = list(dict.fromkeys(p for part in SPLIT_NAMES for p in parts.get(part, [])))
+    extractor = MelSpectrogram(mel_config)
+    summary = PrepareSummary(out_dir=out_dir, layout=layout, split=split)
+    accepted: dict[Path, tuple[Path, float]] = {}  # source -> (path to train on, seconds)
+    for done, path in enumerate(files, start=1):
+        try:
+            audio, changed = check_audio(
+                path, mel_config.sample_rate, segment_length, resample, mixdown
+            )
+        except InputError as e:
+            if not skip_bad:
+                raise
+            summary.rejected.append(Rejected(path, e.problem))
+            log.debug("rejected %s: %s", path, e.problem)
+        else:
+            target = path
+            if changed:
+                target = out_dir / "wavs" / f"{path.stem}.wav"
+                save_audio(target, audio, mel_config.sample_rate, overwrite=True)
+                # Train on exactly what was written (16-bit), so the mel must match it.
+                audio = load_audio(target)
+                summary.rewritten += 1
+            with torch.no_grad():
+                mel = extractor(audio)
+            save_mel(out_dir / "mels" / f"{path.stem}.npy", mel, overwrite=True)
+            accepted[path] = (target, audio.numel() / mel_config.sample_rate)
+        if progress is not None:
+            progress(done, len(files), path)
+
+    for part in SPLIT_NAMES:
+        kept = [p for p in parts.get(part, []) if p in accepted]
+        write_filelist(out_dir / f"{part}.txt", [accepted[p][0] for p in kept], overwrite=True)
+        summary.counts[part] = len(kept)
+        summary.hours[part] = sum(accepted[p][1] for p in kept) / 3600
+    summary.accepted = len(accepted)
+    summary.total_hours = sum(seconds for _, seconds in accepted.values()) / 3600
+
+    manifest = {
+        "mel_config": to_dict(mel_config),
+        "mel_config_hash": config_hash,
+        "source": str(data_dir.resolve()),
+        "layout": layout,
+        "split": split,
+        "seed": seed,
+        "segment_length": segment_length,
+        "counts": summary.counts,
+        "hours": {k: round(v, 4) for k, v in summary.hours.items()},
+        "rejected": [{"path": str(r.path), "reason": r.reason} for r in summary.rejected],
+    }
+    _write_json(out_dir / MANIFEST, manifest)
+    (out_dir / INCOMPLETE).unlink(missing_ok=True)
+    return summary
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    """The manifest of a prepared folder."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise InputError(path, "no such file; run 'vocoder prepare' first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not a readable manifest ({e})") from None
+
+
+def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force: bool) -> None:
+    """Refuse to touch earlier results unless `force`; then mark the folder as in progress."""
+    manifest, marker = out_dir / MANIFEST, out_dir / INCOMPLETE
+    if not force:
+        if manifest.is_file():
+            old = _read_json(manifest)
+            if old.get("mel_config_hash") != config_hash:
+                changed = _changed_fields(old.get("mel_config") or {}, to_dict(mel_config))
+                raise InputError(
+                    out_dir,
+                    f"was prepared with a different mel config ({changed}); "
+                    "pass --force to redo it with the new one",
+                )
+            raise InputError(
+                out_dir, "is already prepared (manifest.json); pass --force to redo it"
+            )
+        if marker.is_file():
+            if _read_json(marker).get("mel_config_hash") != config_hash:
+                raise InputError(
+                    out_dir,
+                    "holds an unfinished preparation with a different mel config; "
+                    "pass --force to start over",
+                )
+        else:
+            ours = [out_dir / f"{p}.txt" for p in SPLIT_NAMES] + [out_dir / "mels"]
+            existing = [p.name for p in ours if p.exists()]
+            if existing:
+                raise InputError(
+                    out_dir,
+                    f"already holds {', '.join(existing)} from another run; pass --force "
+                    "to overwrite",
+                )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest.unlink(missing_ok=True)  # only reached with force or when there is none
+    _write_json(marker, {"mel_config_hash": config_hash})
+
+
+def _changed_fields(old: dict, new: dict) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not keys:
+        return "hash differs"
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not readable JSON ({e}); pass --force to redo") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")

@@ -1,0 +1,301 @@
+"""Mel files: the on-disk layout, loading, saving and conversion from other TTS conventions.
+
+Layout. A `.npy` file holds a float32 natural-log mel `[n_mels, frames]` (the layout this
+toolkit writes). Also accepted on load: `[frames, n_mels]` when exactly one axis equals
+`n_mels` (when both do, `[n_mels, frames]` is assumed), and a leading batch axis of 1
+(`[1, n_mels, frames]` or `[1, frames, n_mels]`). A `.pt` file holds a tensor in the same
+layouts, or a dict whose "mel" key holds one.
+
+Conventions (`mel_format`), each converted to the natural log of the mel magnitude:
+
+- "ln": natural log, as the Tacotron 2 / WaveGlow / WaveFlow pipeline writes (identity).
+- "log10": base-10 log: `ln = x * ln(10)`.
+- "db-normalized": Tacotron / ESPnet-style normalized dB (parameters in `DbNormalization`):
+  `S_db = x * (-min_level_db) + min_level_db + ref_level_db` and `mel = 10 ** (S_db / 20)`,
+  so `ln = S_db * ln(10) / 20`. With `symmetric=True`, x lies in [-max_abs_value,
+  max_abs_value] and is first mapped to [0, 1] by `(x + max_abs_value) / (2 * max_abs_value)`.
+- "meanvar": mean-variance normalized (ParallelWaveGAN): `log_mel = x * scale + mean` per bin,
+  with the statistics from a `.npy` `[2, n_mels]` (row 0 mean, row 1 scale, as
+  ParallelWaveGAN's `stats.npy`) or a `.npz` with "mean" and "scale" arrays.
+  `stats_log_base` says which log those statistics describe: "log10" (ParallelWaveGAN's
+  default) or "ln".
+
+Conversions are exact inverses of those formulas; values that the source pipeline clipped
+(e.g. normalized dB clipped at 0) stay at the corresponding floor. Every problem raises
+`InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vocoder.audio import atomic_output
+from vocoder.errors import InputError
+
+MelFormat = Literal["ln", "log10", "db-normalized", "meanvar"]
+MEL_FORMATS: tuple[str, ...] = ("ln", "log10", "db-normalized", "meanvar")
+LN10 = math.log(10.0)
+LN_FLOOR = math.log(1e-5)  # the clamp of the tacotron2 / hifigan conventions: -11.513
+
+
+@dataclass(frozen=True)
+class DbNormalization:
+    """Parameters of a normalized-dB mel (Tacotron / ESPnet style).
+
+    `min_level_db` (default -100) and `ref_level_db` (default 20) as in those recipes;
+    `symmetric` selects the [-max_abs_value, max_abs_value] variant instead of [0, 1].
+    """
+
+    min_level_db: float = -100.0
+    ref_level_db: float = 20.0
+    symmetric: bool = False
+    max_abs_value: float = 4.0
+
+    def to_ln(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized dB -> natural-log mel."""
+        if self.symmetric:
+            x = (x + self.max_abs_value) / (2 * self.max_abs_value)
+        s_db = x * (-self.min_level_db) + self.min_level_db + self.ref_level_db
+        return s_db * (LN10 / 20.0)
+
+    def from_ln(self, mel: torch.Tensor) -> torch.Tensor:
+        """Natural-log mel -> normalized dB (unclipped); the inverse of `to_ln`."""
+        s_db = mel * (20.0 / LN10)
+        x = (s_db - self.ref_level_db - self.min_level_db) / (-self.min_level_db)
+        if self.symmetric:
+            x = x * (2 * self.max_abs_value) - self.max_abs_value
+        return x
+
+
+@dataclass(frozen=True)
+class MeanVarStats:
+    """Per-bin statistics of a mean-variance normalized log mel: `log_mel = x * scale + mean`."""
+
+    mean: torch.Tensor  # [n_mels]
+    scale: torch.Tensor  # [n_mels]
+    log_base: Literal["log10", "ln"] = "log10"
+
+    def to_ln(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized mel `[n_mels, frames]` -> natural-log mel."""
+        log_mel = x * self.scale[:, None] + self.mean[:, None]
+        return log_mel * LN10 if self.log_base == "log10" else log_mel
+
+    def from_ln(self, mel: torch.Tensor) -> torch.Tensor:
+        """Natural-log mel -> normalized mel; the inverse of `to_ln`."""
+        log_mel = mel / LN10 if self.log_base == "log10" else mel
+        return (log_mel - self.mean[:, None]) / self.scale[:, None]
+
+
+def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> MeanVarStats:
+    """Read mean/scale statistics: `.npy` `[2, n_mels]` or `.npz` with "mean" and "scale"."""
+    path = Path(path)
+    if log_base not in ("log10", "ln"):
+        raise InputError(path, f"stats log base must be 'log10' or 'ln', got {log_base!r}")
+    if not path.is_file():
+        raise InputError(path, "no such stats file")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if "mean" not in data or "scale" not in data:
+                    raise InputError(path, f"expected keys 'mean' and 'scale', got {data.files}")
+                mean, scale = np.asarray(data["mean"]), np.asarray(data["scale"])
+        else:
+            if data.ndim != 2 or data.shape[0] != 2:
+                raise InputError(path, f"expected [2, n_mels] (mean, scale), got {data.shape}")
+            mean, scale = data[0], data[1]
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(path, f"not a readable stats file ({e})") from None
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+    if mean.shape != scale.shape:
+        raise InputError(path, f"mean {tuple(mean.shape)} and scale {tuple(scale.shape)} differ")
+    if not (torch.isfinite(mean).all() and torch.isfinite(scale).all()):
+        raise InputError(path, "statistics contain NaN or infinite values")
+    return MeanVarStats(mean=mean, scale=scale, log_base=log_base)
+
+
+def convert_mel(
+    mel: torch.Tensor,
+    mel_format: str,
+    stats: MeanVarStats | str | Path | None = None,
+    *,
+    db: DbNormalization | None = None,
+    stats_log_base: Literal["log10", "ln"] = "log10",
+) -> torch.Tensor:
+    """Convert a `[n_mels, frames]` mel in `mel_format` to the natural-log convention.
+
+    `stats` (a `MeanVarStats` or a stats file) is required for "meanvar"; `db` sets the
+    normalized-dB parameters (default `DbNormalization()`); `stats_log_base` applies when
+    `stats` is a file path.
+    """
+    mel = mel.float()
+    if mel_format == "ln":
+        return mel
+    if mel_format == "log10":
+        return mel * LN10
+    if mel_format == "db-normalized":
+        return (db or DbNormalization()).to_ln(mel)
+    if mel_format == "meanvar":
+        if stats is None:
+            raise InputError("mel", "mel format 'meanvar' needs statistics (--stats FILE)")
+        if not isinstance(stats, MeanVarStats):
+            stats = load_stats(stats, stats_log_base)
+        if stats.mean.numel() != mel.shape[0]:
+            raise InputError(
+                "stats", f"statistics have {stats.mean.numel()} bins, the mel {mel.shape[0]}"
+            )
+        return stats.to_ln(mel)
+    raise InputError("mel", f"unknown mel format {mel_format!r}; known: {', '.join(MEL_FORMATS)}")
+
+
+def load_mel(
+    path: str | Path,
+    n_mels: int = 80,
+    mel_format: str = "ln",
+    stats: MeanVarStats | str | Path | None = None,
+    *,
+    db: DbNormalization | None = None,
+    stats_log_base: Literal["log10", "ln"] = "log10",
+) -> torch.Tensor:
+    """Read a mel file (see the module docstring) as a float32 natural-log `[n_mels, frames]`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if not path.is_file():
+        raise InputError(path, "not a file")
+    if mel_format not in MEL_FORMATS:
+        known = ", ".join(MEL_FORMATS)
+        raise InputError(path, f"unknown mel format {mel_format!r}; known: {known}")
+    if mel_format == "meanvar" and stats is None:
+        raise InputError(path, "mel format 'meanvar' needs statistics (--stats FILE)")
+    raw = _read_array(path)
+    mel = _to_canonical_layout(path, raw, n_mels)
+    if not torch.isfinite(mel).all():
+        bad = int((~torch.isfinite(mel)).sum())
+        raise InputError(path, f"contains {bad} NaN or infinite values")
+    try:
+        return convert_mel(mel, mel_format, stats, db=db, stats_log_base=stats_log_base)
+    except InputError as e:
+        if e.source in ("mel", "stats"):
+            raise InputError(path, e.problem) from None
+        raise
+
+
+def save_mel(path: str | Path, mel: torch.Tensor | np.ndarray, overwrite: bool = False) -> Path:
+    """Write a `[n_mels, frames]` mel atomically as float32 (`.npy`, or a tensor in `.pt`)."""
+    path = Path(path)
+    array = mel.detach().cpu().numpy() if isinstance(mel, torch.Tensor) else np.asarray(mel)
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise InputError(path, f"expected a mel [n_mels, frames], got shape {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".pt"):
+        raise InputError(path, "mel files end in .npy or .pt")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+        else:
+            torch.save(torch.from_numpy(array), tmp)
+    return path
+
+
+def check_mel_range(mel: torch.Tensor) -> str | None:
+    """A warning naming the likely convention when `mel` does not look like a natural-log mel.
+
+    A natural-log mel of audio in [-1, 1] lies in about [-11.6, 3]: its floor is
+    ln(1e-5) = -11.51 and speech peaks near 2. Returns None when the range fits.
+    """
+    mel = mel.detach().float()
+    if mel.numel() == 0:
+        return "the mel is empty"
+    if not torch.isfinite(mel).all():
+        return "the mel contains NaN or infinite values"
+    lo, hi = float(mel.min()), float(mel.max())
+    mean = float(mel.mean())
+    std = float(mel.std()) if mel.numel() > 1 else 0.0
+    stats = f"(min {lo:.2f}, max {hi:.2f}, mean {mean:.2f})"
+    if lo >= 0.0 and hi <= 1.0:
+        return (
+            f"mel values all lie in [0, 1] {stats}: looks dB-normalized (Tacotron/ESPnet style); "
+            "pass --mel-format db-normalized"
+        )
+    if lo >= 0.0 or hi > 8.0:
+        # A log mel goes negative wherever the audio is quiet; a linear one never does.
+        return (
+            f"mel values {stats} do not fit a log mel (about [-11.6, 3]): looks like linear "
+            "magnitude/power, not log; take the natural log (clamped at 1e-5) first"
+        )
+    if abs(mean) < 1.0 and 0.5 < std < 1.6 and lo < 0.0:
+        return (
+            f"mel has mean {mean:.2f} and std {std:.2f}: looks mean-variance normalized; "
+            "pass --mel-format meanvar --stats FILE"
+        )
+    if -5.2 <= lo <= -4.5 and hi <= 1.6:
+        return (
+            f"mel floor {lo:.2f} is near log10(1e-5) = -5 {stats}: looks like log10; "
+            "pass --mel-format log10"
+        )
+    if -4.05 <= lo and hi <= 4.05 and lo < -3.0 and hi > 1.6:
+        return (
+            f"mel lies in [-4, 4] {stats}: looks symmetric dB-normalized; pass --mel-format "
+            "db-normalized with the symmetric normalization"
+        )
+    if lo < LN_FLOOR - 0.5:
+        return (
+            f"mel minimum {lo:.2f} is below ln(1e-5) = {LN_FLOOR:.2f} {stats}: probably a log "
+            "power mel or a different clamp; the vocoder expects ln(clamp(magnitude, 1e-5))"
+        )
+    if hi > 4.5:
+        return f"mel maximum {hi:.2f} is above a natural-log mel's usual range {stats}"
+    return None
+
+
+def _read_array(path: Path) -> torch.Tensor:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+            if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+                raise InputError(path, "does not hold a numeric array")
+            return torch.from_numpy(np.asarray(array, dtype=np.float32))
+        if suffix == ".pt":
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(data, dict):
+                if "mel" not in data:
+                    raise InputError(path, f"dict without a 'mel' key (keys: {sorted(data)})")
+                data = data["mel"]
+            if isinstance(data, np.ndarray):
+                data = torch.from_numpy(data)
+            if not isinstance(data, torch.Tensor):
+                raise InputError(path, f"expected a tensor, got {type(data).__name__}")
+            return data.detach().float()
+    except InputError:
+        raise
+    except Exception as e:  # numpy and torch raise many kinds on corrupt files
+        raise InputError(path, f"not a readable mel file ({type(e).__name__}: {e})") from None
+    raise InputError(path, f"unknown mel file type {path.suffix!r}; use .npy or .pt")
+
+
+def _to_canonical_layout(path: Path, mel: torch.Tensor, n_mels: int) -> torch.Tensor:
+    shape = tuple(mel.shape)
+    if mel.dim() == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.dim() != 2:
+        raise InputError(path, f"expected a mel [{n_mels}, frames], got shape {shape}")
+    if mel.shape[0] == n_mels:
+        pass
+    elif mel.shape[1] == n_mels:
+        mel = mel.T
+    else:
+        raise InputError(path, f"expected {n_mels} mel bins, got shape {shape}")
+    if mel.shape[1] == 0:
+        raise InputError(path, "empty mel (0 frames)")
+    return mel.contiguous()
