@@ -1,0 +1,118 @@
+"""Invertible pieces: squeeze, row permutations, invertible 1x1 conv, couplings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vocoder.flows.coupling import (
+    AffineElementwise,
+    ChannelCoupling,
+    RowAutoregressiveCoupling,
+    SplineElementwise,
+    shift_down,
+)
+from vocoder.flows.invconv import InvertibleConv1x1
+from vocoder.flows.permutations import RowPermutation, permute_rows, row_orders
+from vocoder.flows.squeeze import Squeeze, squeeze, unsqueeze
+
+
+def test_squeeze_is_column_major_and_invertible():
+    x = torch.arange(12.0).reshape(1, 12)
+    s = squeeze(x, 4)
+    assert s.shape == (1, 4, 3)
+    assert s[0, :, 0].tolist() == [0, 1, 2, 3]  # a column = 4 consecutive samples
+    assert s[0, 1].tolist() == [1, 5, 9]  # a row = every 4th sample
+    assert torch.equal(unsqueeze(s), x)
+    cond = torch.randn(2, 3, 8)
+    assert torch.equal(squeeze(cond, 4)[:, 2], squeeze(cond[:, 2], 4))
+    y, logdet = Squeeze(4)(x)
+    assert torch.equal(Squeeze(4).inverse(y)[0], x) and logdet.item() == 0
+    with pytest.raises(ValueError):
+        squeeze(torch.zeros(1, 10), 4)
+
+
+def test_row_orders():
+    rev = row_orders("reverse", 4, 3)
+    assert rev.tolist() == [[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]]
+    bip = row_orders("bipartized", 8, 4)
+    assert bip[1].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    # flows 2 and 3 flip within each half of what the previous flow saw
+    assert bip[2].tolist() == [4, 5, 6, 7, 0, 1, 2, 3]
+    assert bip[3].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    x = torch.randn(2, 5, 3, 8)
+    perm = RowPermutation(torch.tensor([2, 0, 1]))
+    y, _ = perm(x)
+    assert torch.equal(y, permute_rows(x, torch.tensor([2, 0, 1])))
+    assert torch.equal(perm.inverse(y)[0], x)
+
+
+def test_invertible_conv_inverse_and_logdet():
+    torch.manual_seed(0)
+    conv = InvertibleConv1x1(4).double()
+    with torch.no_grad():
+        conv.weight.add_(0.3 * torch.randn(4, 4, dtype=torch.float64))  # leave det = 1
+    x = torch.randn(1, 4, 3, dtype=torch.float64)
+    y, logdet = conv(x)
+    x_back, inv_logdet = conv.inverse(y)
+    assert torch.allclose(x_back, x, atol=1e-10)
+    jac = torch.autograd.functional.jacobian(lambda v: conv(v.reshape(1, 4, 3))[0], x)
+    expected = torch.linalg.slogdet(jac.reshape(12, 12))[1]
+    assert torch.allclose(logdet, expected.reshape(1))
+    assert torch.allclose(inv_logdet, -logdet)
+
+
+@pytest.mark.parametrize("elementwise", [AffineElementwise(), SplineElementwise(8, 3.0, 4)])
+def test_elementwise_inverse_identity_and_logdet(elementwise):
+    torch.manual_seed(0)
+    p = elementwise.params_per_element
+    x = torch.randn(3, 5, dtype=torch.float64) * 2
+    zero = torch.zeros(3, p, 5, dtype=torch.float64)
+    y, logdet = elementwise(x, zero)
+    assert torch.allclose(y, x, atol=1e-12) and torch.allclose(logdet, torch.zeros_like(x))
+    params = torch.randn(3, p, 5, dtype=torch.float64)
+    y, logdet = elementwise(x, params)
+    x_back, inv_logdet = elementwise.inverse(y, params)
+    assert torch.allclose(x_back, x, atol=1e-8)
+    assert torch.allclose(inv_logdet, -logdet, atol=1e-8)
+    derivative = torch.autograd.grad(elementwise(x.requires_grad_(), params)[0].sum(), x)[0]
+    assert torch.allclose(logdet, derivative.log(), atol=1e-8)
+
+
+class CausalConditioner(nn.Module):
+    """A tiny conditioner causal over rows: a conv padded on top only."""
+
+    def __init__(self, params: int):
+        super().__init__()
+        self.conv = nn.Conv2d(1, params, (2, 3), padding=0)
+        nn.init.normal_(self.conv.weight, std=0.2)
+
+    def forward(self, x):
+        return self.conv(nn.functional.pad(x, (1, 1, 1, 0)))
+
+
+@pytest.mark.parametrize("elementwise", [AffineElementwise(), SplineElementwise(8, 3.0, 1)])
+def test_row_autoregressive_coupling(elementwise):
+    torch.manual_seed(0)
+    conditioner = CausalConditioner(elementwise.params_per_element)
+    coupling = RowAutoregressiveCoupling(elementwise)
+    x = torch.randn(2, 4, 6)
+    y, logdet = coupling(x, conditioner)
+    x_back, inv_logdet = coupling.inverse(y, conditioner)
+    assert torch.allclose(x_back, x, atol=1e-5)
+    assert torch.allclose(inv_logdet, -logdet, atol=1e-4)
+    assert torch.equal(shift_down(x)[:, 0], torch.zeros(2, 6))
+    assert torch.equal(shift_down(x)[:, 1:], x[:, :-1])
+
+
+def test_channel_coupling():
+    torch.manual_seed(0)
+    coupling = ChannelCoupling(AffineElementwise())
+    net = nn.Conv1d(3, 2 * 3, 3, padding=1)
+    x = torch.randn(2, 6, 10)
+    y, logdet = coupling(x, net)
+    assert torch.equal(y[:, :3], x[:, :3])
+    x_back, inv_logdet = coupling.inverse(y, net)
+    assert torch.allclose(x_back, x, atol=1e-5)
+    assert torch.allclose(inv_logdet, -logdet)

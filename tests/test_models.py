@@ -1,0 +1,317 @@
+"""The flow vocoders against their contract: invertibility, exact likelihood, structure."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from vocoder.cli import main
+from vocoder.errors import ConfigError, InputError
+from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.flows.squeeze import squeeze
+from vocoder.models import (
+    ModelConfig,
+    build_model,
+    list_model_presets,
+    load_model_preset,
+    model_config_from_dict,
+    resolve_model_config,
+)
+from vocoder.models.nanoflow import CachedFlowIndication, FlowIndication
+from vocoder.nets.upsample import MelUpsampler2D
+
+TINY = dict(n_flows=3, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=16)
+TINY_GLOW = dict(TINY, n_flows=4, n_group=8, n_early_every=2, n_early_size=2)
+
+VARIANTS = {
+    "waveflow": dict(TINY, family="waveflow"),
+    "waveflow-rqs": dict(TINY, family="waveflow", coupling="rqs", spline_bins=8),
+    "waveflow-bipartized": dict(TINY, family="waveflow", permutation="bipartized", n_flows=4),
+    "nanoflow-naive": dict(TINY, family="nanoflow", sharing="naive"),
+    "nanoflow-decomp": dict(TINY, family="nanoflow", sharing="decomp"),
+    "nanoflow": dict(TINY, family="nanoflow", sharing="full", embedding_dim=16),
+    "nanoflow-rqs": dict(TINY, family="nanoflow", coupling="rqs", spline_bins=8, embedding_dim=16),
+    "nanoflow-naive-rqs": dict(TINY, family="nanoflow", sharing="naive", coupling="rqs"),
+    "nanoflow-partial-concat": dict(
+        TINY, family="nanoflow", shared_layers=1, concat_embedding=True, embedding_dim=16
+    ),
+    "waveglow": dict(TINY_GLOW, family="waveglow"),
+    "waveglow-rqs": dict(TINY_GLOW, family="waveglow", coupling="rqs", spline_bins=8),
+    "nanoflow-glow": dict(TINY_GLOW, family="nanoflow-glow", embedding_dim=16),
+    "nanoflow-glow-naive": dict(TINY_GLOW, family="nanoflow-glow", sharing="naive"),
+}
+
+
+def make_model(variant: str, seed: int = 0, dtype=torch.float32):
+    """A tiny model whose zero-initialised parts get random values, so no flow is trivial."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(**VARIANTS[variant])).to(dtype)
+    with torch.no_grad():
+        for projection in model.projections:
+            projection.weight.normal_(0.0, 0.1)
+            projection.bias.normal_(0.0, 0.1)
+        indication = getattr(model, "flow_indication", None)
+        if indication is not None and indication.log_gates is not None:
+            indication.log_gates.normal_(0.0, 0.1)
+    return model
+
+
+def inputs(model, samples: int, batch: int = 2, dtype=torch.float32, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    frames = math.ceil(samples / c.hop_length)
+    audio = 0.5 * torch.randn(batch, samples, generator=g, dtype=dtype)
+    mel = torch.randn(batch, c.n_mels, frames, generator=g, dtype=dtype)
+    return audio, mel
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_inverse_of_forward_is_identity(variant):
+    model = make_model(variant)
+    audio, mel = inputs(model, 203)  # odd: trimmed to a multiple of n_group below
+    length = audio.shape[1] // model.config.n_group * model.config.n_group
+    audio = audio[:, :length]
+    with torch.no_grad():
+        z, logdet = model(audio, mel)
+        back = model.inverse(z, mel)
+    assert z.shape == audio.shape and logdet.shape == (2,)
+    assert not torch.allclose(z, audio, atol=1e-3)  # the flows do something
+    assert (back - audio).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "variant", ["waveflow", "waveflow-rqs", "nanoflow", "nanoflow-rqs", "waveglow"]
+)
+def test_logdet_is_log_abs_det_of_the_jacobian(variant):
+    model = make_model(variant, dtype=torch.float64)
+    samples = 8 * model.config.n_group if model.config.n_group == 4 else 32
+    audio, mel = inputs(model, samples, batch=1, dtype=torch.float64)
+    z, logdet = model(audio, mel)
+    jac = torch.autograd.functional.jacobian(lambda a: model(a, mel)[0], audio)
+    expected = torch.linalg.slogdet(jac.reshape(samples, samples))[1]
+    assert abs(logdet.item() - expected.item()) <= 1e-3 * abs(expected.item()) + 1e-9
+    assert abs(expected.item()) > 1e-2  # not the identity
+
+
+@pytest.mark.parametrize(
+    "variant", ["waveflow", "waveflow-rqs", "nanoflow", "nanoflow-naive", "nanoflow-partial-concat"]
+)
+def test_each_flow_is_autoregressive_over_rows(variant):
+    model = make_model(variant)
+    audio, mel = inputs(model, 32, batch=1)
+    h = model.config.n_group
+    cond = squeeze(model.conditioning(mel, audio.shape[1]), h)
+    prepared = model.prepare_conditioning(cond)
+    x = squeeze(audio, h)
+    with torch.no_grad():
+        for k in range(model.config.n_flows):
+            conditioner = model.flow_conditioner(k, prepared)
+            y, _ = model.coupling(x, conditioner)
+            for i in range(h):
+                changed = x.clone()
+                changed[:, i] += 1.0
+                y2, _ = model.coupling(changed, conditioner)
+                assert torch.equal(y2[:, :i], y[:, :i]), f"flow {k}: row {i} leaks upwards"
+                if i + 1 < h:  # and the rows below do depend on it
+                    assert not torch.allclose(y2[:, i + 1], y[:, i + 1])
+
+
+@pytest.mark.parametrize("variant", ["waveflow", "nanoflow", "nanoflow-rqs", "nanoflow-glow"])
+def test_inference_form_gives_the_same_outputs(variant):
+    model = make_model(variant)
+    audio, mel = inputs(model, 64)
+    inference = model.to_inference_form()
+    assert inference.inference_form and not model.inference_form
+    assert not any("parametrizations" in name for name, _ in inference.named_parameters())
+    assert any("parametrizations" in name for name, _ in model.named_parameters())
+    with torch.no_grad():
+        z, logdet = model(audio, mel)
+        z2, logdet2 = inference(audio, mel)
+    assert (z - z2).abs().max().item() < 1e-5
+    assert (logdet - logdet2).abs().max().item() < 1e-5
+    assert inference.parameter_count() == model.parameter_count(inference_form=True)
+    assert inference.parameter_count() < model.parameter_count()
+    # a second copy from the same model still works (weight-norm classes are not shared)
+    assert model.to_inference_form().parameter_count() == inference.parameter_count()
+
+
+def test_untrained_nanoflow_is_decomp_plus_cached_per_flow_biases():
+    """With gates at their zero init, NanoFlow = decomp + a constant bias per (flow, layer)."""
+    torch.manual_seed(0)
+    full = build_model(ModelConfig(**VARIANTS["nanoflow"]))
+    with torch.no_grad():
+        for projection in full.projections:
+            projection.weight.normal_(0.0, 0.1)
+    inference = full.to_inference_form()
+    cached = inference.flow_indication
+    assert isinstance(full.flow_indication, FlowIndication)
+    assert isinstance(cached, CachedFlowIndication)
+    n_flows, n_layers, channels = 3, 2, 8
+    assert cached.bias.shape == (n_flows, n_layers, 2 * channels)
+    assert torch.equal(cached.gate, torch.ones(n_flows, n_layers, channels))
+    assert not torch.allclose(cached.bias[0], cached.bias[1])
+
+    decomp = build_model(ModelConfig(**dict(VARIANTS["nanoflow"], sharing="decomp")))
+    decomp = decomp.to_inference_form()
+    shared = {k: v for k, v in inference.state_dict().items() if "flow_indication" not in k}
+    decomp.load_state_dict(shared)  # strict: decomp has exactly the non-embedding weights
+    audio, mel = inputs(full, 64)
+    with torch.no_grad():
+        z_full, logdet_full = full(audio, mel)
+        z_plain, _ = decomp(audio, mel)
+        decomp.flow_indication = CachedFlowIndication(None, cached.bias, None)
+        z_biased, logdet_biased = decomp(audio, mel)
+    assert not torch.allclose(z_plain, z_full, atol=1e-4)  # the biases matter
+    assert (z_biased - z_full).abs().max().item() < 1e-5
+    assert (logdet_biased - logdet_full).abs().max().item() < 1e-5
+
+
+def test_log_prob_on_a_real_clip(ljspeech_mini):
+    wav = sorted((ljspeech_mini / "wavs").glob("*.wav"))[0]
+    audio, rate = sf.read(wav, dtype="float32", frames=5003)
+    assert rate == 22050
+    audio = torch.from_numpy(audio).unsqueeze(0)
+    mel = MelSpectrogram(MelConfig())(audio).float()
+    config = ModelConfig(family="nanoflow", n_flows=2, n_layers=2, n_group=16, channels=8)
+    model = build_model(config)
+    with torch.no_grad():
+        ll = model.log_prob(audio, mel)
+    assert ll.shape == (1,) and torch.isfinite(ll).all()
+    # untrained flows are the identity (zero projections): z = audio, trimmed to 4992 samples
+    kept = audio[:, :4992]
+    expected = (-0.5 * kept.square() - 0.5 * math.log(2 * math.pi)).mean()
+    assert abs(ll.item() - expected.item()) < 1e-6
+
+
+def test_infer_shape_sigma_and_generator():
+    model = make_model("nanoflow")
+    _, mel = inputs(model, 48, batch=2)
+    with torch.no_grad():
+        a = model.infer(mel, sigma=0.6, generator=torch.Generator().manual_seed(3))
+        b = model.infer(mel, sigma=0.6, generator=torch.Generator().manual_seed(3))
+        silent = model.infer(mel, sigma=0.0)
+    assert a.shape == (2, mel.shape[-1] * 16)
+    assert torch.equal(a, b)
+    z, _ = model(a, mel)
+    expected_z = 0.6 * torch.randn(a.shape, generator=torch.Generator().manual_seed(3))
+    assert (z - expected_z).abs().max().item() < 1e-4
+    assert torch.isfinite(silent).all()
+
+
+def test_length_and_shape_errors():
+    model = make_model("waveflow")
+    audio, mel = inputs(model, 64)
+    with pytest.raises(InputError, match="multiple of n_group"):
+        model(audio[:, :63], mel)
+    with pytest.raises(InputError, match="mel frames"):
+        model(audio, mel[:, :, :3])  # 64 samples need 4 frames at hop 16
+    with pytest.raises(InputError, match="mel"):
+        model(audio, mel[:, :5])
+    # log_prob trims instead: 63 samples -> 60
+    assert model.log_prob(audio[:, :63], mel).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(hop_length=18), "multiple of n_group"),
+        (dict(upsample_strides=[2, 4]), "multiply to"),
+        (dict(permutation="bipartized", n_group=3, hop_length=15), "even n_group"),
+        (dict(shared_layers=1), "nanoflow only"),
+        (dict(family="nanoflow", shared_layers=5), "shared_layers"),
+        (dict(family="waveglow", n_group=6, hop_length=12, n_flows=8, n_early_size=1), "even"),
+        (dict(kernel_size=2), "odd"),
+        (dict(family="wavernn"), "wavernn"),
+    ],
+)
+def test_config_validation(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        model_config_from_dict(dict(TINY, **changes))
+
+
+def test_config_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(ConfigError, match="n_flow"):
+        model_config_from_dict({"n_flow": 8})
+    with pytest.raises(ConfigError, match="channels"):
+        model_config_from_dict({"channels": "128"})
+
+
+@pytest.mark.parametrize("hop, strides", [(256, (16, 16)), (300, (15, 20)), (512, (16, 32))])
+def test_upsampler_strides_multiply_to_hop(hop, strides):
+    config = ModelConfig(hop_length=hop, n_group=4)
+    assert config.strides == strides
+    mel = torch.randn(1, 3, 5)
+    assert MelUpsampler2D(config.strides)(mel).shape == (1, 3, 5 * hop)
+
+
+def test_resolve_model_config_from_every_source(tmp_path):
+    assert "waveflow-h16-r64" in list_model_presets()
+    preset = load_model_preset("waveflow-h16-r64")
+    assert preset.channels == 64 and resolve_model_config("waveflow-h16-r64") == preset
+    tiny = ModelConfig(**VARIANTS["nanoflow"])
+    section = {k: v for k, v in vars(tiny).items()}
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"model": section, "train": {"lr": 1}}))
+    (tmp_path / "plain.json").write_text(json.dumps(section))
+    torch.save({"config": {"model": section}, "model": {}}, tmp_path / "c.pt")
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    (tmp_path / "w.json").write_text(json.dumps({"model": section}))
+    for name in ("m.yaml", "plain.json", "c.pt", "w.safetensors"):
+        assert resolve_model_config(tmp_path / name) == tiny, name
+
+    with pytest.raises(InputError, match="not a model preset"):
+        resolve_model_config("no-such-model")
+    (tmp_path / "lonely.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match="lonely.json"):
+        resolve_model_config(tmp_path / "lonely.safetensors")
+    torch.save({"state": 1}, tmp_path / "bare.pt")
+    with pytest.raises(InputError, match="config"):
+        resolve_model_config(tmp_path / "bare.pt")
+
+
+def test_info_command(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": VARIANTS["nanoflow"]}))
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    model = build_model(ModelConfig(**VARIANTS["nanoflow"]))
+    assert f"{model.parameter_count():,}" in out
+    assert f"{model.parameter_count(inference_form=True):,}" in out
+    assert "receptive field" in out and "FLOPs per sample" in out
+    assert main(["info", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_flops_and_receptive_field_of_a_tiny_waveflow():
+    model = build_model(ModelConfig(**VARIANTS["waveflow"]))
+    c = model.config
+    # per sample, per flow: each layer's 3x3 conv and cond conv, the res/skip convs (the
+    # last layer's skip only), the front conv and the projection; plus the upsampler:
+    # ConvTranspose2d kernels (3, 8) = 24 MACs per input position, on 8 x F then 8 x 4F
+    # positions, over T = 16 F samples
+    per_layer = 9 * 8 * 16 + 8 * 16
+    macs = c.n_flows * (2 * per_layer + 8 * 16 + 8 * 8 + 8 + 8 * 2) + (8 + 32) * 24 / 16
+    assert model.flops_per_sample() == 2 * macs
+    field = model.receptive_field()
+    assert field.rows == 3 and field.columns == 1 + 2 * 3
+    assert field.samples == 4 * (3 * 6 + 1)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["waveflow-rqs", "nanoflow", "nanoflow-partial-concat"] + ["nanoflow-glow-naive", "waveglow"],
+)
+def test_training_loss_reaches_every_parameter(variant):
+    """A fresh model's NLL back-propagates into every parameter (no unused ones, for DDP)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**VARIANTS[variant]))
+    audio, mel = inputs(model, 64)
+    loss = -model.log_prob(audio, mel).mean()
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -1,0 +1,40 @@
+"""Glow's invertible 1x1 convolution over channels (WaveGlow's mixing between couplings)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vocoder.flows.base import Transform
+
+
+class InvertibleConv1x1(Transform):
+    """`y[:, :, t] = W x[:, :, t]` for `x` of shape `[B, C, T]`; log|det| = T * log|det W|.
+
+    W starts as a random rotation (orthogonal, determinant +1), as in WaveGlow.
+    """
+
+    def __init__(self, channels: int, generator: torch.Generator | None = None):
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=generator))
+        if torch.det(q) < 0:
+            q[:, 0] = -q[:, 0]
+        self.weight = nn.Parameter(q)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = torch.linalg.slogdet(self._full_precision())[1].to(x.dtype) * x.shape[-1]
+        return torch.einsum("ij,bjt->bit", self.weight.to(x.dtype), x), logdet.expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        weight = self._full_precision()
+        logdet = -torch.linalg.slogdet(weight)[1].to(y.dtype) * y.shape[-1]
+        w_inv = torch.linalg.inv(weight).to(y.dtype)
+        return torch.einsum("ij,bjt->bit", w_inv, y), logdet.expand(y.shape[0])
+
+    def _full_precision(self) -> Tensor:
+        # slogdet and inv have no half-precision kernels
+        w = self.weight
+        return w if w.dtype in (torch.float32, torch.float64) else w.float()
+
+
+__all__ = ["InvertibleConv1x1"]

@@ -1,0 +1,85 @@
+"""Row orders between autoregressive flows (WaveFlow): reverse, or the paper's "bipartized".
+
+Between flows the rows of the squeezed signal (and of the conditioning) are permuted so that
+every row is eventually conditioned on every other. `row_orders` gives, for each flow, the
+order in which that flow sees the rows of the signal in its original row positions: flow k
+works on `x[..., order_k, :]`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from vocoder.flows.base import Transform
+
+PermutationKind = Literal["reverse", "bipartized"]
+
+
+def reverse_rows(h: int) -> Tensor:
+    return torch.arange(h - 1, -1, -1)
+
+
+def bipartized_rows(h: int) -> Tensor:
+    """Reverse each half separately: `[h/2-1 .. 0, h-1 .. h/2]` (WaveFlow paper, section 4)."""
+    half = h // 2
+    return torch.cat([torch.arange(half - 1, -1, -1), torch.arange(h - 1, half - 1, -1)])
+
+
+def step_permutation(kind: PermutationKind, h: int, flow_index: int, n_flows: int) -> Tensor:
+    """The permutation applied to the rows before flow `flow_index` (index tensor, length h).
+
+    "reverse" flips the rows before every flow but the first. "bipartized" does the same in
+    the first half of the flows and flips within each half of the rows in the second half
+    (the WaveFlow paper's choice for h = 16 with 8 flows; needs an even h).
+    """
+    if flow_index == 0:
+        return torch.arange(h)
+    if kind == "reverse" or flow_index < n_flows // 2:
+        return reverse_rows(h)
+    if kind == "bipartized":
+        return bipartized_rows(h)
+    raise ValueError(f"unknown row permutation {kind!r}")
+
+
+def row_orders(kind: PermutationKind, h: int, n_flows: int) -> Tensor:
+    """`[n_flows, h]`: row k lists the original row seen at each position by flow k."""
+    order = torch.arange(h)
+    orders = []
+    for k in range(n_flows):
+        order = order[step_permutation(kind, h, k, n_flows)]
+        orders.append(order)
+    return torch.stack(orders)
+
+
+def permute_rows(x: Tensor, order: Tensor) -> Tensor:
+    """Select rows (dimension -2) in `order`: works for `[B, h, W]` and `[B, C, h, W]`."""
+    return x.index_select(-2, order)
+
+
+class RowPermutation(Transform):
+    """A fixed permutation of the rows of `[B, h, W]` (log-determinant 0)."""
+
+    def __init__(self, order: Tensor):
+        super().__init__()
+        self.register_buffer("order", order.clone(), persistent=False)
+        self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return permute_rows(x, self.order), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return permute_rows(y, self.inverse_order), y.new_zeros(y.shape[0])
+
+
+__all__ = [
+    "PermutationKind",
+    "reverse_rows",
+    "bipartized_rows",
+    "step_permutation",
+    "row_orders",
+    "permute_rows",
+    "RowPermutation",
+]

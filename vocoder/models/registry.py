@@ -1,0 +1,116 @@
+"""From configs to models: building, presets and resolving what a user points at.
+
+Presets are the YAML files shipped in `vocoder/configs/` (one per reference model);
+`resolve_model_config` is the one place that turns a preset name, a YAML/JSON config or a
+checkpoint into a `ModelConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocoder.config import from_dict, load_mapping
+from vocoder.errors import ConfigError, InputError
+from vocoder.models.base import FlowVocoder
+from vocoder.models.config import ModelConfig
+from vocoder.models.nanoflow import NanoFlow
+from vocoder.models.waveflow import WaveFlow
+from vocoder.models.waveglow import NanoFlowGlow, WaveGlow
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+MODEL_CLASSES: dict[str, type[FlowVocoder]] = {
+    "waveflow": WaveFlow,
+    "nanoflow": NanoFlow,
+    "waveglow": WaveGlow,
+    "nanoflow-glow": NanoFlowGlow,
+}
+
+
+def build_model(config: ModelConfig) -> FlowVocoder:
+    """A freshly initialised model (training form) for `config`."""
+    config.validate()
+    return MODEL_CLASSES[config.family](config)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """A validated `ModelConfig` from plain data (the `model:` section of a config)."""
+    return from_dict(ModelConfig, data, "model")
+
+
+def list_model_presets() -> list[str]:
+    """Names of the shipped model configs, e.g. "waveflow-h16-r64"."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_model_preset(name: str) -> ModelConfig:
+    """The shipped config `vocoder/configs/<name>.yaml`."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown model preset {name!r}; known: {', '.join(list_model_presets())}"
+        )
+    return _model_section(load_mapping(path), path)
+
+
+def _model_section(data: dict[str, Any], source: str | Path) -> ModelConfig:
+    """The `model:` section of a full config, or the whole mapping if it is a model config."""
+    section = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise InputError(source, "no 'model' mapping in it")
+    try:
+        return model_config_from_dict(section)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def resolve_model_config(path_or_name: str | Path) -> ModelConfig:
+    """The model config behind a preset name, a YAML/JSON config or a checkpoint.
+
+    - a preset name (see `list_model_presets`);
+    - a `.yaml`/`.yml`/`.json` file: a model config, or a full config with a `model:` section;
+    - a `.pt`/`.pth`/`.ckpt` checkpoint: a dict whose "config" holds `{"model": {...}}`;
+    - a `.safetensors` file: the model section of the `.json` of the same stem beside it.
+    """
+    path = Path(path_or_name)
+    if not path.exists():
+        if path.suffix == "" and str(path_or_name) in list_model_presets():
+            return load_model_preset(str(path_or_name))
+        raise InputError(
+            path, f"no such file, and not a model preset ({', '.join(list_model_presets())})"
+        )
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml", ".json"):
+        return _model_section(load_mapping(path), path)
+    if suffix == ".safetensors":
+        meta = path.with_suffix(".json")
+        if not meta.is_file():
+            raise InputError(path, f"expected its config beside it in {meta.name}")
+        try:
+            data = json.loads(meta.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(meta, f"not valid JSON ({e})") from None
+        return _model_section(data, meta)
+    if suffix in (".pt", ".pth", ".ckpt"):
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many kinds for unreadable files
+            raise InputError(path, f"not a readable checkpoint ({e})") from None
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
+            raise InputError(path, "checkpoint has no 'config' mapping")
+        return _model_section(checkpoint["config"], path)
+    raise InputError(path, "expected a .yaml/.json config, a .pt checkpoint or a .safetensors")
+
+
+__all__ = [
+    "build_model",
+    "model_config_from_dict",
+    "list_model_presets",
+    "load_model_preset",
+    "resolve_model_config",
+    "MODEL_CLASSES",
+]
