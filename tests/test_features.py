@@ -52,9 +52,10 @@ def test_hifigan_preset_differs_from_tacotron2(ljspeech_mini):
     frames = min(taco.shape[1], hifi.shape[1])
     # Both conventions see the same speech but frame it differently.
     assert (taco[:, :frames] - hifi[:, :frames]).abs().mean() > 0.05
-    assert torch.corrcoef(torch.stack([taco[:, :frames].flatten(), hifi[:, :frames].flatten()]))[
-        0, 1
-    ] > 0.9
+    assert (
+        torch.corrcoef(torch.stack([taco[:, :frames].flatten(), hifi[:, :frames].flatten()]))[0, 1]
+        > 0.9
+    )
 
 
 def test_invalid_configs_are_rejected():
