@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -71,6 +73,15 @@ def test_save_refuses_to_overwrite(clip_path, tmp_path):
     save_audio(target, audio, 22050, overwrite=True)
     assert torch.equal(load_audio(target), audio)
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temp file left behind
+
+
+def test_outputs_get_umask_permissions_not_private_temp_ones(clip_path, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = save_audio(tmp_path / "shared.wav", load_audio(clip_path), 22050)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_stereo_mixdown_or_reject(clip_path, tmp_path):

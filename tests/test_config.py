@@ -36,6 +36,7 @@ def test_round_trip_and_coercion():
     assert cfg.rate == 2.0 and isinstance(cfg.rate, float)
     assert cfg.inner == Inner(size=4, mode="b")
     assert from_dict(Outer, to_dict(cfg)) == cfg
+    assert from_dict(Outer, {"rate": "2e-4"}).rate == 2e-4  # YAML 1.1 reads 2e-4 as a string
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,7 @@ def test_round_trip_and_coercion():
         ({"sizes": 3}, "sizes: expected a list"),
         ({"inner": {"size": 1000}}, "at most 100"),
         ({"rate": True}, "rate: expected a number"),
+        ({"rate": "fast"}, "rate: expected a number"),
     ],
 )
 def test_bad_values_name_the_key(data, message):

@@ -1,0 +1,212 @@
+"""Checkpoints and exports: atomic writes, pruning, averaging, one loader for every kind."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from vocoder.checkpoint import (
+    average_checkpoints,
+    capture_rng_state,
+    checkpoint_path,
+    export_model,
+    latest_checkpoint,
+    list_checkpoints,
+    load_averaged_model,
+    load_checkpoint,
+    load_model,
+    prune_checkpoints,
+    restore_rng_state,
+    save_checkpoint,
+)
+from vocoder.config import to_dict
+from vocoder.errors import InputError
+from vocoder.features import MelConfig
+from vocoder.models import ModelConfig, build_model, resolve_model_config
+
+TINY = dict(n_flows=2, n_layers=2, n_group=8, channels=8, embedding_dim=8)
+
+
+def tiny_model(family: str = "waveflow", seed: int = 0, **changes):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(family=family, **{**TINY, **changes}))
+    # The final projections start at zero (an identity flow); perturb every weight so
+    # that copies and averages are told apart.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def checkpoint_state(model, step: int, ema=None) -> dict:
+    return {
+        "config": {"model": to_dict(model.config), "features": to_dict(MelConfig())},
+        "model": model.state_dict(),
+        "ema": ema,
+        "step": step,
+        "epoch": 0,
+        "batch_in_epoch": step,
+    }
+
+
+def batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(1, 2048, generator=g), torch.randn(1, 80, 8, generator=g)
+
+
+def test_checkpoint_round_trip_and_listing(tmp_path):
+    model = tiny_model()
+    for step in (5, 20, 10):
+        save_checkpoint(checkpoint_path(tmp_path, step), checkpoint_state(model, step))
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["step-00000005.pt", "step-00000010.pt", "step-00000020.pt"]
+    assert latest_checkpoint(tmp_path).name == "step-00000020.pt"
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert state["step"] == 20 and state["format"] == "vocoder-checkpoint"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(state["model"][name], tensor)
+    # the models package reads the same file
+    assert resolve_model_config(latest_checkpoint(tmp_path)) == model.config
+    # no temporary files are left behind
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_save_refuses_overwrite_and_failed_write_keeps_old_file(tmp_path, monkeypatch):
+    path = checkpoint_path(tmp_path, 1)
+    save_checkpoint(path, checkpoint_state(tiny_model(), 1))
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        save_checkpoint(path, checkpoint_state(tiny_model(), 1))
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, checkpoint_state(tiny_model(seed=3), 1), overwrite=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    model = tiny_model()
+    for step in range(1, 8):
+        save_checkpoint(checkpoint_path(tmp_path, step), checkpoint_state(model, step))
+    removed = prune_checkpoints(tmp_path, keep_last=3)
+    assert len(removed) == 4
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "step-00000005.pt",
+        "step-00000006.pt",
+        "step-00000007.pt",
+    ]
+    assert prune_checkpoints(tmp_path, keep_last=0) == []
+
+
+def test_corrupt_or_missing_files_raise_input_error(tmp_path):
+    path = save_checkpoint(checkpoint_path(tmp_path, 1), checkpoint_state(tiny_model(), 1))
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated.pt: not a readable checkpoint"):
+        load_model(truncated)
+    with pytest.raises(InputError, match="no such file"):
+        load_model(tmp_path / "missing.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(InputError, match="not a vocoder training checkpoint"):
+        load_model(foreign)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="without checkpoints"):
+        load_model(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("family", ["waveflow", "nanoflow"])
+def test_export_training_form_round_trip(tmp_path, family):
+    model = tiny_model(family)
+    weights, meta = export_model(model, MelConfig(), tmp_path / "voc", {"step": 7, "note": "x"})
+    assert weights.name == "voc.safetensors" and meta.name == "voc.json"
+    document = json.loads(meta.read_text())
+    assert set(document) >= {"model", "features", "metadata"}
+    assert document["metadata"]["note"] == "x" and document["form"] == "training"
+    assert weights.read_bytes()[:8] != b"PK\x03\x04"  # safetensors, not a pickle zip
+    loaded, info = load_model(weights)
+    assert info.model == model.config and info.features == MelConfig() and info.step == 7
+    audio, mel = batch()
+    with torch.no_grad():
+        assert torch.allclose(loaded.log_prob(audio, mel), model.eval().log_prob(audio, mel))
+    # the .json path works too, and the models package agrees on the config
+    assert load_model(meta)[1].model == model.config
+    assert resolve_model_config(weights) == model.config
+
+
+def test_export_inference_form_round_trip(tmp_path):
+    model = tiny_model("nanoflow")
+    inference = model.to_inference_form()
+    weights, _ = export_model(inference, MelConfig(), tmp_path / "voc")
+    loaded, info = load_model(weights)
+    assert info.form == "inference" and loaded.inference_form
+    mel = batch()[1]
+    with torch.no_grad():
+        a = inference.infer(mel, sigma=0.8, generator=torch.Generator().manual_seed(0))
+        b = loaded.infer(mel, sigma=0.8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_export_refuses_overwrite_and_bad_files_are_reported(tmp_path):
+    model = tiny_model()
+    weights, meta = export_model(model, MelConfig(), tmp_path / "voc")
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        export_model(model, MelConfig(), tmp_path / "voc")
+    export_model(model, MelConfig(), tmp_path / "voc", overwrite=True)
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError, match="not a readable safetensors file"):
+        load_model(weights)
+    meta.unlink()
+    with pytest.raises(InputError, match="expected its config beside it"):
+        load_model(weights)
+
+
+def test_ema_weights_preferred(tmp_path):
+    model, other = tiny_model(seed=0), tiny_model(seed=1)
+    path = save_checkpoint(
+        checkpoint_path(tmp_path, 3), checkpoint_state(model, 3, ema=other.state_dict())
+    )
+    auto, info = load_model(path)
+    assert info.weights == "ema"
+    assert all(torch.equal(auto.state_dict()[k], v) for k, v in other.state_dict().items())
+    plain, info = load_model(path, weights="model")
+    assert info.weights == "model"
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_average_checkpoints(tmp_path):
+    models = [tiny_model(seed=s) for s in range(3)]
+    paths = [
+        save_checkpoint(checkpoint_path(tmp_path, i + 1), checkpoint_state(m, i + 1))
+        for i, m in enumerate(models)
+    ]
+    averaged = average_checkpoints(paths)
+    for name, tensor in averaged.items():
+        expected = sum(m.state_dict()[name].double() for m in models) / 3
+        assert torch.allclose(tensor.double(), expected, atol=1e-6), name
+    model, info = load_averaged_model(paths)
+    assert info.weights == "average" and len(info.metadata["averaged"]) == 3
+    assert all(torch.allclose(model.state_dict()[k], v) for k, v in averaged.items())
+    other = save_checkpoint(tmp_path / "other.pt", checkpoint_state(tiny_model(channels=16), 9))
+    with pytest.raises(InputError, match="do not match|shape"):
+        average_checkpoints([paths[0], other])
+
+
+def test_rng_state_round_trip():
+    state = capture_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    random.random(), np.random.rand(), torch.rand(3)  # move every generator on
+    restore_rng_state(state)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert expected[0] == again[0] and expected[1] == again[1]
+    assert torch.equal(expected[2], again[2])

@@ -1,0 +1,155 @@
+"""Copy-synthesis metrics, Griffin-Lim, the evaluation loop and `vocoder evaluate`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from vocoder import metrics
+from vocoder.audio import load_audio
+from vocoder.checkpoint import checkpoint_path, save_checkpoint
+from vocoder.cli import main
+from vocoder.config import to_dict
+from vocoder.errors import InputError
+from vocoder.evaluate import EvalReport, FileScores, evaluate, griffin_lim, quality, write_report
+from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.models import ModelConfig, build_model
+
+CLIP = "LJ050-0030"  # a 1.9 s test clip: evaluation may read test clips, training never
+
+
+@pytest.fixture(scope="module")
+def clip(ljspeech_mini):
+    audio = load_audio(ljspeech_mini / "wavs" / f"{CLIP}.wav", sample_rate=22050)
+    mel = MelSpectrogram(MelConfig())(audio)
+    return audio, mel
+
+
+def score(clip, synthesized):
+    audio, mel = clip
+    return quality(audio, synthesized, mel, MelSpectrogram(MelConfig()), 22050)
+
+
+def test_recording_against_itself_is_perfect(clip):
+    s = score(clip, clip[0].clone())
+    assert s["log_mel_l1"] == 0.0 and s["mcd_db"] == 0.0
+    assert s["stoi"] > 0.999 and s["pesq_wb"] > 4.5
+
+
+def test_griffin_lim_is_a_plausible_floor(clip):
+    audio, mel = clip
+    floor = griffin_lim(mel, MelConfig(), length=audio.numel())
+    assert floor.shape == audio.shape and floor.dtype == torch.float32
+    s = score(clip, floor)
+    # the reference figures on the whole test split: PESQ-wb 3.25, STOI 0.97, L1 0.115
+    assert 0.05 < s["log_mel_l1"] < 0.2
+    assert 2.7 < s["pesq_wb"] < 3.9
+    assert 0.93 < s["stoi"] < 0.995
+    assert 3.0 < s["mcd_db"] < 10.0
+
+
+def test_white_noise_scores_badly(clip):
+    noise = 0.1 * torch.randn(clip[0].shape, generator=torch.Generator().manual_seed(0))
+    s = score(clip, noise)
+    assert s["stoi"] < 0.5 and s["pesq_wb"] < 1.5
+    assert s["log_mel_l1"] > 1.0 and s["mcd_db"] > 20.0
+
+
+def test_mcd_ignores_overall_level_but_l1_does_not(clip):
+    mel = clip[1]
+    louder = mel + 0.5  # a gain: only c0, which MCD leaves out, changes
+    assert metrics.mel_cepstral_distortion(mel, louder) == pytest.approx(0.0, abs=1e-5)
+    assert metrics.log_mel_l1(mel, louder) == pytest.approx(0.5)
+    shifted = mel.clone()
+    shifted[40:] += 1.0  # a spectral tilt changes the cepstrum
+    assert metrics.mel_cepstral_distortion(mel, shifted) > 1.0
+
+
+def test_griffin_lim_uncentered_preset_keeps_the_length(clip):
+    config = MelConfig.preset("hifigan")
+    audio = clip[0][:22050]
+    mel = MelSpectrogram(config)(audio)
+    floor = griffin_lim(mel, config, n_iter=8, length=audio.numel())
+    assert floor.shape == audio.shape
+    assert metrics.log_mel_l1(mel, MelSpectrogram(config)(floor)) < 0.5
+
+
+@pytest.mark.parametrize("length", [40 * 256, 40 * 256 - 1, 41 * 256 + 7])
+def test_griffin_lim_pads_or_trims_to_any_length(length):
+    mel = torch.randn(80, 40) - 5.0
+    assert griffin_lim(mel, MelConfig(), n_iter=2, length=length).shape == (length,)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(n_flows=2, n_layers=2, n_group=8, channels=8))
+
+
+def test_evaluate_reports_ll_and_both_systems(ljspeech_mini, tmp_path):
+    files = [ljspeech_mini / "wavs" / f"{CLIP}.wav"]
+    report = evaluate(tiny_model(), MelConfig(), files, sigma=0.8, audio_dir=tmp_path / "wav")
+    summary = report.summary()
+    # an untrained model is an identity flow: LL = mean log N(x; 0, 1), about -0.92
+    audio = load_audio(files[0])
+    n = audio.numel() // 8 * 8
+    expected = float(-0.5 * math.log(2 * math.pi) - 0.5 * audio[:n].double().square().mean())
+    assert summary["ll"] == pytest.approx(expected, abs=1e-4)
+    assert set(summary) >= {"ll", "files", "model", "griffin_lim"}
+    assert summary["griffin_lim"]["stoi"] > 0.9 > summary["model"]["stoi"]
+    assert summary["model"]["rtf"] > 0
+    assert (tmp_path / "wav" / f"{CLIP}.wav").is_file()
+    assert (tmp_path / "wav" / f"{CLIP}.griffin_lim.wav").is_file()
+    only_ll = evaluate(tiny_model(), MelConfig(), files, synthesis=False)
+    assert only_ll.summary()["ll"] == pytest.approx(summary["ll"]) and "model" not in (
+        only_ll.summary()
+    )
+
+
+def test_write_report_is_atomic_json_and_csv(tmp_path):
+    files = [
+        FileScores("a", 1.0, 2.0, {"model": {"stoi": 0.5, "pesq_wb": math.nan}}),
+        FileScores("b", 2.0, 4.0, {"model": {"stoi": 0.7, "pesq_wb": 2.0}}),
+    ]
+    report = EvalReport(files, {"sigma": 0.8})
+    json_path, csv_path = write_report(report, tmp_path / "report.json")
+    data = json.loads(json_path.read_text())
+    assert data["summary"]["ll"] == 3.0
+    assert data["summary"]["model"]["stoi"] == pytest.approx(0.6)
+    assert data["summary"]["model"]["pesq_wb"] == 2.0  # NaNs are left out of means
+    assert data["files"][0]["systems"]["model"]["pesq_wb"] is None  # and are null in JSON
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["name"] for r in rows] == ["a", "b"] and rows[0]["pesq_wb"] == ""
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        write_report(report, json_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv", "report.json"]
+
+
+def test_cli_evaluate_and_average(ljspeech_mini, tmp_path, capsys):
+    run = tmp_path / "run"
+    for step, seed in ((1, 0), (2, 1)):
+        torch.manual_seed(seed)
+        model = build_model(ModelConfig(n_flows=2, n_layers=2, n_group=8, channels=8))
+        state = {
+            "config": {"model": to_dict(model.config), "features": to_dict(MelConfig())},
+            "model": model.state_dict(),
+            "step": step,
+        }
+        save_checkpoint(checkpoint_path(run, step), state)
+    filelist = tmp_path / "test.txt"
+    filelist.write_text(f"{ljspeech_mini / 'wavs' / CLIP}.wav\n")
+    out = tmp_path / "eval" / "report.json"
+    args = ["evaluate", "--checkpoint", str(run), "--filelist", str(filelist), "--device", "cpu"]
+    assert main([*args, "--no-synthesis", "--out", str(out), "--average", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "test LL" in printed and "over 1 file(s)" in printed
+    data = json.loads(out.read_text())
+    assert data["info"]["averaged"] == ["step-00000001.pt", "step-00000002.pt"]
+    assert math.isfinite(data["summary"]["ll"])
+    assert main([*args, "--no-synthesis", "--out", str(out)]) == 2  # no silent overwrite
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main([*args, "--average", "3"]) == 2
+    assert "only 2 checkpoint(s)" in capsys.readouterr().err

@@ -1,0 +1,338 @@
+"""The trainer: configs, exact resume (clean stop and SIGKILL), guards, EMA, fine-tuning."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vocoder.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_model
+from vocoder.cli import main
+from vocoder.errors import ConfigError
+from vocoder.models import build_model
+from vocoder.train.config import load_experiment_config
+from vocoder.train.logging import read_log
+from vocoder.train.trainer import EMA, LogLikelihood, _init_weights, train_step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_filelists(folder: Path, ljspeech_mini: Path, n_train: int = 6, n_valid: int = 1):
+    """train.txt / valid.txt from the mini set's TRAIN ids only (never its test ids)."""
+    ids = (ljspeech_mini / "train.txt").read_text().split()
+    wavs = ljspeech_mini / "wavs"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"train": ids[:n_train], "valid": ids[n_train : n_train + n_valid]}
+    for part, names in parts.items():
+        (folder / f"{part}.txt").write_text("".join(f"{wavs / n}.wav\n" for n in names))
+    return folder
+
+
+def tiny_config(tmp_path: Path, ljspeech_mini: Path, **train) -> Path:
+    data = write_filelists(tmp_path / "data", ljspeech_mini)
+    config = {
+        "features": {"preset": "tacotron2"},
+        "model": {
+            "preset": "waveflow-h16-r64",
+            "n_flows": 2,
+            "n_layers": 2,
+            "n_group": 8,
+            "channels": 8,
+        },
+        "data": {
+            "prepared": str(data),
+            "segment_length": 2048,
+            "batch_size": 2,
+            "num_workers": 0,
+            "valid_max_files": 1,
+            "valid_audio_clips": 1,
+        },
+        "train": {
+            "max_steps": 8,
+            "lr": 2e-3,
+            "log_every": 1,
+            "valid_every": 4,
+            "checkpoint_every": 100,
+            "seed": 7,
+            "device": "cpu",
+            **train,
+        },
+    }
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in read_log(run_dir)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, ljspeech_mini):
+    """An uninterrupted 8-step run (3 batches per epoch: it crosses two epoch boundaries)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    conf = tiny_config(tmp, ljspeech_mini)
+    run = tmp / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run)]) == 0
+    return conf, run
+
+
+# ---- configs ----
+
+
+def test_presets_overrides_and_resolved_config(reference):
+    conf, run = reference
+    config = load_experiment_config(conf, ["model.channels=12", "train.lr=1.0e-4"])
+    assert config.model.channels == 12 and config.model.family == "waveflow"
+    assert config.train.lr == 1e-4 and config.features.hop_length == 256
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert "preset" not in saved["model"] and saved["model"]["channels"] == 8
+    assert Path(saved["data"]["prepared"]).is_absolute()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.hop_length=128", "model.hop_length 128 != features.hop_length 256"),
+        ("features.sample_rate=24000", "model.sample_rate 22050 != features.sample_rate 24000"),
+        ("features.n_mels=64", "model.n_mels 80 != features.n_mels 64"),
+        ("data.segment_length=2000", "not a multiple of hop_length 256 .try 1792 or 2048"),
+        ("train.precision=fp8", "train.precision"),
+        ("train.bogus=1", "unknown key"),
+    ],
+)
+def test_config_errors_are_clear(reference, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment_config(reference[0], [override])
+
+
+def test_hop_must_be_a_multiple_of_n_group(reference):
+    # with that, a segment that is a whole number of hops is a whole number of columns too
+    with pytest.raises(ConfigError, match="hop_length 256 must be a multiple of n_group 24"):
+        load_experiment_config(reference[0], ["model.n_group=24"])
+
+
+# ---- the run folder ----
+
+
+def test_reference_run_logs_and_checkpoints(reference):
+    _, run = reference
+    steps = losses(run)
+    assert sorted(steps) == list(range(1, 9))
+    assert all(math.isfinite(v) for v in steps.values())
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000008.pt"]
+    state = load_checkpoint(latest_checkpoint(run))
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (8, 2, 2)
+    valid = read_log(run, kind="valid")
+    assert [e["step"] for e in valid] == [4, 8] and all(math.isfinite(e["ll"]) for e in valid)
+    # TensorBoard holds the scalars, the validation audio and mel images
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/ll", "train/grad_norm", "train/lr", "valid/ll"} <= set(
+        tags["scalars"]
+    )
+    assert any(t.endswith("/synthesized") for t in tags["audio"])
+    assert any("mel_synthesized" in t for t in tags["images"])
+
+
+def test_refuses_non_empty_run_dir(reference, tmp_path, capsys):
+    conf, _ = reference
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    assert main(["train", "--config", str(conf), "--out", str(run)]) == 2
+    assert "is not empty; pass --resume" in capsys.readouterr().err
+    assert not (run / "checkpoints").exists()
+
+
+def test_refuses_to_train_on_test_files(reference, tmp_path, capsys, ljspeech_mini):
+    conf, _ = reference
+    test = tmp_path / "test.txt"
+    test.write_text(f"{ljspeech_mini / 'wavs' / 'LJ001-0001'}.wav\n")  # a training clip
+    args = ["train", "--config", str(conf), "--out", str(tmp_path / "run")]
+    assert main([*args, f"data.test={test}"]) == 2
+    assert "1 training file(s) are in the test list: LJ001-0001" in capsys.readouterr().err
+
+
+def test_force_starts_over(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "3"]) == 0
+    (run / "notes.txt").write_text("mine")
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "2", "--force"]
+    assert main(args) == 0
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt"]
+    assert sorted(losses(run)) == [1, 2]
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files go
+
+
+# ---- exact resume ----
+
+
+def test_resume_after_clean_stop_gives_the_same_losses(reference, tmp_path):
+    conf, ref_run = reference
+    run = tmp_path / "run"
+    # stop at step 5: mid-epoch (3 batches per epoch)
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "5"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "8"]) == 0
+    expected, got = losses(ref_run), losses(run)
+    assert sorted(got) == list(range(1, 9))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    a = load_checkpoint(latest_checkpoint(ref_run))["model"]
+    b = load_checkpoint(latest_checkpoint(run))["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_after_sigkill_gives_the_same_losses(reference, tmp_path):
+    conf, ref_run = reference
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "vocoder", "train", "--config", str(conf), "--out", str(run),
+        "train.max_steps=100000", "train.checkpoint_every=2", "train.valid_every=100000",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list_checkpoints(run) and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read().decode()
+            time.sleep(0.01)
+        assert list_checkpoints(run), "no checkpoint within 120 s"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(latest_checkpoint(run))["step"]
+    assert killed_at < 8, "the run got too far before the kill to test a resume"
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "8"]) == 0
+    expected, got = losses(ref_run), losses(run)
+    assert sorted(got) == list(range(1, 9))  # steps logged after the kill were dropped
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(reference, tmp_path):
+    conf, ref_run = reference
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "vocoder", "train", "--config", str(conf), "--out", str(run),
+        "train.max_steps=100000", "train.valid_every=100000",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not losses(run) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    stopped = load_checkpoint(latest_checkpoint(run))["step"]
+    assert f"stopped at step {stopped}" in out and "stop requested" in err
+    assert sorted(losses(run)) == list(range(1, stopped + 1))
+
+
+def test_resume_applies_a_new_learning_rate(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run)]
+    assert main([*args, "--max-steps", "2", "train.lr_halve_every=2"]) == 0
+    assert [e["lr"] for e in read_log(run)] == [2e-3, 2e-3]  # the rate each step used
+    resume = ["train", "--out", str(run), "--resume", "--max-steps", "5"]
+    assert main([*resume, "train.lr=1.0e-4", "train.lr_halve_every=4"]) == 0
+    assert [e["lr"] for e in read_log(run)][2:] == [1e-4, 1e-4, 5e-5]  # halved after step 4
+
+
+def test_resume_refuses_a_changed_model(reference, tmp_path, capsys):
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "model.channels=16"]) == 2
+    assert "model config changed: channels (8 -> 16)" in capsys.readouterr().err
+    other = tmp_path / "other.yaml"
+    data = yaml.safe_load(conf.read_text())
+    data["train"]["lr"] = 1e-4
+    other.write_text(yaml.safe_dump(data))
+    assert main(["train", "--config", str(other), "--out", str(run), "--resume"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+# ---- one step, EMA, fine-tuning ----
+
+
+def test_non_finite_step_is_skipped_without_touching_weights(reference):
+    config = load_experiment_config(reference[0])
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    objective = LogLikelihood(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    audio, mel = 0.1 * torch.randn(2, 2048), torch.randn(2, 80, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    poisoned = audio.clone()
+    poisoned[0, 100] = math.nan
+    result = train_step(objective, optimizer, scaler, poisoned, mel, grad_clip=5.0)
+    assert result.skipped and not math.isfinite(result.loss)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    result = train_step(objective, optimizer, scaler, audio, mel, grad_clip=5.0)
+    assert not result.skipped and math.isfinite(result.loss)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ema_is_a_moving_average():
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.75)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    ema.update(model)
+    assert torch.allclose(ema.shadow["weight"], start + 1.0)  # 0.75 * w0 + 0.25 * (w0 + 4)
+
+
+def test_ema_run_checkpoints_ema_weights(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "3"]
+    assert main([*args, "train.ema_decay=0.5"]) == 0
+    state = load_checkpoint(latest_checkpoint(run))
+    assert state["ema"] is not None
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])
+    model, info = load_model(run)
+    assert info.weights == "ema" and info.step == 3
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state["ema"].items())
+
+
+def test_init_from_loads_weights_and_checks_the_config(reference):
+    conf, ref_run = reference
+    config = load_experiment_config(conf)
+    model = build_model(config.model)
+    _init_weights(model, config, latest_checkpoint(ref_run))
+    trained = load_checkpoint(latest_checkpoint(ref_run))["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+    other = load_experiment_config(conf, ["model.channels=16"])
+    with pytest.raises(ConfigError, match=r"model config differs: channels \(8 there, 16 here\)"):
+        _init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
+
+
+def test_bf16_autocast_on_cpu_trains(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "2"]
+    assert main([*args, "train.precision=bf16", "train.valid_every=100"]) == 0
+    assert all(math.isfinite(v) for v in losses(run).values())

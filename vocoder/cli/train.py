@@ -1,0 +1,195 @@
+"""`vocoder train`: train a model from a YAML config; resumable; torchrun for several GPUs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from vocoder.checkpoint import latest_checkpoint, load_checkpoint
+from vocoder.config import load_mapping
+from vocoder.errors import ConfigError, InputError
+from vocoder.train.config import (
+    ExperimentConfig,
+    experiment_to_dict,
+    load_experiment_config,
+)
+from vocoder.train.trainer import CONFIG_FILE, Progress, train
+
+HELP = "train a model from a YAML config (torchrun for several GPUs)"
+
+log = logging.getLogger(__name__)
+
+# Bookkeeping that may differ between a run's config and the --config it is resumed with;
+# the --config's values win.
+CHANGEABLE_ON_RESUME = {
+    "train.max_steps",
+    "train.log_every",
+    "train.valid_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.device",
+    "data.num_workers",
+}
+
+EPILOG = """\
+examples:
+  vocoder train --config recipes/ljspeech/conf/waveflow-r64.yaml --out exp/waveflow-r64 \\
+      data.prepared=data/ljspeech
+  vocoder train --out exp/waveflow-r64 --resume                  # continue where it stopped
+  vocoder train --out exp/waveflow-r64 --resume --max-steps 2000000
+  torchrun --nproc_per_node=4 -m vocoder train --config conf.yaml --out exp/run
+
+Overrides are key.path=value pairs (values parsed as YAML), e.g. train.lr=2.0e-4
+model.channels=64 data.batch_size=16. When resuming, the run folder's config.yaml is the
+config; --config may be given too, and must agree with it apart from overrides and
+bookkeeping (max_steps, log/valid/checkpoint intervals, keep_last, device, num_workers).
+Write numbers in exponent form with a dot (2.0e-4): YAML reads 2e-4 as a string.
+Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--config", type=Path, metavar="CONF.yaml", help="experiment config")
+    parser.add_argument(
+        "--out", type=Path, metavar="EXP_DIR", help="run folder (default: exp/<config name>)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATH",
+        help="continue the run in EXP_DIR (or from the checkpoint / run folder PATH)",
+    )
+    parser.add_argument("--max-steps", type=int, metavar="N", help="train until step N")
+    parser.add_argument(
+        "--force", action="store_true", help="start over in a non-empty EXP_DIR (deletes its run)"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    resume, overrides = _split_resume(args.resume, list(args.overrides))
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if resume is not False and args.force:
+        raise ConfigError("--resume and --force contradict each other; pick one")
+    run_dir = args.out
+    if run_dir is None and isinstance(resume, str):  # the run folder of that checkpoint
+        path = Path(resume)
+        run_dir = path if path.is_dir() else path.parent.parent
+    if run_dir is None:
+        if args.config is None:
+            raise ConfigError("give --config (and optionally --out), or --out with --resume")
+        run_dir = Path("exp") / args.config.stem
+    config = resolve_config(args.config, run_dir, resume, overrides)
+    rank = int(os.environ.get("RANK", "0"))
+    show_bar = rank == 0 and sys.stderr.isatty()
+    if not show_bar:
+        result = train(config, run_dir, resume=resume, force=args.force)
+    else:
+        bar = ProgressBar()
+        try:
+            with logging_redirect_tqdm():
+                result = train(config, run_dir, resume=resume, force=args.force, progress=bar)
+        finally:
+            bar.close()
+    if rank == 0:
+        state = "stopped" if result.stopped_early else "finished"
+        print(f"{state} at step {result.step}; checkpoint: {result.checkpoint}")
+    return 0
+
+
+def resolve_config(
+    config_path: Path | None, run_dir: Path, resume: bool | str, overrides: list[str]
+) -> ExperimentConfig:
+    """The config of the run: --config for a new run, the saved one when resuming.
+
+    Resuming, the run folder's `config.yaml` (or the resumed checkpoint's config) is the
+    base and the overrides apply on top; a --config given as well must agree with it.
+    """
+    saved_path = run_dir / CONFIG_FILE
+    base = None
+    if resume is not False:
+        if isinstance(resume, str):
+            checkpoint = Path(resume)
+            if checkpoint.is_dir():
+                checkpoint = latest_checkpoint(checkpoint)
+                if checkpoint is None:
+                    raise InputError(resume, "no checkpoint to resume from")
+            base = load_checkpoint(checkpoint)["config"]
+        elif (latest := latest_checkpoint(run_dir)) is not None:
+            base = load_mapping(saved_path) if saved_path.is_file() else None
+            base = base or load_checkpoint(latest)["config"]
+    if base is None:
+        if config_path is None:
+            raise ConfigError(f"--config is needed: {run_dir} holds no run to resume")
+        return load_experiment_config(config_path, overrides)
+    config = load_experiment_config(None, overrides, base=base)
+    if config_path is None:
+        return config
+    given = load_experiment_config(config_path, overrides)
+    changed = [
+        d
+        for d in _differences(experiment_to_dict(config), experiment_to_dict(given))
+        if d.split(" ")[0] not in CHANGEABLE_ON_RESUME
+    ]
+    if changed:
+        raise ConfigError(
+            f"{config_path} differs from the run's config in {', '.join(changed)}; to "
+            "change a setting on resume pass it as an override (key.path=value), or start "
+            "a new run"
+        )
+    return given
+
+
+class ProgressBar:
+    """A tqdm bar fed by the trainer's progress reports."""
+
+    def __init__(self):
+        self.bar: tqdm | None = None
+
+    def __call__(self, p: Progress) -> None:
+        if self.bar is None:
+            self.bar = tqdm(
+                total=p.max_steps, initial=p.start_step, unit="step", dynamic_ncols=True
+            )
+        self.bar.update(p.step - self.bar.n)
+        postfix = {"loss": f"{p.loss:.3f}", "LL": f"{-p.loss:.3f}", "it/s": f"{p.steps_per_s:.2f}"}
+        if p.skipped:
+            postfix["skipped"] = p.skipped
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _split_resume(resume: bool | str, overrides: list[str]) -> tuple[bool | str, list[str]]:
+    """`--resume a.b=1` means a bare --resume followed by an override, not a path."""
+    if isinstance(resume, str) and "=" in resume and not os.path.exists(resume):
+        return True, [resume, *overrides]
+    return resume, overrides
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.extend(_differences(x, y, f"{prefix}{k}."))
+        elif x != y:
+            out.append(f"{prefix}{k} ({x!r} there, {y!r} here)")
+    return out
+
+
+__all__ = ["HELP", "add_arguments", "run", "resolve_config"]

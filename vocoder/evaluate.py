@@ -1,0 +1,275 @@
+"""Test-set likelihood and copy-synthesis quality, with Griffin-Lim as the floor.
+
+For each test utterance: the model's mean log-density of the recording in nats per sample
+(whole utterance, the figure papers report; the set's LL is the plain mean over clips), then
+copy-synthesis: audio from the recording's mel at prior temperature `sigma`, scored against
+the recording (`vocoder.metrics`), with its real-time factor; Griffin-Lim from the same mel
+is scored the same way, as the floor any neural vocoder should clear.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vocoder import metrics
+from vocoder.audio import atomic_output, save_audio
+from vocoder.data.segments import UtteranceDataset
+from vocoder.errors import InputError
+from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.models import FlowVocoder
+
+SYSTEMS = ("model", "griffin_lim")
+METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi", "rtf")
+GRIFFIN_LIM_ITERATIONS = 60
+
+
+def griffin_lim(
+    log_mel: torch.Tensor,
+    config: MelConfig,
+    n_iter: int = GRIFFIN_LIM_ITERATIONS,
+    length: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Audio `[samples]` from an ln-mel `[n_mels, frames]` by Griffin-Lim (librosa).
+
+    exp(ln-mel) -> magnitude STFT through librosa's non-negative least-squares inverse of the
+    same Slaney filterbank -> `librosa.griffinlim` with the same hop, window and centering.
+    """
+    import librosa  # imported here: heavy, and only evaluation needs it
+
+    mel = np.exp(log_mel.double().cpu().numpy())
+    magnitude = librosa.feature.inverse.mel_to_stft(
+        mel,
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        power=1.0,
+        fmin=config.fmin,
+        fmax=config.fmax,
+        htk=False,
+        norm="slaney",
+    )
+    pad = 0 if config.center else (config.n_fft - config.hop_length) // 2
+    audio = librosa.griffinlim(
+        magnitude,
+        n_iter=n_iter,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        n_fft=config.n_fft,
+        window="hann",
+        center=config.center,
+        random_state=seed,
+    )
+    audio = audio[pad:]  # the uncentered (HiFi-GAN) convention pads the audio itself
+    if length is not None:
+        # librosa's own `length` must match the frame count exactly; pad or trim afterwards
+        audio = np.pad(audio[:length], (0, max(0, length - audio.shape[0])))
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+
+
+def quality(
+    reference: torch.Tensor,
+    synthesized: torch.Tensor,
+    reference_mel: torch.Tensor,
+    to_mel: MelSpectrogram,
+    sample_rate: int,
+) -> dict[str, float]:
+    """log-mel L1, MCD, PESQ-wb and STOI of `synthesized` against `reference` (same length)."""
+    synthesized_mel = to_mel(synthesized.to(reference_mel.device)).cpu()
+    reference_mel = reference_mel.cpu()
+    return {
+        "log_mel_l1": metrics.log_mel_l1(reference_mel, synthesized_mel),
+        "mcd_db": metrics.mel_cepstral_distortion(reference_mel, synthesized_mel),
+        "pesq_wb": metrics.pesq_wb(reference, synthesized, sample_rate),
+        "stoi": metrics.stoi(reference, synthesized, sample_rate),
+    }
+
+
+@dataclass
+class FileScores:
+    name: str
+    duration_s: float
+    ll: float  # nats per sample
+    systems: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class EvalReport:
+    """Per-file scores and their means; `info` says what was evaluated and how."""
+
+    files: list[FileScores]
+    info: dict[str, Any]
+
+    @property
+    def ll(self) -> float:
+        return _mean([f.ll for f in self.files])
+
+    def summary(self) -> dict[str, Any]:
+        """{"ll": mean LL, "files": count, system: {metric: mean}} (NaNs left out of means)."""
+        out: dict[str, Any] = {"ll": self.ll, "files": len(self.files)}
+        for system in SYSTEMS:
+            rows = [f.systems[system] for f in self.files if system in f.systems]
+            if rows:
+                out[system] = {m: _mean([r.get(m, math.nan) for r in rows]) for m in METRICS}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {"info": self.info, "summary": self.summary(), "files": [asdict(f) for f in self.files]}
+        )
+
+    def csv_text(self) -> str:
+        """One row per file and system (LL on the model's rows)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["name", "duration_s", "system", "ll", *METRICS])
+        for f in self.files:
+            systems = f.systems or {"model": {}}
+            for system, scores in systems.items():
+                ll = f.ll if system == "model" else math.nan
+                values = [_cell(v) for v in (ll, *(scores.get(m, math.nan) for m in METRICS))]
+                writer.writerow([f.name, f"{f.duration_s:.3f}", system, *values])
+        return buffer.getvalue()
+
+
+FileCallback = Callable[[int, int, str], None]
+"""Called after each file with (files done, files in all, its name)."""
+
+SynthesizeFn = Callable[[torch.Tensor, float, int], torch.Tensor]
+"""(mel `[n_mels, F]`, sigma, seed) -> audio `[F * hop]`: the synthesis engine to score."""
+
+
+@torch.no_grad()
+def evaluate(
+    model: FlowVocoder,
+    features: MelConfig,
+    files: list[Path],
+    sigma: float = 0.8,
+    synthesis: bool = True,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    mel_dir: Path | None = None,
+    audio_dir: Path | None = None,
+    info: dict[str, Any] | None = None,
+    on_file: FileCallback | None = None,
+    synthesize: SynthesizeFn | None = None,
+) -> EvalReport:
+    """Score `model` on whole utterances; see the module docstring.
+
+    `mel_dir`: condition on these mels (`<stem>.npy`, e.g. a TTS model's) instead of the
+    recordings' own; metrics still compare with the recordings. `audio_dir`: also write the
+    synthesized audio there (`<name>.wav`, `<name>.griffin_lim.wav`). `synthesize`: the
+    engine whose audio and speed are scored (default: the model's plain `infer`, file i
+    seeded with `seed + i`).
+    """
+    if not files:
+        raise InputError("filelist", "no files to evaluate")
+    device = torch.device(device)
+    model = model if model.inference_form else model.to_inference_form()
+    model = model.to(device).eval()
+    dataset = UtteranceDataset(files, features)
+    conditioning = UtteranceDataset(files, features, mel_dir=mel_dir) if mel_dir else None
+    to_mel = MelSpectrogram(features).to(device)
+    rate = features.sample_rate
+    results = []
+    for index in range(len(dataset)):
+        audio, mel, name = dataset[index]
+        cond = conditioning[index][1] if conditioning is not None else mel
+        length = audio.numel()
+        scores = FileScores(name=name, duration_s=length / rate, ll=math.nan)
+        scores.ll = float(model.log_prob(audio[None].to(device), cond[None].to(device))[0])
+        if synthesis:
+            start = _now(device)
+            if synthesize is not None:
+                fake = synthesize(cond, sigma, seed + index)
+            else:
+                generator = torch.Generator(device).manual_seed(seed + index)
+                fake = model.infer(cond[None].to(device), sigma=sigma, generator=generator)[0]
+            elapsed = _now(device) - start
+            fake = fake[:length].clamp(-1, 1).float().cpu()
+            model_scores = quality(audio, fake, mel.to(device), to_mel, rate)
+            scores.systems["model"] = {**model_scores, "rtf": elapsed / scores.duration_s}
+            start = time.perf_counter()
+            floor = griffin_lim(cond, features, length=length, seed=seed).clamp(-1, 1)
+            elapsed = time.perf_counter() - start
+            floor_scores = quality(audio, floor, mel.to(device), to_mel, rate)
+            scores.systems["griffin_lim"] = {**floor_scores, "rtf": elapsed / scores.duration_s}
+            if audio_dir is not None:
+                save_audio(Path(audio_dir) / f"{name}.wav", fake, rate, overwrite=True)
+                save_audio(Path(audio_dir) / f"{name}.griffin_lim.wav", floor, rate, overwrite=True)
+        results.append(scores)
+        if on_file is not None:
+            on_file(index + 1, len(dataset), name)
+    run_info = {
+        "sigma": sigma,
+        "seed": seed,
+        "synthesis": synthesis,
+        "device": str(device),
+        "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS,
+        "mcd_coefficients": metrics.MCD_COEFFICIENTS,
+        "mel_dir": str(mel_dir) if mel_dir else None,
+        **(info or {}),
+    }
+    return EvalReport(results, run_info)
+
+
+def write_report(report: EvalReport, json_path: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write the JSON report and a CSV of the same stem beside it, atomically."""
+    json_path = Path(json_path)
+    csv_path = json_path.with_suffix(".csv")
+    for p in (json_path, csv_path):
+        if p.exists() and not overwrite:
+            raise InputError(p, "already exists; refusing to overwrite it (use --force)")
+    with atomic_output(csv_path, overwrite=True) as tmp:
+        tmp.write_text(report.csv_text(), encoding="utf-8")
+    with atomic_output(json_path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return [json_path, csv_path]
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _cell(value: float) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+__all__ = [
+    "griffin_lim",
+    "quality",
+    "evaluate",
+    "write_report",
+    "EvalReport",
+    "FileScores",
+    "SYSTEMS",
+    "METRICS",
+]
