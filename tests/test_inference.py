@@ -1,0 +1,409 @@
+"""The inference engine against the plain model: compiled weights, incremental rows, engine."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from vocoder.audio import load_audio
+from vocoder.errors import ConfigError, InputError, VocoderError
+from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.inference.compile import build_row_flows, prepare_for_inference
+from vocoder.inference.cuda import (
+    CapturedRun,
+    GraphedRowInverse,
+    bucket_width,
+    make_row_inverse,
+    relative_error,
+)
+from vocoder.inference.denoiser import Denoiser
+from vocoder.inference.engine import Synthesizer, resolve_model_source
+from vocoder.inference.incremental import IncrementalInverse
+from vocoder.inference.longform import NoiseStream
+from vocoder.models import ModelConfig, build_model
+
+TINY = dict(n_flows=3, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=16)
+TINY_GLOW = dict(TINY, n_flows=4, n_group=8, n_early_every=2, n_early_size=2)
+
+VARIANTS = {
+    "waveflow": dict(TINY, family="waveflow"),
+    "waveflow-rqs": dict(TINY, family="waveflow", coupling="rqs", spline_bins=8),
+    "waveflow-bipartized": dict(TINY, family="waveflow", permutation="bipartized", n_flows=4),
+    "nanoflow-naive": dict(TINY, family="nanoflow", sharing="naive"),
+    "nanoflow-decomp": dict(TINY, family="nanoflow", sharing="decomp"),
+    "nanoflow": dict(TINY, family="nanoflow", embedding_dim=16),
+    "nanoflow-rqs": dict(TINY, family="nanoflow", coupling="rqs", spline_bins=8, embedding_dim=16),
+    "nanoflow-partial-concat": dict(
+        TINY, family="nanoflow", shared_layers=1, concat_embedding=True, embedding_dim=16
+    ),
+    "waveglow": dict(TINY_GLOW, family="waveglow"),
+    "waveglow-rqs": dict(TINY_GLOW, family="waveglow", coupling="rqs", spline_bins=8),
+    "nanoflow-glow": dict(TINY_GLOW, family="nanoflow-glow", embedding_dim=16),
+}
+ROW_VARIANTS = [v for v in VARIANTS if "glow" not in v]
+
+
+def tiny_model(variant: str, seed: int = 0):
+    """A tiny training-form model with every zero-initialised part made non-trivial."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(**VARIANTS[variant]))
+    with torch.no_grad():
+        for projection in model.projections:
+            projection.weight.normal_(0.0, 0.1)
+            projection.bias.normal_(0.0, 0.1)
+        indication = getattr(model, "flow_indication", None)
+        if indication is not None and indication.log_gates is not None:
+            indication.log_gates.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def log_mel(n_mels: int, frames: int, seed: int = 0) -> torch.Tensor:
+    """A random mel in a natural-log mel's range (no range warning)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n_mels, frames, generator=g) * 8 - 9).clamp(max=1.5)
+
+
+@pytest.fixture(scope="module")
+def synthesizers():
+    cache = {}
+
+    def get(variant: str, precision: str = "fp32") -> tuple[torch.nn.Module, Synthesizer]:
+        if (variant, precision) not in cache:
+            model = tiny_model(variant)
+            cache[variant, precision] = (
+                model,
+                Synthesizer.from_model(model, device="cpu", precision=precision),
+            )
+        return cache[variant, precision]
+
+    return get
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_engine_equals_plain_inverse_for_the_same_noise(variant, synthesizers):
+    model, synth = synthesizers(variant)
+    c = model.config
+    mel = log_mel(c.n_mels, 9)
+    length = 9 * c.hop_length
+    audio = synth.synthesize(mel, sigma=0.7, seed=11)
+    z = 0.7 * NoiseStream(11).take(0, length)
+    with torch.no_grad():
+        expected = model.inverse(z[None], mel[None])[0]  # training form: uncached embedding
+    assert audio.shape == (length,) and audio.dtype == torch.float32
+    assert (audio - expected).abs().max().item() < 1e-4
+    assert (expected - z).abs().max().item() > 1e-2  # the flows do something
+
+
+@pytest.mark.parametrize("variant", ROW_VARIANTS)
+def test_incremental_rows_equal_plain_inverse(variant):
+    model = tiny_model(variant)
+    c = model.config
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    inverse = IncrementalInverse(compiled.rows)
+    g = torch.Generator().manual_seed(3)
+    mel = torch.randn(2, c.n_mels, 6, generator=g)
+    z = torch.randn(2, 6 * c.hop_length, generator=g)
+    with torch.no_grad():
+        expected = model.inverse(z, mel)
+    audio = inverse(z, compiled.upsample(mel))
+    assert (audio - expected).abs().max().item() < 1e-4
+
+
+def test_z_shorter_than_the_mel_is_allowed_like_the_model(synthesizers):
+    model, synth = synthesizers("nanoflow")
+    c = model.config
+    mel = log_mel(c.n_mels, 5)
+    z = torch.randn(3 * c.hop_length + c.n_group)
+    with torch.no_grad():
+        expected = model.inverse(z[None], mel[None])[0]
+    assert (synth.inverse(z, mel) - expected).abs().max().item() < 1e-4
+    with pytest.raises(InputError, match="multiple of"):
+        synth.inverse(z[:-1], mel)
+
+
+def test_cached_biases_equal_the_uncached_embedding_path():
+    model = tiny_model("nanoflow-partial-concat")
+    rows = build_row_flows(model.to_inference_form(), torch.float64, torch.device("cpu"))
+    indication = model.flow_indication  # training form: embedding table + projections
+    C = model.config.channels
+    for k, flow in enumerate(rows.flows):
+        e = indication.embedding(torch.tensor(k))
+        layers = list(model.net.layers) + list(model.top_nets[k].layers)
+        for l, (layer, step) in enumerate(zip(layers, flow.layers, strict=True)):
+            bias = indication.bias_projections[l](e)
+            expected = layer.dilated_conv.bias + layer.cond_conv.bias + bias
+            torch.testing.assert_close(step.conv_bias, expected.double(), atol=1e-6, rtol=0)
+            gate = torch.exp(indication.log_gates[k, l])
+            if step.res_weight is not None:
+                weight = layer.res_skip_conv.weight[:C, :, 0, 0] * gate[None, :]
+                torch.testing.assert_close(
+                    step.res_weight[:, :, 0], weight.double(), atol=1e-6, rtol=0
+                )
+        front = model.net.front.bias + indication.front_projection(e)
+        torch.testing.assert_close(flow.front_bias.flatten(), front.double(), atol=1e-6, rtol=0)
+    # and the inference form's likelihood equals the training form's
+    audio = 0.3 * torch.randn(2, 64)
+    mel = torch.randn(2, model.config.n_mels, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.to_inference_form().log_prob(audio, mel), model.log_prob(audio, mel)
+        )
+
+
+def test_conditioning_is_projected_once_per_utterance_for_shared_layers():
+    compiled = prepare_for_inference(tiny_model("nanoflow"), "fp32", "cpu")
+    rows = compiled.rows
+    c = rows.config
+    assert rows.shared_cond_weight.shape == (c.n_layers * 2 * c.channels, c.n_mels)
+    assert all(f.cond_weight is None for f in rows.flows)  # every layer shared by all flows
+    assert all(layer.shared for f in rows.flows for layer in f.layers)
+    waveflow = prepare_for_inference(tiny_model("waveflow"), "fp32", "cpu").rows
+    assert waveflow.shared_cond_weight is None
+    assert all(f.cond_weight.shape[0] == c.n_layers * 2 * c.channels for f in waveflow.flows)
+
+
+@pytest.mark.parametrize("variant", ["nanoflow", "waveflow-rqs", "waveglow"])
+def test_padded_batches_equal_single_utterances(variant, synthesizers):
+    model, synth = synthesizers(variant)
+    n = model.config.n_mels
+    mels = [log_mel(n, 11, 1), log_mel(n, 4, 2), log_mel(n, 7, 3)]
+    batch = synth.synthesize_batch(mels, seed=[5, 6, 7])
+    for mel, seed, audio in zip(mels, [5, 6, 7], batch, strict=True):
+        alone = synth.synthesize(mel, seed=seed)
+        assert audio.shape == alone.shape == (mel.shape[-1] * model.config.hop_length,)
+        assert (audio - alone).abs().max().item() < 1e-5
+    stacked = synth.synthesize(torch.stack([mels[0], mels[0]]), seed=5)
+    assert stacked.shape == (2, 11 * model.config.hop_length)
+    assert (stacked[0] - batch[0]).abs().max().item() < 1e-5
+    assert (stacked[1] - stacked[0]).abs().max().item() > 1e-3  # item 1 uses seed 6
+
+
+def test_seeds_make_synthesis_reproducible(synthesizers):
+    model, synth = synthesizers("nanoflow")
+    mel = log_mel(model.config.n_mels, 6)
+    assert torch.equal(synth.synthesize(mel, seed=1), synth.synthesize(mel, seed=1))
+    assert not torch.equal(synth.synthesize(mel, seed=1), synth.synthesize(mel, seed=2))
+    torch.manual_seed(0)
+    first = synth.synthesize(mel)
+    torch.manual_seed(0)
+    assert torch.equal(first, synth.synthesize(mel))
+    silent = synth.synthesize(mel, sigma=0.0)
+    assert torch.equal(silent, synth.synthesize(mel, sigma=0.0, seed=99))  # z = 0
+
+
+@pytest.mark.parametrize("variant", ["nanoflow", "waveglow"])
+def test_bf16_is_close_to_fp32(variant, synthesizers):
+    model, fp32 = synthesizers(variant)
+    _, bf16 = synthesizers(variant, "bf16")
+    mel = log_mel(model.config.n_mels, 12)
+    error = relative_error(bf16.synthesize(mel, seed=4), fp32.synthesize(mel, seed=4))
+    assert 0 < error < 2e-2
+
+
+def test_fp16_on_the_cpu_is_refused():
+    with pytest.raises(ConfigError, match="bf16 or fp32"):
+        Synthesizer.from_model(tiny_model("nanoflow"), device="cpu", precision="fp16")
+
+
+def test_cpu_uses_the_incremental_engine():
+    compiled = prepare_for_inference(tiny_model("nanoflow"), "fp32", "cpu")
+    assert isinstance(make_row_inverse(compiled.rows, fast=True), IncrementalInverse)
+
+
+@pytest.mark.parametrize(
+    ("mel", "problem"),
+    [
+        (torch.zeros(7, 10), "expected 8 mel bins"),
+        (torch.zeros(10, 8), "transposed"),
+        (torch.zeros(8, 0), "empty mel"),
+        (torch.zeros(0, 8, 5), "empty mel"),
+        (torch.zeros(80), "expected a mel"),
+        (torch.zeros(1, 1, 8, 5), "expected a mel"),
+        (torch.full((8, 5), float("nan")), "40 NaN or infinite"),
+        (torch.tensor([[float("inf")] * 3] * 8), "24 NaN or infinite"),
+        ("not a mel", "expected a mel tensor"),
+    ],
+)
+def test_bad_mels_raise_input_errors_naming_the_source(mel, problem, synthesizers):
+    _, synth = synthesizers("nanoflow")
+    with pytest.raises(InputError, match=problem) as info:
+        synth.synthesize(mel, source="speaker1/utt3.npy")
+    assert info.value.source == "speaker1/utt3.npy"
+    assert isinstance(info.value, VocoderError)
+
+
+def test_bad_options_are_config_errors(synthesizers):
+    _, synth = synthesizers("nanoflow")
+    mel = log_mel(8, 4)
+    for kwargs in (
+        dict(sigma=-1.0),
+        dict(sigma=float("nan")),
+        dict(denoise=-0.1),
+        dict(chunk_frames=0),
+    ):
+        with pytest.raises(ConfigError):
+            synth.synthesize(mel, **kwargs)
+
+
+def test_numpy_mels_and_range_warnings(synthesizers, caplog):
+    _, synth = synthesizers("nanoflow")
+    normalized = np.random.default_rng(0).uniform(0.0, 1.0, (8, 6)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="vocoder.inference.engine"):
+        audio = synth.synthesize(normalized, seed=0, source="tts/out.npy")
+    assert audio.shape == (6 * 16,)
+    assert any("tts/out.npy" in r.message and "db-normalized" in r.message for r in caplog.records)
+
+
+def test_mel_from_audio_matches_the_feature_extractor(ljspeech_mini):
+    wav = sorted((ljspeech_mini / "wavs").glob("*.wav"))[0]
+    audio = load_audio(wav, 22050)[:22050]
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="nanoflow", n_flows=2, n_layers=2, channels=8))
+    synth = Synthesizer.from_model(model, device="cpu")
+    mel = synth.mel_from_audio(audio)
+    assert mel.shape == (80, 1 + 22050 // 256)
+    torch.testing.assert_close(mel, MelSpectrogram(MelConfig())(audio))
+    assert synth.sample_rate == 22050 and synth.mel_config == MelConfig()
+    with pytest.raises(InputError, match="empty audio"):
+        synth.mel_from_audio(torch.zeros(0))
+
+
+def test_denoiser_removes_a_stationary_tone_and_strength_zero_is_identity():
+    sr, n = 22050, 22050
+    t = torch.arange(n, dtype=torch.float64) / sr
+    # sample_rate / 16, WaveFlow's artifact; a cosine, so frame 0 (reflect-padded) sees it whole
+    tone = 0.1 * torch.cos(2 * torch.pi * 1378.125 * t)
+    g = torch.Generator().manual_seed(0)
+    speech = 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    kernel = torch.ones(1, 1, 8, dtype=torch.float64) / 8
+    speech = torch.nn.functional.conv1d(speech[None, None], kernel, padding=4)[0, 0, :n]
+    denoiser = Denoiser(tone.float()[:4096])
+    noisy = (speech + tone).float()
+    assert torch.equal(denoiser(noisy, 0.0), noisy)
+    cleaned = denoiser(noisy, 1.0)
+    assert cleaned.shape == noisy.shape and cleaned.dtype == noisy.dtype
+
+    def tone_level(x: torch.Tensor) -> float:
+        window = torch.hann_window(1024, dtype=torch.float64)
+        spec = torch.stft(x.double(), 1024, 256, window=window, return_complex=True)
+        return spec.abs()[64].mean().item()  # 1378.125 Hz is bin 64 of a 1024-point FFT
+
+    assert tone_level(cleaned) < 0.2 * tone_level(noisy)
+    assert denoiser(noisy[:100], 0.5).shape == (100,)  # shorter than the FFT
+
+
+def test_engine_denoise_runs_and_keeps_length(synthesizers):
+    model, synth = synthesizers("waveflow")
+    mel = log_mel(model.config.n_mels, 70)
+    plain = synth.synthesize(mel, seed=0)
+    cleaned = synth.synthesize(mel, seed=0, denoise=0.1)
+    assert cleaned.shape == plain.shape and torch.isfinite(cleaned).all()
+    assert 0 < (cleaned - plain).abs().max().item()
+    assert cleaned.norm() < plain.norm()
+
+
+def test_export_round_trip(tmp_path, synthesizers):
+    from vocoder.checkpoint import export_model, load_model
+    from vocoder.inference.engine import export_inference_model
+
+    model, synth = synthesizers("nanoflow-rqs")
+    mel_config = MelConfig(sample_rate=22050, hop_length=16, n_mels=8)
+    export_model(model, mel_config, tmp_path / "train-form")
+    weights, meta = export_inference_model(tmp_path / "train-form.safetensors", tmp_path / "inf")
+    loaded, info = load_model(weights)
+    assert info.form == "inference" and loaded.inference_form
+    assert info.metadata["parameters"] == synth.parameter_count == loaded.parameter_count()
+    again = Synthesizer.load(weights, device="cpu")
+    assert again.name == "inf" and again.mel_config == mel_config
+    mel = log_mel(8, 7)
+    assert (again.synthesize(mel, seed=3) - synth.synthesize(mel, seed=3)).abs().max() < 1e-5
+    half, _ = export_inference_model(weights, tmp_path / "half", precision="fp16")
+    assert half.stat().st_size < 0.75 * weights.stat().st_size
+    close = Synthesizer.load(half, device="cpu").synthesize(mel, seed=3)
+    assert relative_error(close, synth.synthesize(mel, seed=3)) < 1e-2
+    with pytest.raises(InputError, match="already exists"):
+        export_inference_model(weights, tmp_path / "inf")
+
+
+def test_model_source_resolution(tmp_path):
+    existing = tmp_path / "m.safetensors"
+    existing.write_bytes(b"x")
+    assert resolve_model_source(existing) == existing
+    with pytest.raises(VocoderError):
+        resolve_model_source(tmp_path / "missing.safetensors")
+
+
+class EagerReplay(GraphedRowInverse):
+    """Graph capture needs a GPU. This stand-in "replays" by rerunning the captured function
+    on the same static buffers, which is what a CUDA graph replay does; everything around
+    it (buckets, static inputs, masks, the graph cache, verification) is the real code."""
+
+    def _capture(self, batch, width):
+        z, cond, keep, buffers = self.static_inputs(batch, width)
+        return CapturedRun(z, cond, keep, buffers, lambda: self.inverse.run(buffers, z, cond, keep))
+
+
+def test_bucket_widths():
+    assert [bucket_width(w) for w in (1, 64, 65, 300, 1378, 13782)] == [
+        64,
+        64,
+        128,
+        320,
+        1408,
+        14336,
+    ]
+    assert all(bucket_width(w) - w <= max(63, w // 8) for w in range(1, 5000, 7))
+    assert all(bucket_width(w) % 64 == 0 for w in range(1, 5000, 7))  # aligned slices
+
+
+def test_graph_replay_bookkeeping_is_exact():
+    model = tiny_model("nanoflow-rqs")
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    runner = EagerReplay(compiled.rows, fuse=False, max_graphs=2)
+    g = torch.Generator().manual_seed(0)
+    # first a padded batch (lengths 5 and 7 frames): verification sees real samples only
+    mel = torch.randn(2, 8, 7, generator=g)
+    z = torch.randn(2, 7 * 16, generator=g)
+    z[1, 80:] = 1e4  # whatever lies beyond item 1's length must not matter
+    with torch.no_grad():
+        short = model.inverse(z[1:, :80], mel[1:, :, :5])
+    # each item is upsampled alone (the upsampler looks a frame ahead), then padded
+    cond = compiled.upsample(mel)
+    cond[1] = torch.nn.functional.pad(compiled.upsample(mel[1:, :, :5])[0], (0, 32))
+    audio = runner(z, cond, [112, 80])
+    assert runner.verified and not runner.disabled
+    assert (audio[1, :80] - short[0]).abs().max().item() < 1e-4
+    for frames, batch in [(7, 1), (9, 1), (13, 1), (30, 1)]:
+        mel = torch.randn(batch, 8, frames, generator=g)
+        z = torch.randn(batch, frames * 16, generator=g)
+        with torch.no_grad():
+            expected = model.inverse(z, mel)
+        assert (runner(z, compiled.upsample(mel)) - expected).abs().max().item() < 1e-4
+    assert runner.verified and not runner.disabled
+    # widths 28, 36, 52 shared one 64-column graph; (1, 128) evicted the batch-2 one
+    assert list(runner.graphs) == [(1, 64), (1, 128)]
+
+
+def test_graph_path_falls_back_to_the_eager_engine(caplog):
+    model = tiny_model("waveflow")
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    mel, z = torch.randn(1, 8, 6), torch.randn(1, 96)
+    with torch.no_grad():
+        expected = model.inverse(z, mel)
+
+    class BrokenReplay(EagerReplay):
+        def _capture(self, batch, width):
+            run = super()._capture(batch, width)
+            return CapturedRun(run.z, run.cond, run.keep, run.buffers, lambda: None)
+
+    for runner in (
+        GraphedRowInverse(compiled.rows, fuse=False),
+        BrokenReplay(compiled.rows, fuse=False),
+    ):
+        with caplog.at_level(logging.WARNING, logger="vocoder.inference.cuda"):
+            audio = runner(z, compiled.upsample(mel))
+        assert runner.disabled and (audio - expected).abs().max().item() < 1e-4
+    assert any("eager incremental path" in r.message for r in caplog.records)

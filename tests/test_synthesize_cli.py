@@ -1,0 +1,114 @@
+"""`vocoder export` and `vocoder synthesize` end to end, as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vocoder.checkpoint import export_model
+from vocoder.features import MelConfig
+from vocoder.models import ModelConfig, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+WAV = "LJ002-0020.wav"  # 33949 samples, the shortest clip
+MEL = "LJ001-0028.npy"  # [80, 511], a reference mel
+
+
+def vocoder(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vocoder", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # as conftest: one thread per test
+    )
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A tiny NanoFlow (80 mels, hop 256), exported in training form, then through
+    `vocoder export` to its inference form."""
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    config = ModelConfig(
+        family="nanoflow", n_flows=2, n_layers=2, n_group=8, channels=8, embedding_dim=8
+    )
+    model = build_model(config)
+    with torch.no_grad():
+        for projection in model.projections:
+            projection.weight.normal_(0.0, 0.05)
+    export_model(model, MelConfig(), folder / "trained")
+    result = vocoder("export", folder / "trained.safetensors", "--out", folder / "tiny")
+    assert result.returncode == 0, result.stderr
+    assert "inference form" in result.stdout
+    assert (folder / "tiny.safetensors").is_file() and (folder / "tiny.json").is_file()
+    again = vocoder("export", folder / "trained.safetensors", "--out", folder / "tiny")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    return folder / "tiny.safetensors"
+
+
+def test_synthesize_mels_and_audio_end_to_end(model_file, ljspeech_mini, tmp_path):
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    shutil.copy(ljspeech_mini / "wavs" / WAV, inputs / "sub" / WAV)
+    mel_file = ljspeech_mini / "mels_tacotron2" / MEL
+    out = tmp_path / "out"
+    result = vocoder(
+        "synthesize", "--model", model_file, inputs, mel_file, "--out", out, "--seed", 1
+    )
+    assert result.returncode == 0, result.stderr
+    wav_out, mel_out = out / "sub" / WAV, out / "LJ001-0028.wav"
+    copy, from_mel = sf.info(str(wav_out)), sf.info(str(mel_out))
+    assert copy.samplerate == from_mel.samplerate == 22050
+    assert copy.frames == sf.info(str(inputs / "sub" / WAV)).frames  # trimmed to the input
+    assert from_mel.frames == np.load(mel_file).shape[1] * 256
+    audio, _ = sf.read(str(mel_out))
+    assert np.isfinite(audio).all() and audio.std() > 1e-3
+    assert "x real time" in result.stdout and str(out) in result.stdout
+    assert "Traceback" not in result.stderr
+
+    before = {p: p.read_bytes() for p in (wav_out, mel_out)}
+    refused = vocoder("synthesize", "--model", model_file, inputs, mel_file, "--out", out)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "already exists" in refused.stderr and "--force" in refused.stderr
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+    forced = vocoder(
+        "synthesize", "--model", model_file, inputs, mel_file, "--out", out, "--force",
+        "--seed", 2, "--batch-size", 2, "--chunk-seconds", 1, "--denoise", 0.05,
+    )  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert sf.info(str(wav_out)).frames == copy.frames
+    assert sf.info(str(mel_out)).frames == from_mel.frames
+    assert mel_out.read_bytes() != before[mel_out]
+
+
+@pytest.mark.parametrize("broken", ["nan.npy", "corrupt.wav"])
+def test_a_broken_input_stops_everything_with_one_line(broken, model_file, ljspeech_mini, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(ljspeech_mini / "mels_tacotron2" / MEL, inputs / "a-good.npy")
+    bad = inputs / broken
+    if broken == "nan.npy":
+        mel = np.load(ljspeech_mini / "mels_tacotron2" / MEL)[:, :50]
+        mel[3, 7] = np.nan
+        np.save(bad, mel)
+    else:
+        bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(100))
+    out = tmp_path / "out"
+    result = vocoder("synthesize", "--model", model_file, inputs, "--out", out)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and broken in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.rglob("*"))  # nothing written, not even the good one

@@ -1,0 +1,45 @@
+"""`vocoder export`: write a model's inference form as safetensors + JSON."""
+
+from __future__ import annotations
+
+import argparse
+
+from vocoder.checkpoint import load_model
+from vocoder.inference.engine import export_inference_model
+
+HELP = "write a compiled inference model (safetensors + JSON)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="training checkpoint (.pt), run folder, exported .safetensors or pretrained name",
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="STEM",
+        help="output path without extension: writes STEM.safetensors and STEM.json",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="storage precision of the network weights (default fp32)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+
+
+def run(args: argparse.Namespace) -> int:
+    weights, meta = export_inference_model(
+        args.model, args.out, precision=args.precision, overwrite=args.force
+    )
+    model, info = load_model(weights)  # proves the export loads back
+    count = sum(p.numel() for p in model.parameters())
+    print(
+        f"wrote {weights} and {meta}: {info.model.family}, inference form, "
+        f"{count / 1e6:.3f} M parameters, {args.precision} weights"
+    )
+    return 0

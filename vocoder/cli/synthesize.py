@@ -1,0 +1,235 @@
+"""`vocoder synthesize`: mel files, or audio (copy-synthesis), to waveforms.
+
+Every input is read and checked before anything is synthesized, so a bad file stops the
+run with one line naming it and nothing written. Outputs go to DIR/<stem>.wav (files found
+in a folder keep their path below that folder), written atomically, never over an existing
+file unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+from vocoder.errors import ConfigError, InputError
+from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
+from vocoder.melio import MEL_FORMATS, load_mel, load_stats
+
+HELP = "turn mel files or audio (copy-synthesis) into waveforms"
+
+MEL_EXTENSIONS = (".npy", ".pt")
+
+
+@dataclass
+class Job:
+    """One input file and where its audio goes."""
+
+    source: Path
+    output: Path
+    is_audio: bool
+    mel: torch.Tensor | None = None  # [n_mels, F], once read
+    samples: int = 0  # output length (copy-synthesis: the input's length)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="mel files (.npy, .pt), audio files (" + ", ".join(AUDIO_EXTENSIONS) + ": "
+        "copy-synthesis) or folders of them (searched recursively)",
+    )
+    parser.add_argument(
+        "--out", "-o", required=True, type=Path, metavar="DIR", help="output folder"
+    )
+    parser.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="pretrained model name, exported .safetensors, training checkpoint or run folder "
+        "(default: the registry's default model)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="network precision (fp16 on GPUs only; default fp32)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="utterances synthesized together"
+    )
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=DEFAULT_SIGMA,
+        help=f"noise scale of z ~ N(0, sigma^2) (default {DEFAULT_SIGMA}; 0.6 to 1.0 is usual)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="noise seed (file i uses SEED + i; default random)"
+    )
+    parser.add_argument(
+        "--denoise",
+        type=float,
+        default=0.0,
+        metavar="STRENGTH",
+        help="WaveGlow-style denoiser strength (0 = off; 0.01 to 0.1 is usual)",
+    )
+    parser.add_argument(
+        "--mel-format",
+        choices=MEL_FORMATS,
+        default="ln",
+        help="convention of the mel files (default ln, natural log)",
+    )
+    parser.add_argument(
+        "--stats",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="mean/scale for --mel-format meanvar",
+    )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="synthesize long inputs in chunks of this length (default: when memory needs it)",
+    )
+
+
+def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
+    """The files behind the inputs (folders searched recursively) and their outputs."""
+    known = MEL_EXTENSIONS + AUDIO_EXTENSIONS
+    jobs: list[Job] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
+            found = [
+                p
+                for p in found
+                if not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            if not found:
+                raise InputError(path, f"no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it")
+            for p in found:
+                output = out_dir / p.relative_to(path).with_suffix(".wav")
+                jobs.append(Job(p, output, p.suffix.lower() in AUDIO_EXTENSIONS))
+        elif path.is_file():
+            if path.suffix.lower() not in known:
+                raise InputError(
+                    path,
+                    f"not a mel ({', '.join(MEL_EXTENSIONS)}) or audio file "
+                    f"({', '.join(AUDIO_EXTENSIONS)})",
+                )
+            jobs.append(
+                Job(path, out_dir / f"{path.stem}.wav", path.suffix.lower() in AUDIO_EXTENSIONS)
+            )
+        else:
+            raise InputError(path, "no such file or folder")
+    sources = {job.source.resolve() for job in jobs}
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.output.resolve() in sources:
+            raise InputError(job.output, "is an input too; choose another --out folder")
+        other = seen.setdefault(job.output.resolve(), job.source)
+        if other != job.source:
+            raise InputError(job.source, f"its output {job.output} is also that of {other}")
+    return jobs
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.sigma >= 0:
+        raise ConfigError(f"--sigma must be >= 0, got {args.sigma}")
+    if not args.denoise >= 0:
+        raise ConfigError(f"--denoise must be >= 0, got {args.denoise}")
+    if args.chunk_seconds is not None and not args.chunk_seconds > 0:
+        raise ConfigError(f"--chunk-seconds must be positive, got {args.chunk_seconds}")
+    if args.mel_format == "meanvar" and args.stats is None:
+        raise ConfigError("--mel-format meanvar needs --stats FILE")
+    if args.stats is not None and args.mel_format != "meanvar":
+        raise ConfigError("--stats applies to --mel-format meanvar only")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(args.out, "exists and is not a folder")
+
+
+def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) -> None:
+    stats = load_stats(args.stats) if args.stats is not None else None
+    # disable=None: progress bars on terminals only, so logs and errors stay clean
+    for job in tqdm(jobs, desc="reading", unit="file", file=sys.stderr, leave=False, disable=None):
+        if job.is_audio:
+            audio = load_audio(job.source, synth.sample_rate)
+            job.mel = synth.mel_from_audio(audio, source=str(job.source))
+            job.samples = audio.shape[-1]
+        else:
+            mel = load_mel(job.source, synth.n_mels, args.mel_format, stats)
+            job.mel = synth.validate_mel(mel, source=str(job.source))[0]
+            job.samples = job.mel.shape[-1] * synth.hop_length
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    jobs = collect_inputs(args.inputs, args.out)
+    if not args.force:
+        existing = [job.output for job in jobs if job.output.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise InputError(existing[0], f"already exists{more}; pass --force to overwrite")
+    synth = Synthesizer.load(args.model, device=args.device, precision=args.precision)
+    _read_inputs(jobs, synth, args)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    chunk = None
+    if args.chunk_seconds is not None:
+        chunk = max(1, round(args.chunk_seconds * synth.sample_rate / synth.hop_length))
+    print(
+        f"model {synth.name} ({synth.parameter_count / 1e6:.2f} M parameters) on "
+        f"{synth.device.type}, {synth.precision}; {len(jobs)} file(s); seed {seed}"
+    )
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].mel.shape[-1])
+    total_audio = total_time = 0.0
+    bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
+    with bar:
+        for start in range(0, len(order), args.batch_size):
+            batch = order[start : start + args.batch_size]
+            began = time.perf_counter()
+            audio = synth.synthesize_batch(
+                [jobs[i].mel for i in batch],
+                sigma=args.sigma,
+                seed=[seed + i for i in batch],
+                denoise=args.denoise,
+                chunk_frames=chunk,
+                sources=[str(jobs[i].source) for i in batch],
+                warn=False,  # warned while reading
+            )
+            elapsed = time.perf_counter() - began
+            batch_samples = sum(a.shape[-1] for a in audio)
+            for i, a in zip(batch, audio, strict=True):
+                job = jobs[i]
+                save_audio(job.output, a[: job.samples], synth.sample_rate, overwrite=args.force)
+                seconds = job.samples / synth.sample_rate
+                share = max(elapsed * a.shape[-1] / batch_samples, 1e-9)
+                bar.write(
+                    f"{job.output}  {seconds:.2f} s in {share:.2f} s "
+                    f"({seconds / share:.1f}x real time)",
+                    file=sys.stdout,
+                )
+                bar.update(1)
+            total_audio += batch_samples / synth.sample_rate
+            total_time += elapsed
+    print(
+        f"synthesized {len(jobs)} file(s), {total_audio:.2f} s of audio in {total_time:.2f} s "
+        f"({total_audio / max(total_time, 1e-9):.1f}x real time); outputs in {args.out}"
+    )
+    return 0
