@@ -1,0 +1,257 @@
+"""The Gradio page: `build_demo(demo)` lays it out and wires it to `VocoderDemo.run`; `launch`
+serves it.
+
+Errors meant for people (`VocoderError`) show in the page as a message; anything else is
+logged on the server and shows as a short apology, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from app.handlers import (
+    EXAMPLES_DIR,
+    MEL_SUFFIXES,
+    NO_COMPARISON,
+    DemoResult,
+    DemoSettings,
+    VocoderDemo,
+    example_files,
+)
+from vocoder.audio import audio_info
+from vocoder.errors import VocoderError
+from vocoder.inference.engine import DEFAULT_SIGMA
+
+logger = logging.getLogger(__name__)
+
+TITLE = "Flow vocoder demo"
+INTRO = """# Flow vocoder demo
+Turn speech (or a mel spectrogram) back into audio with a flow-based neural vocoder:
+WaveFlow, NanoFlow or WaveGlow. Upload or record speech, or upload a mel file, pick a
+model and a temperature σ, and press **Synthesize**. Compare it with a second model or with
+Griffin-Lim, the classic phase-reconstruction method, side by side."""
+
+# The pictures fill their column's width at their own aspect ratio (no letterboxing), below
+# their label and download button rather than under them.
+CSS = """
+.picture .image-container { padding-top: 34px; }
+.picture img { width: 100%; height: auto; object-fit: contain; }
+"""
+
+
+def build_demo(demo: VocoderDemo) -> gr.Blocks:
+    """The page for `demo`: inputs and settings on top, input and outputs side by side below."""
+    models = demo.model_choices()
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                audio_in = gr.Audio(
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    label="Speech (wav, flac, ogg or mp3)",
+                    elem_id="audio-input",
+                )
+                mel_in = gr.File(
+                    label="…or a mel file (.npy or .pt: [80, frames], natural-log mel)",
+                    file_types=[".npy", ".pt"],
+                    height=150,
+                    elem_id="mel-input",
+                )
+            with gr.Column(scale=1, min_width=300):
+                model = gr.Dropdown(
+                    choices=models,
+                    value=demo.default_model(),
+                    label="Model",
+                    elem_id="model",
+                )
+                compare = gr.Dropdown(
+                    choices=demo.comparison_choices(),
+                    value=NO_COMPARISON,
+                    label="Compare with",
+                    elem_id="compare",
+                )
+                sigma = gr.Slider(
+                    0.0,
+                    1.2,
+                    value=DEFAULT_SIGMA,
+                    step=0.05,
+                    label="Temperature σ (spread of the latent noise; 0.6 to 1.0 is typical)",
+                )
+                with gr.Accordion("Denoiser and seed", open=False):
+                    denoise = gr.Slider(
+                        0.0,
+                        0.1,
+                        value=0.0,
+                        step=0.005,
+                        label="Denoiser strength (0: off; WaveGlow's denoiser, 0.01 to 0.1)",
+                    )
+                    seed = gr.Number(
+                        value=0, precision=0, minimum=0, label="Seed (same seed, same audio)"
+                    )
+                button = gr.Button("Synthesize", variant="primary", elem_id="synthesize")
+            with gr.Column(scale=1, min_width=300):
+                files = example_files()
+                gr.Examples(
+                    examples=[_example_row(path) for path in files],
+                    inputs=[audio_in, mel_in],
+                    example_labels=[_example_label(path) for path in files],
+                    label="Examples (LJ Speech test clips and a mel file)",
+                )
+                limits = demo.settings
+                gr.Markdown(
+                    f"Files up to {limits.max_upload_mb:g} MB and {limits.max_seconds:g} s. "
+                    "RTF is compute time over audio time: below 1 is faster than real time."
+                )
+
+        # Results: one row per kind of view, so the input and each output line up.
+        columns = ("Input", "Output", "Comparison")
+        with gr.Row(equal_height=False):
+            texts = [_summary(name) for name in columns]
+        with gr.Row(equal_height=False):
+            players = [_player(name) for name in columns]
+        with gr.Row(equal_height=False):
+            mels = [_picture(name, "mel spectrogram") for name in columns]
+        with gr.Row(equal_height=False):
+            waves = [_picture(name, "waveform") for name in columns]
+        comparison = [texts[2], players[2], mels[2], waves[2]]
+
+        def synthesize(audio, mel_file, model_name, compare_with, sigma, denoise, seed) -> tuple:
+            inputs = (audio, mel_file, model_name, compare_with, sigma, denoise, seed)
+            return _synthesize(demo, *inputs)
+
+        outputs = [*texts, *players, *mels, *waves]
+        button.click(
+            synthesize,
+            inputs=[audio_in, mel_in, model, compare, sigma, denoise, seed],
+            outputs=outputs,
+            api_name="synthesize",
+            show_progress_on=texts[1],  # one progress (or error) badge, not one per output
+        )
+        # Only one input at a time: a new upload or recording clears the other slot.
+        quiet = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+        audio_in.upload(lambda: None, outputs=mel_in, **quiet)
+        audio_in.stop_recording(lambda: None, outputs=mel_in, **quiet)
+        mel_in.upload(lambda: None, outputs=audio_in, **quiet)
+        compare.change(
+            lambda choice: [gr.update(visible=choice != NO_COMPARISON)] * len(comparison),
+            inputs=compare,
+            outputs=comparison,
+            **quiet,
+        )
+    return blocks
+
+
+def launch(
+    settings: DemoSettings,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    concurrency: int = 1,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+) -> gr.Blocks:
+    """Serve the demo; returns the running Blocks (call `.close()` to stop it).
+
+    `concurrency` bounds how many syntheses run at once; the others wait in the queue.
+    """
+    blocks = build_demo(VocoderDemo(settings))
+    blocks.queue(default_concurrency_limit=concurrency, max_size=64)
+    blocks.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=int(settings.max_upload_mb * 1e6),  # bytes, as the handlers count
+        allowed_paths=[str(EXAMPLES_DIR)],
+        prevent_thread_lock=prevent_thread_lock,
+        show_error=False,
+        quiet=quiet,
+        ssr_mode=False,
+        css=CSS,
+    )
+    return blocks
+
+
+# ---- the page's pieces ----
+# Each result column has components named "<column>-summary", "-audio", "-mel" and "-wave";
+# the comparison column shows only while a comparison is chosen.
+
+
+def _id(column: str) -> str:
+    return column.lower()
+
+
+def _summary(column: str) -> gr.Markdown:
+    return gr.Markdown(
+        f"### {column}",
+        label=f"{column} summary",  # names this output in the API
+        elem_id=f"{_id(column)}-summary",
+        visible=column != "Comparison",
+    )
+
+
+def _player(column: str) -> gr.Audio:
+    return gr.Audio(
+        label=f"{column} audio",
+        type="numpy",
+        interactive=False,
+        buttons=["download"],
+        elem_id=f"{_id(column)}-audio",
+        visible=column != "Comparison",
+    )
+
+
+def _picture(column: str, what: str) -> gr.Image:
+    return gr.Image(
+        label=f"{column} {what}",
+        type="pil",
+        format="png",
+        interactive=False,
+        buttons=["download"],
+        elem_id=f"{_id(column)}-{what.split()[0]}",
+        elem_classes=["picture"],
+        visible=column != "Comparison",
+    )
+
+
+def _synthesize(demo: VocoderDemo, *inputs) -> tuple:
+    try:
+        result = demo.run(*inputs)
+    except VocoderError as e:
+        raise gr.Error(str(e), title="Cannot synthesize", print_exception=False) from None
+    except Exception:
+        logger.exception("synthesis failed")
+        raise gr.Error(
+            "Synthesis failed on the server; try another file or model.", print_exception=False
+        ) from None
+    for warning in result.warnings:
+        gr.Warning(warning)
+    return _page_values(result)
+
+
+def _page_values(result: DemoResult) -> tuple:
+    """The values of the result components, in the order `build_demo` lists them."""
+    view = result.input
+    texts = [f"### Input\n{view.description}"]
+    players = [view.pcm16()]
+    mels = [view.mel_picture]
+    waves = [view.waveform_picture]
+    for index, heading in enumerate(("Output", "Comparison")):
+        out = result.outputs[index] if index < len(result.outputs) else None
+        texts.append(f"### {heading}\n{out.summary()}" if out else f"### {heading}")
+        players.append(out.pcm16() if out else None)
+        mels.append(out.mel_picture if out else None)
+        waves.append(out.waveform_picture if out else None)
+    return (*texts, *players, *mels, *waves)
+
+
+def _example_row(path: Path) -> list[str | None]:
+    """An example's values for (audio input, mel file input)."""
+    return [None, str(path)] if path.suffix in MEL_SUFFIXES else [str(path), None]
+
+
+def _example_label(path: Path) -> str:
+    if path.suffix in MEL_SUFFIXES:
+        return f"{path.name.split('.')[0]} (mel file)"
+    return f"{path.stem} ({audio_info(path).duration:.1f} s)"

@@ -1,0 +1,327 @@
+"""The web demo without a browser: its handlers on real clips and real (tiny) models, and its
+HTTP API through gradio_client against a server started here."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'vocoder[demo]')")
+
+from app.handlers import (  # noqa: E402
+    EXAMPLES_DIR,
+    GRIFFIN_LIM,
+    DemoSettings,
+    VocoderDemo,
+    example_files,
+)
+from app.plots import mel_image, waveform_image  # noqa: E402
+from vocoder.audio import load_audio, save_audio  # noqa: E402
+from vocoder.checkpoint import export_model  # noqa: E402
+from vocoder.errors import InputError  # noqa: E402
+from vocoder.features import MelConfig  # noqa: E402
+from vocoder.models import ModelConfig, build_model  # noqa: E402
+from vocoder.pretrained import sha256_file  # noqa: E402
+
+SHORT_CLIP = EXAMPLES_DIR / "LJ050-0030.wav"  # 1.9 s, the shortest example
+WAVEFLOW, NANOFLOW = "tiny-waveflow", "tiny-nanoflow"  # menu labels of the tiny models
+
+
+def export_tiny(stem: Path, family: str, seed: int) -> str:
+    """A tiny random model exported as safetensors + json; returns the .safetensors path.
+
+    Every weight is nudged off its initial value: a fresh model's zero-initialised
+    projections make each flow the identity, and all models alike.
+    """
+    torch.manual_seed(seed)
+    config = ModelConfig(family=family, n_flows=2, n_layers=2, n_group=8, channels=8)
+    if family == "nanoflow":
+        config.embedding_dim = 8
+    model = build_model(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+    weights, _ = export_model(model, MelConfig(), stem)
+    return str(weights)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("models")
+    return (
+        export_tiny(folder / "tiny-waveflow", "waveflow", 0),
+        export_tiny(folder / "tiny-nanoflow", "nanoflow", 1),
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_models) -> VocoderDemo:
+    return VocoderDemo(DemoSettings(models=tiny_models, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def short_mel(tmp_path_factory) -> Path:
+    """The first 40 frames (0.46 s) of the shipped example mel."""
+    mel = np.load(EXAMPLES_DIR / "LJ001-0028.mel.npy")[:, :40]
+    path = tmp_path_factory.mktemp("mels") / "short.npy"
+    np.save(path, mel)
+    return path
+
+
+def test_examples_are_short_test_split_clips(ljspeech_mini):
+    test_ids = set((ljspeech_mini / "test.txt").read_text().split())
+    files = example_files()
+    clips = [p for p in files if p.suffix == ".wav"]
+    assert len(clips) == 3 and len(files) == 4
+    assert all(p.stem in test_ids for p in clips)
+    assert all(load_audio(p).numel() < 6 * 22050 for p in clips)
+    assert sum(p.stat().st_size for p in EXAMPLES_DIR.iterdir()) < 1_000_000
+
+
+def test_clip_through_a_model(demo, tiny_models):
+    result = demo.run(str(SHORT_CLIP), None, WAVEFLOW, sigma=0.8, seed=3)
+    clip = load_audio(SHORT_CLIP)
+    (out,) = result.outputs
+    assert abs(out.audio.shape[-1] - clip.numel()) <= 256  # one hop at most
+    assert np.isfinite(out.audio).all() and np.abs(out.audio).max() > 0
+    assert out.sample_rate == 22050
+    assert out.rtf > 0 and out.elapsed > 0
+    assert out.parameter_count == demo.cache.get(tiny_models[0]).parameter_count > 1000
+    assert "RTF" in out.summary() and "M parameters" in out.summary()
+    rate, pcm = out.pcm16()
+    assert rate == 22050 and pcm.dtype == np.int16 and pcm.shape == out.audio.shape
+    for picture in (out.mel_picture, out.waveform_picture, result.input.mel_picture):
+        assert isinstance(picture, Image.Image) and picture.width > 100 and picture.height > 50
+    assert result.input.waveform_picture is not None
+    assert "LJ050-0030.wav" in result.input.description and not result.warnings
+    # the same seed gives the same audio
+    again = demo.run(str(SHORT_CLIP), None, WAVEFLOW, sigma=0.8, seed=3)
+    np.testing.assert_array_equal(again.outputs[0].audio, out.audio)
+
+
+def test_long_inputs_go_in_chunks(demo, tiny_models):
+    chunked = VocoderDemo(DemoSettings(models=tiny_models, chunk_seconds=0.5))
+    whole = demo.run(str(SHORT_CLIP), None, WAVEFLOW, seed=7).outputs[0].audio
+    pieces = chunked.run(str(SHORT_CLIP), None, WAVEFLOW, seed=7).outputs[0].audio
+    assert pieces.shape == whole.shape
+    assert np.mean(np.abs(pieces - whole) < 1e-3) > 0.99  # the engine's joins are seamless
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".ogg", ".mp3"])
+def test_other_audio_formats(demo, tiny_models, tmp_path, suffix):
+    clip = load_audio(SHORT_CLIP)[:11025]  # 0.5 s
+    path = tmp_path / f"speech{suffix}"
+    sf.write(path, clip.numpy(), 22050)
+    result = demo.run(str(path), None, WAVEFLOW)
+    assert abs(result.outputs[0].audio.shape[-1] - 11025) <= 1152  # mp3 pads by a frame
+    assert f"speech{suffix}" in result.input.description
+
+
+def test_compare_two_models_and_griffin_lim(demo, tiny_models, short_mel):
+    result = demo.run(None, str(short_mel), WAVEFLOW, compare=NANOFLOW, sigma=0.6)
+    assert [o.parameter_count is not None for o in result.outputs] == [True, True]
+    assert result.outputs[0].audio.shape == result.outputs[1].audio.shape == (40 * 256,)
+    assert not np.array_equal(result.outputs[0].audio, result.outputs[1].audio)
+    assert result.input.waveform_picture is None and result.input.pcm16() is None
+
+    result = demo.run(None, str(short_mel), WAVEFLOW, compare=GRIFFIN_LIM)
+    neural, griffin_lim = result.outputs
+    assert griffin_lim.parameter_count is None and "Griffin-Lim" in griffin_lim.summary()
+    assert abs(griffin_lim.audio.shape[-1] - neural.audio.shape[-1]) <= 256
+    assert np.abs(griffin_lim.audio).max() > 1e-3
+
+
+def test_each_model_is_loaded_once(demo, tiny_models):
+    first = demo.cache.get(tiny_models[0])
+    demo.run(str(SHORT_CLIP), None, WAVEFLOW)
+    assert demo.cache.get(tiny_models[0]) is first
+
+
+def _write(path: Path, content) -> Path:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    return path
+
+
+BAD_FILES = [
+    ("notes.wav", b"this is not audio" * 10, "notes.wav: not a readable audio file"),
+    ("empty.wav", b"", "empty.wav: empty file"),
+    ("wrong.npy", np.zeros((3, 50), np.float32), "wrong.npy: expected 80 mel bins"),
+    ("flat.npy", np.zeros(80, np.float32), "flat.npy: expected a mel [80, frames]"),
+    ("nan.npy", np.full((80, 20), np.nan, np.float32), "nan.npy: contains 1600 NaN"),
+    ("garbage.pt", b"\x00\x01garbage", "garbage.pt: not a readable mel file"),
+]
+
+
+@pytest.mark.parametrize("name, content, message", BAD_FILES, ids=[row[0] for row in BAD_FILES])
+def test_bad_files_give_a_readable_message(demo, tiny_models, tmp_path, name, content, message):
+    path = _write(tmp_path / name, content)
+    audio, mel = (None, str(path)) if name.endswith((".npy", ".pt")) else (str(path), None)
+    with pytest.raises(InputError) as caught:
+        demo.run(audio, mel, WAVEFLOW)
+    assert str(caught.value).startswith(message)
+    assert str(tmp_path) not in str(caught.value)  # the visitor never sees server paths
+
+
+def test_limits_and_missing_choices(tiny_models, tmp_path):
+    strict = VocoderDemo(DemoSettings(models=tiny_models, max_seconds=1.0, max_upload_mb=0.1))
+    with pytest.raises(InputError, match=r"LJ050-0030.wav: is 1.9 s long; .* up to 1 s"):
+        strict.run(str(SHORT_CLIP), None, WAVEFLOW)
+    with pytest.raises(InputError, match=r"LJ050-0115.wav: is 0.2 MB; .* up to 0.1 MB"):
+        strict.run(str(EXAMPLES_DIR / "LJ050-0115.wav"), None, WAVEFLOW)
+    with pytest.raises(InputError, match="upload or record speech"):
+        strict.run(None, None, WAVEFLOW)
+    with pytest.raises(InputError, match="choose a model"):
+        strict.run(str(SHORT_CLIP), None, None)
+    # only the models the server was started with: never a path a request names
+    with pytest.raises(InputError, match=r"no model called '/etc/passwd' here \(known: tiny"):
+        strict.run(str(SHORT_CLIP), None, "/etc/passwd")
+    half_second = tmp_path / "half.wav"
+    save_audio(half_second, 0.1 * torch.sin(torch.arange(11025) * 0.1), 22050)
+    with pytest.raises(InputError, match=r"sigma: must lie in \[0, 2\], got -1"):
+        strict.run(str(half_second), None, WAVEFLOW, sigma=-1)
+    with pytest.raises(InputError, match="seed: expected a number, got None"):
+        strict.run(str(half_second), None, WAVEFLOW, seed=None)
+    assert len(strict.cache) == 0  # nothing was loaded for inputs refused up front
+
+
+def test_model_menu_from_settings_and_registry(tiny_models, tmp_path, monkeypatch):
+    given = VocoderDemo(DemoSettings(models=tiny_models))
+    assert given.model_choices() == [(WAVEFLOW, WAVEFLOW), (NANOFLOW, NANOFLOW)]
+    assert given.models == {WAVEFLOW: tiny_models[0], NANOFLOW: tiny_models[1]}
+    assert given.default_model() == WAVEFLOW
+    twice = VocoderDemo(DemoSettings(models=(tiny_models[0], tiny_models[0])))
+    assert list(twice.models) == [WAVEFLOW, f"{WAVEFLOW} (2)"]
+    assert [v for _, v in given.comparison_choices()][:2] == ["none", GRIFFIN_LIM]
+
+    # A registry beside two shipped models (the second one the default), one model hosted
+    # elsewhere and one that is nowhere: shipped ones first, the default leading.
+    def entry(name, weights, **extra):
+        files = []
+        for suffix in (".safetensors", ".json"):
+            file = Path(weights).with_suffix(suffix)
+            (tmp_path / f"{name}{suffix}").write_bytes(file.read_bytes())
+            files.append(
+                {
+                    "name": f"{name}{suffix}",
+                    "sha256": sha256_file(file),
+                    "size": file.stat().st_size,
+                }
+            )
+        common = {"description": "tiny", "family": "waveflow", "parameters": 1000, "data": "none"}
+        return {"name": name, **common, "files": files, **extra}
+
+    hosted = entry("hosted", tiny_models[0], url="https://example.invalid/models")
+    nowhere = entry("nowhere", tiny_models[0])
+    for name in ("hosted", "nowhere"):
+        for suffix in (".safetensors", ".json"):
+            (tmp_path / f"{name}{suffix}").unlink()
+    models = [
+        entry("first", tiny_models[0]),
+        hosted,
+        entry("best", tiny_models[1], default=True),
+        nowhere,
+    ]
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"format": 1, "models": models}))
+    monkeypatch.setenv("VOCODER_REGISTRY", str(registry))
+    monkeypatch.setenv("VOCODER_CACHE", str(tmp_path / "cache"))
+    menu = VocoderDemo(DemoSettings()).model_choices()
+    assert [value for _, value in menu] == ["best", "first", "hosted"]
+    assert menu[0][0] == "best (0.00 M parameters)"
+    assert menu[2][0] == "hosted (0.00 M parameters), downloaded on first use"
+
+
+def test_pictures():
+    mel = torch.full((80, 100), -11.5)
+    mel[:10] = 2.0  # loud low bins: bright at the bottom of the picture
+    picture = np.asarray(mel_image(mel, seconds=1.16, width=200, height=80))
+    assert picture.shape == (80 + 16, 200, 3)
+    assert picture[75, 100].sum() > 3 * 200 and picture[5, 100].sum() < 100
+    wave = np.asarray(waveform_image(torch.zeros(1000), 22050, width=100, height=21))
+    ink = (wave[:21] != 255).any(axis=2)
+    assert ink[10].all() and not ink[0].any()  # silence is a flat line in the middle
+
+
+def test_demo_command_line(tmp_path, monkeypatch, capsys):
+    from vocoder.cli import build_parser, main
+
+    args = build_parser("demo").parse_args(["demo"])
+    assert (args.host, args.port, args.model, args.device) == ("127.0.0.1", 7860, None, "auto")
+    assert (args.max_upload_mb, args.max_seconds, args.concurrency) == (20.0, 60.0, 1)
+    args = build_parser("demo").parse_args(
+        ["demo", "--model", "a", "b.safetensors", "--model", "c"]
+    )
+    assert args.model == ["a", "b.safetensors", "c"]
+
+    assert main(["demo", "--max-seconds", "0"]) == 2
+    assert "--max-seconds must be positive" in capsys.readouterr().err
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"format": 1, "models": []}))
+    monkeypatch.setenv("VOCODER_REGISTRY", str(registry))
+    assert main(["demo", "--port", str(free_port())]) == 2
+    assert "no models to serve" in capsys.readouterr().err
+    assert main(["demo", "--model", "no-such-model"]) == 2
+    assert re.search(r"no-such-model: .*not a pretrained model", capsys.readouterr().err)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
+def test_http_api(tiny_models, short_mel, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from app.main import launch
+
+    settings = DemoSettings(models=tiny_models, device="cpu", max_upload_mb=1)
+    server = launch(settings, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(server.local_url, verbose=False, download_files=str(tmp_path / "got"))
+        # inputs: audio, mel file, model, compare with, sigma, denoise, seed
+        values = client.predict(
+            handle_file(str(SHORT_CLIP)), None, WAVEFLOW, "none", 0.8, 0.0, 0,
+            api_name="/synthesize",
+        )  # fmt: skip
+        texts, players, mels, waves = values[0:3], values[3:6], values[6:9], values[9:12]
+        assert "LJ050-0030.wav" in texts[0] and "RTF" in texts[1]
+        for file in (players[0], players[1], mels[0], mels[1], waves[1]):
+            assert Path(file).is_file() and Path(file).stat().st_size > 1000
+        output = load_audio(players[1])
+        assert abs(output.numel() - load_audio(SHORT_CLIP).numel()) <= 256
+        assert players[2] is None and mels[2] is None  # no comparison asked for
+
+        bad = _write(tmp_path / "nan.npy", np.full((80, 20), np.nan, np.float32))
+        with pytest.raises(Exception, match="nan.npy: contains 1600 NaN"):
+            client.predict(
+                None, handle_file(str(bad)), WAVEFLOW, "none", 0.8, 0.0, 0,
+                api_name="/synthesize",
+            )  # fmt: skip
+        big = _write(tmp_path / "big.wav", b"RIFF" + bytes(1_500_000))
+        with pytest.raises(Exception, match="(?i)too large|exceeds|maximum"):
+            client.predict(
+                handle_file(str(big)), None, WAVEFLOW, "none", 0.8, 0.0, 0,
+                api_name="/synthesize",
+            )  # fmt: skip
+        # the server keeps serving after an error
+        values = client.predict(
+            None, handle_file(str(short_mel)), WAVEFLOW, GRIFFIN_LIM, 0.8, 0.0, 0,
+            api_name="/synthesize",
+        )  # fmt: skip
+        assert "40 frames" in values[0] and "Griffin-Lim" in values[2]
+        assert Path(values[5]).is_file()  # the comparison's audio
+    finally:
+        server.close()

@@ -1,0 +1,131 @@
+"""The web demo in a real headless Chromium: pick an example, synthesize, hear the result.
+
+Leaves a screenshot in test-artifacts/demo.png. Skips only when no Chromium can be found
+(.ci/run installs Debian's when it is missing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'vocoder[demo]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (python)")
+
+import torch  # noqa: E402
+
+from app.handlers import DemoSettings  # noqa: E402
+from app.main import launch  # noqa: E402
+from vocoder.checkpoint import export_model  # noqa: E402
+from vocoder.features import MelConfig  # noqa: E402
+from vocoder.models import ModelConfig, build_model  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def find_chromium() -> str | None:
+    """Debian's Chromium (or one on PATH), else the one Playwright may have downloaded."""
+    for candidate in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    with sync_api.sync_playwright() as p:
+        bundled = p.chromium.executable_path
+    return bundled if bundled and os.path.isfile(bundled) else None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        pytest.skip("no Chromium found (/usr/bin/chromium, PATH or Playwright's own)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    torch.manual_seed(0)
+    config = ModelConfig(family="waveflow", n_flows=2, n_layers=2, n_group=8, channels=8)
+    stem = tmp_path_factory.mktemp("models") / "tiny-waveflow"
+    model, _ = export_model(build_model(config), MelConfig(), stem)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    blocks = launch(
+        DemoSettings(models=(str(model),), device="cpu"),
+        port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+    )
+    yield blocks
+    blocks.close()
+
+
+def test_example_to_audio_in_the_browser(chromium, server, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(server.local_url)
+            page.get_by_text("LJ050-0030 (1.9 s)").click()
+            page.wait_for_selector("#audio-input audio[src]", state="attached")
+            page.click("#synthesize")
+            page.wait_for_selector("#output-audio audio[src]", state="attached")
+            page.wait_for_selector("#output-mel img[src]", state="attached")
+            summary = page.locator("#output-summary").inner_text()
+            assert "RTF" in summary and "M parameters" in summary
+            assert "LJ050-0030.wav" in page.locator("#input-summary").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+
+            # A broken mel file: a readable message in the page, and the page still works.
+            bad = tmp_path / "broken.npy"
+            np.save(bad, np.full((80, 20), np.nan, np.float32))
+            page.locator("#mel-input input[type=file]").set_input_files(str(bad))
+            page.wait_for_selector("#mel-input >> text=broken.npy")
+            page.click("#synthesize")
+            page.get_by_text("broken.npy: contains 1600 NaN").wait_for()
+            assert "Traceback" not in page.content()
+        finally:
+            browser.close()
+
+
+def test_recording_in_the_browser(chromium, server):
+    # Chromium's fake microphone plays a test tone; the page records it as a wav file.
+    fake_microphone = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS + fake_microphone)
+        try:
+            context = browser.new_context(permissions=["microphone"])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(server.local_url)
+            recorder = page.locator("#audio-input")
+            recorder.get_by_label("Record audio").click()
+            recorder.get_by_role("button", name="Record").first.click()
+            page.wait_for_timeout(1500)
+            recorder.get_by_role("button", name="Stop").first.click()
+            page.wait_for_selector("#audio-input audio", state="attached")
+            page.click("#synthesize")
+            page.wait_for_selector("#output-audio audio[src]", state="attached")
+            assert "s of audio" in page.locator("#input-summary").inner_text()
+        finally:
+            browser.close()

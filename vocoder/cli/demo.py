@@ -1,0 +1,82 @@
+"""`vocoder demo`: serve the Gradio web demo (the `app` package) on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from vocoder import pretrained
+from vocoder.errors import VocoderError
+
+HELP = "start the Gradio web demo"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: everyone)",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        nargs="+",
+        action="extend",
+        help=(
+            "models the page offers: pretrained names (see 'vocoder models') or exported "
+            ".safetensors files; default: every pretrained model in the registry"
+        ),
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when there is one), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=60.0, help="longest input accepted (default 60)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="syntheses run at once; further requests wait in a queue (default 1)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise VocoderError("the demo needs Gradio: pip install 'vocoder[demo]'") from None
+    from app import DemoSettings, VocoderDemo, launch
+
+    for name, value in (
+        ("--max-upload-mb", args.max_upload_mb),
+        ("--max-seconds", args.max_seconds),
+    ):
+        if value <= 0:
+            raise VocoderError(f"{name} must be positive, got {value:g}")
+    if args.concurrency < 1:
+        raise VocoderError(f"--concurrency must be at least 1, got {args.concurrency}")
+    for model in args.model or ():
+        if not Path(model).exists():
+            pretrained.get_model(model)  # an unknown name fails now, not on the first request
+    settings = DemoSettings(
+        models=tuple(args.model or ()),
+        device=args.device,
+        max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds,
+    )
+    if not VocoderDemo(settings).model_choices():
+        raise VocoderError(
+            "no models to serve: the registry lists none on this machine; pass --model with "
+            "an exported .safetensors file"
+        )
+    # Gradio checks its own server over HTTP at startup; those requests are not news to people.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    print(f"Serving the demo on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    launch(settings, host=args.host, port=args.port, concurrency=args.concurrency, quiet=True)
+    return 0
