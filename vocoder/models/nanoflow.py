@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from vocoder.flows.permutations import permute_rows
+from vocoder.models.config import ModelConfig
 from vocoder.models.waveflow import WaveFlow, zero_projection
 from vocoder.nets.wavenet2d import Modulation
 
@@ -53,6 +54,19 @@ class FlowIndication(nn.Module):
             nn.Parameter(torch.zeros(n_flows, n_layers, channels)) if multiplicative_gate else None
         )
         self.front_projection = nn.Linear(dim, channels, bias=False) if concat_embedding else None
+
+    @classmethod
+    def from_config(cls, c: ModelConfig) -> FlowIndication:
+        """The embedding a NanoFlow-style model with `c.sharing == "full"` uses."""
+        return cls(
+            c.n_flows,
+            c.n_layers,
+            c.channels,
+            c.embedding_dim,
+            c.additive_bias,
+            c.multiplicative_gate,
+            c.concat_embedding,
+        )
 
     def forward(self, k: int) -> Modulation:
         e = self.embedding.weight[k]
@@ -114,15 +128,7 @@ class NanoFlow(WaveFlow):
         )
         self.flow_indication: FlowIndication | CachedFlowIndication | None = None
         if c.sharing == "full":
-            self.flow_indication = FlowIndication(
-                c.n_flows,
-                c.n_layers,
-                c.channels,
-                c.embedding_dim,
-                c.additive_bias,
-                c.multiplicative_gate,
-                c.concat_embedding,
-            )
+            self.flow_indication = FlowIndication.from_config(c)
 
     def modulation(self, k: int) -> Modulation | None:
         """Flow k's modulation of the shared network (None without an embedding)."""

@@ -149,15 +149,7 @@ class NanoFlowGlow(WaveGlow):
         )
         self.flow_indication: FlowIndication | CachedFlowIndication | None = None
         if c.sharing == "full":
-            self.flow_indication = FlowIndication(
-                c.n_flows,
-                c.n_layers,
-                c.channels,
-                c.embedding_dim,
-                c.additive_bias,
-                c.multiplicative_gate,
-                c.concat_embedding,
-            )
+            self.flow_indication = FlowIndication.from_config(c)
 
     def modulation(self, k: int) -> Modulation | None:
         return None if self.flow_indication is None else self.flow_indication(k)

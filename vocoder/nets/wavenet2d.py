@@ -59,6 +59,31 @@ def channel_vector(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(1, -1, *([1] * (like.dim() - 2)))
 
 
+def gated_residual_skip(
+    h: Tensor,
+    a: Tensor,
+    res_skip_conv: nn.Module,
+    has_residual: bool,
+    bias: Tensor | None,
+    gate: Tensor | None,
+) -> tuple[Tensor | None, Tensor]:
+    """The gated unit of a WaveNet layer, 1-D or 2-D, with NanoFlow's optional modulation.
+
+    `a` (`[B, 2C, ...]`, the layer's pre-activation from `h` and the mel) plus `bias` ->
+    tanh * sigmoid, times `gate` -> `res_skip_conv` -> `(h + residual or None, skip)`.
+    """
+    channels = h.shape[1]
+    if bias is not None:
+        a = a + channel_vector(bias, a)
+    hidden = torch.tanh(a[:, :channels]) * torch.sigmoid(a[:, channels:])
+    if gate is not None:
+        hidden = hidden * channel_vector(gate, hidden)
+    out = res_skip_conv(hidden)
+    if not has_residual:
+        return None, out
+    return h + out[:, :channels], out[:, channels:]
+
+
 class GatedLayer2D(nn.Module):
     """One gated residual block, causal over height, dilated over width."""
 
@@ -97,15 +122,7 @@ class GatedLayer2D(nn.Module):
     ) -> tuple[Tensor | None, Tensor]:
         """`(next residual input or None for a last layer, skip contribution)`."""
         a = self.dilated_conv(F.pad(h, self.padding)) + cond_proj
-        if bias is not None:
-            a = a + channel_vector(bias, a)
-        hidden = torch.tanh(a[:, : self.channels]) * torch.sigmoid(a[:, self.channels :])
-        if gate is not None:
-            hidden = hidden * channel_vector(gate, hidden)
-        out = self.res_skip_conv(hidden)
-        if not self.has_residual:
-            return None, out
-        return h + out[:, : self.channels], out[:, self.channels :]
+        return gated_residual_skip(h, a, self.res_skip_conv, self.has_residual, bias, gate)
 
 
 class WaveNet2D(nn.Module):

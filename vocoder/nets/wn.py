@@ -14,11 +14,10 @@ A `Modulation` (see `wavenet2d`) enters the same way as in the 2-D WaveNet.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from vocoder.nets.wavenet2d import Modulation, channel_vector
+from vocoder.nets.wavenet2d import Modulation, channel_vector, gated_residual_skip
 
 
 class GatedLayer1D(nn.Module):
@@ -51,15 +50,7 @@ class GatedLayer1D(nn.Module):
         gate: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor]:
         a = self.in_conv(h) + cond_proj
-        if bias is not None:
-            a = a + channel_vector(bias, a)
-        hidden = torch.tanh(a[:, : self.channels]) * torch.sigmoid(a[:, self.channels :])
-        if gate is not None:
-            hidden = hidden * channel_vector(gate, hidden)
-        out = self.res_skip_conv(hidden)
-        if not self.has_residual:
-            return None, out
-        return h + out[:, : self.channels], out[:, self.channels :]
+        return gated_residual_skip(h, a, self.res_skip_conv, self.has_residual, bias, gate)
 
 
 class WN(nn.Module):
