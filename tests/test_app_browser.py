@@ -78,6 +78,27 @@ def server(tmp_path_factory):
     blocks.close()
 
 
+def is_upload(response) -> bool:
+    """The POST of a file to Gradio's upload route (not its GET of the upload's progress)."""
+    return response.request.method == "POST" and "/gradio_api/upload?" in response.url
+
+
+def watch_toasts(page) -> None:
+    """Collect in `window.toasts` the text of every toast (Gradio's pop-up messages) shown
+    from now on, so a test sees a message however long after it closed the test looks."""
+    page.evaluate(
+        """() => {
+            window.toasts = [];
+            const note = () => {
+                for (const el of document.querySelectorAll('[data-testid="toast-text"]')) {
+                    if (!window.toasts.includes(el.textContent)) window.toasts.push(el.textContent);
+                }
+            };
+            new MutationObserver(note).observe(document.body, {childList: true, subtree: true});
+        }"""
+    )
+
+
 def test_example_to_audio_in_the_browser(chromium, server, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
@@ -99,11 +120,20 @@ def test_example_to_audio_in_the_browser(chromium, server, tmp_path):
             # A broken mel file: a readable message in the page, and the page still works.
             bad = tmp_path / "broken.npy"
             np.save(bad, np.full((80, 20), np.nan, np.float32))
-            page.locator("#mel-input input[type=file]").set_input_files(str(bad))
-            page.wait_for_selector("#mel-input >> text=broken.npy")
+            with page.expect_response(is_upload) as upload:
+                page.locator("#mel-input input[type=file]").set_input_files(str(bad))
+            assert upload.value.ok and "broken.npy" in upload.value.text()
+            # Waits on lasting states only: the uploaded file's row (its download link) and the
+            # example's audio cleared by the upload ("Uploading 1 file... broken.npy" shows
+            # for a moment only, and a wait started after it is gone never ends).
+            page.wait_for_selector('#mel-input a[download="broken.npy"]')
+            page.wait_for_selector("#audio-input audio", state="detached")
+            watch_toasts(page)  # error toasts close after 10 s: note them from now on
             page.click("#synthesize")
-            page.get_by_text("broken.npy: contains 1600 NaN").wait_for()
-            assert "Traceback" not in page.content()
+            page.wait_for_function("() => window.toasts.some(t => t.includes('broken.npy'))")
+            toasts = page.evaluate("window.toasts")
+            assert any("broken.npy: contains 1600 NaN" in t for t in toasts), toasts
+            assert not any("Traceback" in t for t in toasts) and "Traceback" not in page.content()
         finally:
             browser.close()
 

@@ -34,7 +34,7 @@ import torch
 
 from vocoder.audio import atomic_output
 from vocoder.config import from_dict, to_dict
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.features import MelConfig
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
 
@@ -108,7 +108,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many kinds for truncated or foreign files
-        raise InputError(path, f"not a readable checkpoint ({_first_line(e)})") from None
+        raise InputError(path, f"not a readable checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(path, "not a vocoder training checkpoint")
     if state.get("version", 0) > VERSION:
@@ -334,7 +334,7 @@ def _read_export(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     try:
         state = safetensors.torch.load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise InputError(path, f"not a readable safetensors file ({_first_line(e)})") from None
+        raise InputError(path, f"not a readable safetensors file ({first_line(e)})") from None
     metadata = document.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InputError(meta_path, "metadata must be a JSON object")
@@ -382,11 +382,6 @@ def _features(data: Any, source: Path) -> MelConfig:
         return from_dict(MelConfig, data, "features")
     except ConfigError as e:
         raise InputError(source, f"bad features config ({e})") from None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from vocoder.errors import ConfigError
+from vocoder.errors import ConfigError, first_line
 
 T = TypeVar("T")
 
@@ -121,7 +121,10 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML/JSON ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or first_line(e)
+        raise ConfigError(f"{path}: not valid YAML/JSON ({problem}{where})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

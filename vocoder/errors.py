@@ -20,3 +20,9 @@ class InputError(VocoderError):
         self.source = str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
+
+
+def first_line(error: Exception) -> str:
+    """The first line of a library's exception message, to quote inside a one-line error."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

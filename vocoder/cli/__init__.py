@@ -31,10 +31,10 @@ COMMANDS: dict[str, str] = {
 COMMAND_HELP: dict[str, str] = {
     "prepare": "scan and validate a dataset, write filelists and cached mels",
     "train": "train a model from a YAML config (torchrun for several GPUs)",
-    "evaluate": "test-set likelihood and copy-synthesis quality against Griffin-Lim",
+    "evaluate": "test-set likelihood and copy-synthesis quality vs. Griffin-Lim",
     "synthesize": "turn mel files or audio (copy-synthesis) into waveforms",
-    "export": "write a compiled inference model (safetensors + JSON)",
-    "info": "parameter counts, receptive field and FLOPs of a config or checkpoint",
+    "export": "write a model's inference form (safetensors + JSON)",
+    "info": "size, receptive field, FLOPs of a preset, config or checkpoint",
     "models": "list the pretrained models in the registry",
     "demo": "start the Gradio web demo",
 }
@@ -47,6 +47,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog="Run 'vocoder COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"vocoder {__version__}")
+    # a subcommand's own default would overwrite a shared dest, hence a second one here
+    parser.add_argument(
+        "-v", "--verbose", dest="verbose_anywhere", action="store_true", help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         p = sub.add_parser(name, help=COMMAND_HELP[name], description=COMMAND_HELP[name])
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    verbose = getattr(args, "verbose", False)
+    verbose = getattr(args, "verbose", False) or args.verbose_anywhere
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: everyone)",
     )
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--port", type=int, default=7860, metavar="N", help="port (default 7860)")
     parser.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
@@ -30,18 +30,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when there is one), cpu, cuda or cuda:N"
+        "--device",
+        default="auto",
+        help="auto (default: CUDA when there is one), cpu, cuda or cuda:N",
     )
     parser.add_argument(
-        "--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20)"
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        metavar="MB",
+        help="largest upload accepted, in MB (default 20)",
     )
     parser.add_argument(
-        "--max-seconds", type=float, default=60.0, help="longest input accepted (default 60)"
+        "--max-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest input accepted, in seconds (default 60)",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
         default=1,
+        metavar="N",
         help="syntheses run at once; further requests wait in a queue (default 1)",
     )
 

@@ -18,7 +18,7 @@ from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
 from vocoder.inference.engine import Synthesizer
 from vocoder.train.distributed import resolve_device
 
-HELP = "test-set likelihood and copy-synthesis quality against Griffin-Lim"
+HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +47,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a .pt checkpoint, a run folder (its latest) or an exported .safetensors",
     )
-    parser.add_argument("--filelist", required=True, type=Path, help="test filelist")
-    parser.add_argument("--out", type=Path, metavar="REPORT.json", help="write the report here")
-    parser.add_argument("--sigma", type=float, default=0.8, help="prior temperature (0.8)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--filelist",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="test filelist: one audio file per line",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="REPORT.json",
+        help="write the report here (JSON, and a CSV beside it)",
+    )
+    parser.add_argument("--sigma", type=float, default=0.8, help="prior temperature (default 0.8)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA when there is one), cpu, cuda or cuda:N",
+    )
     parser.add_argument(
         "--no-synthesis", action="store_true", help="likelihood only (fast): no audio metrics"
     )
-    parser.add_argument("--max-files", type=int, metavar="N", help="the first N files only")
+    parser.add_argument(
+        "--max-files", type=int, metavar="N", help="score the first N files only (default: all)"
+    )
     parser.add_argument(
         "--average",
         type=int,
         default=1,
         metavar="N",
-        help="average the weights of the last N checkpoints up to --checkpoint (1: off)",
+        help="average the weights of the last N checkpoints up to --checkpoint (default 1: off)",
     )
     parser.add_argument(
         "--weights",
         choices=["auto", "ema", "model"],
         default="auto",
-        help="checkpoint weights: EMA when present (auto), or insist on one",
+        help="checkpoint weights: auto (default) takes the EMA ones when present (the raw ones "
+        "with --average); ema or model insists on one",
     )
     parser.add_argument(
         "--mel-dir",
@@ -84,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="synthesis engine scored: fast (the Synthesizer users get, default) or plain "
         "(the model's reference inverse)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the prior samples (0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default 0)")
     parser.add_argument("--force", action="store_true", help="overwrite an earlier report")
 
 

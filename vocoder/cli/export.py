@@ -7,7 +7,7 @@ import argparse
 from vocoder.checkpoint import load_model
 from vocoder.inference.engine import export_inference_model
 
-HELP = "write a compiled inference model (safetensors + JSON)"
+HELP = "write a model's inference form (safetensors + JSON)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

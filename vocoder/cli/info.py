@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from vocoder.errors import InputError
 from vocoder.models import build_model, list_model_presets, resolve_model_config
 from vocoder.models.config import ModelConfig
+from vocoder.pretrained import list_models, resolve_model_path
 
-HELP = "parameter counts, receptive field and FLOPs of a config or checkpoint"
+HELP = "size, receptive field, FLOPs of a preset, config or checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "model presets:\n" + "\n".join(f"  {n}" for n in list_model_presets())
     parser.add_argument(
         "model",
-        metavar="CONFIG_OR_CHECKPOINT_OR_PRESET",
-        help=(
-            "a model preset (" + ", ".join(list_model_presets()) + "), a YAML/JSON config, "
-            "a .pt checkpoint or a .safetensors file with its .json beside it"
-        ),
+        metavar="MODEL",
+        help="a model preset (listed below), a pretrained model's name (see 'vocoder models'), "
+        "a YAML/JSON config, a .pt checkpoint or a .safetensors file with its .json beside it",
     )
 
 
@@ -55,7 +58,19 @@ def describe(config: ModelConfig) -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = resolve_model_config(args.model)
+    source = args.model
+    presets = list_model_presets()
+    looks_like_a_name = not Path(source).suffix and "/" not in source
+    if looks_like_a_name and not Path(source).exists() and source not in presets:
+        pretrained = [e.name for e in list_models()]
+        if source not in pretrained:
+            raise InputError(
+                source,
+                f"no such file, model preset ({', '.join(presets)}) or pretrained model "
+                f"({', '.join(pretrained)})",
+            )
+        source = resolve_model_path(source)
+    config = resolve_model_config(source)
     lines = describe(config)
     width = max(len(label) for label, _ in lines)
     for label, value in lines:

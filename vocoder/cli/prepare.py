@@ -38,8 +38,15 @@ without --force.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="dataset folder")
-    parser.add_argument("--out", required=True, type=Path, metavar="OUT_DIR", help="output folder")
+    parser.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        type=Path,
+        help="dataset folder: LJ Speech (metadata.csv, wavs/) or any folder of audio files",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="OUT_DIR", help="output folder (see below)"
+    )
     parser.add_argument(
         "--layout",
         choices=["ljspeech", "folder"],
@@ -58,13 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with the tacotron2_*.txt / hifigan_*.txt id lists",
     )
     parser.add_argument(
-        "--valid-fraction", type=float, default=0.05, metavar="F", help="random split (0.05)"
+        "--valid-fraction",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="share of the files held out for validation by a random split (default 0.05)",
     )
     parser.add_argument(
-        "--test-fraction", type=float, default=0.05, metavar="F", help="random split (0.05)"
+        "--test-fraction",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="share of the files held out for testing by a random split (default 0.05)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="seed of random splits (0)"
+        "--seed", type=int, default=0, metavar="N", help="seed of random splits (default 0)"
     )
     parser.add_argument(
         "--sample-rate",
@@ -83,13 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=16000,
         metavar="N",
-        help="training segment in samples; shorter files are rejected (16000)",
+        help="training segment in samples; shorter files are rejected (default 16000)",
     )
     parser.add_argument(
         "--mel-preset",
         choices=sorted(PRESETS),
         default="tacotron2",
-        help="mel convention (tacotron2)",
+        help="mel convention (default tacotron2)",
     )
     parser.add_argument("--skip-bad", action="store_true", help="leave out bad files and list them")
     parser.add_argument("--force", action="store_true", help="overwrite an earlier output")

@@ -59,7 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the registry's default model)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto (default: CUDA when there is one), cpu or cuda",
+    )
     parser.add_argument(
         "--precision",
         choices=("fp32", "fp16", "bf16"),
@@ -67,7 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="network precision (fp16 on GPUs only; default fp32)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, metavar="N", help="utterances synthesized together"
+        "--batch-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="utterances synthesized together (default 8)",
     )
     parser.add_argument(
         "--sigma",
@@ -96,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="mean/scale for --mel-format meanvar",
+        help="mean and scale of each mel bin for --mel-format meanvar (.npy [2, n_mels] or .npz)",
     )
     parser.add_argument(
         "--chunk-seconds",

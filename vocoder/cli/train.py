@@ -57,7 +57,12 @@ Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--config", type=Path, metavar="CONF.yaml", help="experiment config")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="CONF.yaml",
+        help="experiment config (optional with --resume)",
+    )
     parser.add_argument(
         "--out", type=Path, metavar="EXP_DIR", help="run folder (default: exp/<config name>)"
     )
@@ -69,11 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="continue the run in EXP_DIR (or from the checkpoint / run folder PATH)",
     )
-    parser.add_argument("--max-steps", type=int, metavar="N", help="train until step N")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="train until step N (default: the config's train.max_steps)",
+    )
     parser.add_argument(
         "--force", action="store_true", help="start over in a non-empty EXP_DIR (deletes its run)"
     )
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key.path=value", help="config overrides (see below)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

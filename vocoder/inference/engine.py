@@ -1,6 +1,6 @@
 """`Synthesizer`: the one entry point for turning mels into audio.
 
-    synth = Synthesizer.load("nanoflow-ljspeech", device="auto", precision="bf16")
+    synth = Synthesizer.load("waveflow-small-cpu", device="auto", precision="bf16")
     audio = synth.synthesize(mel, sigma=0.8, seed=0)          # [n_mels, F] -> [F * hop]
 
 What runs underneath: `compile.prepare_for_inference` (folded weights, cached NanoFlow

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from vocoder.config import from_dict, load_mapping
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.models.base import FlowVocoder
 from vocoder.models.config import ModelConfig
 from vocoder.models.nanoflow import NanoFlow
@@ -99,7 +99,7 @@ def resolve_model_config(path_or_name: str | Path) -> ModelConfig:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many kinds for unreadable files
-            raise InputError(path, f"not a readable checkpoint ({e})") from None
+            raise InputError(path, f"not a readable checkpoint ({first_line(e)})") from None
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
             raise InputError(path, "checkpoint has no 'config' mapping")
         return _model_section(checkpoint["config"], path)
