@@ -100,11 +100,13 @@ def test_bad_file_raises_then_skip_bad_lists_it(broken_dataset, tmp_path):
     with pytest.raises(InputError) as caught:
         prepare_dataset(broken_dataset, out)
     assert caught.value.source == str(bad)
-    assert "not a readable audio file" in caught.value.problem
+    assert caught.value.problem.startswith("not a readable audio file")
+    assert caught.value.problem.endswith("; pass --skip-bad to leave bad files out")
     assert not (out / "manifest.json").exists()
     # The interrupted run is resumed (same mel config): no --force needed.
     summary = prepare_dataset(broken_dataset, out, skip_bad=True)
-    assert [(r.path, r.reason) for r in summary.rejected] == [(bad, caught.value.problem)]
+    assert [r.path for r in summary.rejected] == [bad]
+    assert caught.value.problem.startswith(summary.rejected[0].reason)
     assert summary.accepted == 3
     listed = read_filelist(out / "train.txt") + read_filelist(out / "valid.txt")
     assert bad not in listed and len(listed) == 2
@@ -155,6 +157,31 @@ def test_folder_checks_each_file(tmp_path, ljspeech_mini):
     assert load_audio(written).numel() == pytest.approx(clean.numel(), abs=4)
 
 
+def test_random_split_is_drawn_from_the_accepted_files(tmp_path, ljspeech_mini):
+    clips = sorted((ljspeech_mini / "wavs").glob("LJ001-000*.wav"))[:6]
+    clean, mixed = tmp_path / "clean", tmp_path / "mixed"
+    for folder in (clean, mixed):
+        folder.mkdir()
+        for clip in clips:
+            (folder / clip.name).write_bytes(clip.read_bytes())
+    for i in range(8):  # bad files that must not take the place of held-out ones
+        (mixed / f"bad{i}.wav").write_bytes(b"")
+    options = dict(split="random", valid_fraction=0.2, test_fraction=0.2, seed=3, skip_bad=True)
+    a = prepare_dataset(clean, tmp_path / "a", **options)
+    b = prepare_dataset(mixed, tmp_path / "b", **options)
+    assert len(b.rejected) == 8 and a.counts == b.counts == {"train": 4, "valid": 1, "test": 1}
+    for part in ("train", "valid", "test"):
+        names_a = [p.name for p in read_filelist(tmp_path / "a" / f"{part}.txt")]
+        names_b = [p.name for p in read_filelist(tmp_path / "b" / f"{part}.txt")]
+        assert names_a == names_b, part
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "x.wav").write_text("not audio")
+    with pytest.raises(InputError, match="no usable audio: all 1 file"):
+        prepare_dataset(only_bad, tmp_path / "c", skip_bad=True)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(
@@ -177,6 +204,7 @@ def test_cli_prepare(broken_dataset, tmp_path):
     # Not a terminal: no bar, progress goes to the log; the error is one line at the end.
     lines = [line for line in result.stderr.splitlines() if not line.startswith("prepare: ")]
     assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not a readable audio file")
+    assert lines[0].endswith("; pass --skip-bad to leave bad files out")
 
     result = run_cli(broken_dataset, "--out", out, "--skip-bad")
     assert result.returncode == 0, result.stderr

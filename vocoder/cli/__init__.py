@@ -40,11 +40,26 @@ COMMAND_HELP: dict[str, str] = {
 }
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """Keeps each command's name and help on one line.
+
+    argparse measures the command names without the extra indent it prints them with, so
+    the longest name ("synthesize") would push its help onto the next line.
+    """
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.choices:
+            longest = max(map(len, action.choices)) + self._current_indent + self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vocoder",
         description="Flow-based neural vocoders: WaveFlow, NanoFlow and WaveGlow.",
         epilog="Run 'vocoder COMMAND --help' for a command's options.",
+        formatter_class=_CommandListFormatter,
     )
     parser.add_argument("--version", action="version", version=f"vocoder {__version__}")
     # a subcommand's own default would overwrite a shared dest, hence a second one here

@@ -9,6 +9,9 @@ Output folder:
   computed from exactly what is written, so training sees the same audio);
 - `manifest.json`: the `MelConfig`, a hash of it, the options, counts and rejected files.
 
+A "random" split is drawn from the files that passed the checks, so rejected files cannot
+leave the validation or test part empty.
+
 Nothing is overwritten without `force`: a folder holding a manifest is refused (with the
 differing mel settings named when the config changed). A run that stops early (a bad file,
 a kill) leaves a `.prepare-incomplete.json` marker; a rerun with the same mel config
@@ -31,9 +34,9 @@ import torch
 from vocoder.audio import atomic_output, audio_info, load_audio, resample, save_audio
 from vocoder.config import to_dict
 from vocoder.data.filelist import write_filelist
-from vocoder.data.folder import folder_splits
-from vocoder.data.ljspeech import is_ljspeech, ljspeech_splits
-from vocoder.data.splits import SPLIT_NAMES
+from vocoder.data.folder import folder_splits, scan_audio
+from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read_metadata
+from vocoder.data.splits import SPLIT_NAMES, check_fractions, random_split
 from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.melio import save_mel
@@ -170,12 +173,21 @@ def prepare_dataset(
         raise InputError(out_dir, "the output folder must differ from the data folder")
     layout = layout or detect_layout(data_dir)
     split = split or default_split(data_dir, layout)
-    if layout == "ljspeech":
-        parts = ljspeech_splits(data_dir, split, splits_dir, seed, valid_fraction, test_fraction)
-    elif layout == "folder":
-        parts = folder_splits(data_dir, split, valid_fraction, test_fraction, seed, exclude=out_dir)
-    else:
+    if layout not in ("ljspeech", "folder"):
         raise InputError(data_dir, f"unknown layout {layout!r}; known: ljspeech, folder")
+    if split == "random":
+        # Drawn after the checks, from the files that pass them: rejected files cannot
+        # empty the held-out parts.
+        check_fractions(valid_fraction, test_fraction)
+        if layout == "ljspeech":
+            candidates = [audio_path(data_dir, i) for i in read_metadata(data_dir)]
+        else:
+            candidates = scan_audio(data_dir, exclude=out_dir)
+        parts = {"train": candidates}
+    elif layout == "ljspeech":
+        parts = ljspeech_splits(data_dir, split, splits_dir, seed, valid_fraction, test_fraction)
+    else:
+        parts = folder_splits(data_dir, split, valid_fraction, test_fraction, seed, exclude=out_dir)
 
     config_hash = mel_config_hash(mel_config)
     _claim_out_dir(out_dir, mel_config, config_hash, force)
@@ -191,7 +203,9 @@ def prepare_dataset(
             )
         except InputError as e:
             if not skip_bad:
-                raise
+                raise InputError(
+                    e.source, f"{e.problem}; pass --skip-bad to leave bad files out"
+                ) from None
             summary.rejected.append(Rejected(path, e.problem))
             log.debug("rejected %s: %s", path, e.problem)
         else:
@@ -209,6 +223,10 @@ def prepare_dataset(
         if progress is not None:
             progress(done, len(files), path)
 
+    if not accepted:
+        raise InputError(data_dir, f"no usable audio: all {len(files)} file(s) were rejected")
+    if split == "random":
+        parts = random_split(list(accepted), valid_fraction, test_fraction, seed=seed)
     for part in SPLIT_NAMES:
         kept = [p for p in parts.get(part, []) if p in accepted]
         write_filelist(out_dir / f"{part}.txt", [accepted[p][0] for p in kept], overwrite=True)

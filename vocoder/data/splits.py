@@ -53,11 +53,7 @@ def random_split(
     items: Sequence[T], valid_fraction: float, test_fraction: float, seed: int = 0
 ) -> dict[str, list[T]]:
     """Seeded split into train/valid/test by fractions (each non-empty part gets >= 1 item)."""
-    for name, f in (("valid", valid_fraction), ("test", test_fraction)):
-        if not 0.0 <= f < 1.0:
-            raise InputError("split", f"{name} fraction must be in [0, 1), got {f}")
-    if valid_fraction + test_fraction >= 1.0:
-        raise InputError("split", "valid and test fractions leave nothing to train on")
+    check_fractions(valid_fraction, test_fraction)
     n = len(items)
     n_test = _part(n, test_fraction)
     n_valid = _part(n, valid_fraction)
@@ -71,6 +67,15 @@ def random_split(
         "valid": [x for i, x in enumerate(items) if i in valid],
         "test": [x for i, x in enumerate(items) if i in test],
     }
+
+
+def check_fractions(valid_fraction: float, test_fraction: float) -> None:
+    """`InputError` unless both fractions lie in [0, 1) and leave something to train on."""
+    for name, f in (("valid", valid_fraction), ("test", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise InputError("split", f"{name} fraction must be in [0, 1), got {f}")
+    if valid_fraction + test_fraction >= 1.0:
+        raise InputError("split", "valid and test fractions leave nothing to train on")
 
 
 def _part(n: int, fraction: float) -> int:
