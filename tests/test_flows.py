@@ -106,13 +106,15 @@ def test_row_autoregressive_coupling(elementwise):
     assert torch.equal(shift_down(x)[:, 1:], x[:, :-1])
 
 
-def test_channel_coupling():
+@pytest.mark.parametrize("elementwise", [AffineElementwise(), SplineElementwise(8, 3.0, 1)])
+def test_channel_coupling(elementwise):
     torch.manual_seed(0)
-    coupling = ChannelCoupling(AffineElementwise())
-    net = nn.Conv1d(3, 2 * 3, 3, padding=1)
+    coupling = ChannelCoupling(elementwise)
+    net = nn.Conv1d(3, elementwise.params_per_element * 3, 3, padding=1)
     x = torch.randn(2, 6, 10)
     y, logdet = coupling(x, net)
     assert torch.equal(y[:, :3], x[:, :3])
+    assert not torch.allclose(y[:, 3:], x[:, 3:], atol=1e-3)
     x_back, inv_logdet = coupling.inverse(y, net)
     assert torch.allclose(x_back, x, atol=1e-5)
-    assert torch.allclose(inv_logdet, -logdet)
+    assert torch.allclose(inv_logdet, -logdet, atol=1e-5)

@@ -40,11 +40,36 @@ VARIANTS = {
     "nanoflow-partial-concat": dict(
         TINY, family="nanoflow", shared_layers=1, concat_embedding=True, embedding_dim=16
     ),
+    "nanoflow-naive-partial": dict(TINY, family="nanoflow", sharing="naive", shared_layers=1),
+    # the embedding ablations: each of eq. 8 to 10 on its own
+    "nanoflow-bias-only": dict(
+        TINY, family="nanoflow", multiplicative_gate=False, embedding_dim=16
+    ),
+    "nanoflow-gate-only": dict(TINY, family="nanoflow", additive_bias=False, embedding_dim=16),
+    "nanoflow-concat-only": dict(
+        TINY,
+        family="nanoflow",
+        additive_bias=False,
+        multiplicative_gate=False,
+        concat_embedding=True,
+        embedding_dim=16,
+    ),
     "waveglow": dict(TINY_GLOW, family="waveglow"),
     "waveglow-rqs": dict(TINY_GLOW, family="waveglow", coupling="rqs", spline_bins=8),
     "nanoflow-glow": dict(TINY_GLOW, family="nanoflow-glow", embedding_dim=16),
     "nanoflow-glow-naive": dict(TINY_GLOW, family="nanoflow-glow", sharing="naive"),
+    "nanoflow-glow-decomp": dict(TINY_GLOW, family="nanoflow-glow", sharing="decomp"),
+    "nanoflow-glow-concat-rqs": dict(
+        TINY_GLOW,
+        family="nanoflow-glow",
+        coupling="rqs",
+        spline_bins=8,
+        additive_bias=False,
+        concat_embedding=True,
+        embedding_dim=16,
+    ),
 }
+ROW_VARIANTS = sorted(v for v in VARIANTS if "glow" not in v)
 
 
 def make_model(variant: str, seed: int = 0, dtype=torch.float32):
@@ -70,23 +95,31 @@ def inputs(model, samples: int, batch: int = 2, dtype=torch.float32, seed: int =
     return audio, mel
 
 
+@pytest.mark.parametrize("samples", [203, 61])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_inverse_of_forward_is_identity(variant):
+def test_inverse_of_forward_is_identity(variant, samples):
+    """Odd lengths: forward/inverse refuse them, log_prob trims to a multiple of n_group.
+
+    203 and 61 samples leave 200 and 60 (h = 4: 50 and 15 columns) or 200 and 56 (groups of
+    8: 25 and 7 columns), so even and odd widths are both covered; the mel has
+    ceil(samples / hop) frames, more than the trimmed audio needs.
+    """
     model = make_model(variant)
-    audio, mel = inputs(model, 203)  # odd: trimmed to a multiple of n_group below
-    length = audio.shape[1] // model.config.n_group * model.config.n_group
-    audio = audio[:, :length]
+    odd, mel = inputs(model, samples)
+    length = samples // model.config.n_group * model.config.n_group
+    audio = odd[:, :length]
     with torch.no_grad():
+        with pytest.raises(InputError, match="multiple of n_group"):
+            model(odd, mel)
         z, logdet = model(audio, mel)
         back = model.inverse(z, mel)
+        assert torch.equal(model.log_prob(odd, mel), model.log_prob(audio, mel))
     assert z.shape == audio.shape and logdet.shape == (2,)
     assert not torch.allclose(z, audio, atol=1e-3)  # the flows do something
     assert (back - audio).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize(
-    "variant", ["waveflow", "waveflow-rqs", "nanoflow", "nanoflow-rqs", "waveglow"]
-)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_logdet_is_log_abs_det_of_the_jacobian(variant):
     model = make_model(variant, dtype=torch.float64)
     samples = 8 * model.config.n_group if model.config.n_group == 4 else 32
@@ -98,9 +131,7 @@ def test_logdet_is_log_abs_det_of_the_jacobian(variant):
     assert abs(expected.item()) > 1e-2  # not the identity
 
 
-@pytest.mark.parametrize(
-    "variant", ["waveflow", "waveflow-rqs", "nanoflow", "nanoflow-naive", "nanoflow-partial-concat"]
-)
+@pytest.mark.parametrize("variant", ROW_VARIANTS)
 def test_each_flow_is_autoregressive_over_rows(variant):
     model = make_model(variant)
     audio, mel = inputs(model, 32, batch=1)
@@ -224,6 +255,10 @@ def test_length_and_shape_errors():
         (dict(permutation="bipartized", n_group=3, hop_length=15), "even n_group"),
         (dict(shared_layers=1), "nanoflow only"),
         (dict(family="nanoflow", shared_layers=5), "shared_layers"),
+        (
+            dict(family="nanoflow", additive_bias=False, multiplicative_gate=False),
+            "at least one of",
+        ),
         (dict(family="waveglow", n_group=6, hop_length=12, n_flows=8, n_early_size=1), "even"),
         (dict(kernel_size=2), "odd"),
         (dict(family="wavernn"), "wavernn"),
@@ -303,7 +338,9 @@ def test_flops_and_receptive_field_of_a_tiny_waveflow():
 
 @pytest.mark.parametrize(
     "variant",
-    ["waveflow-rqs", "nanoflow", "nanoflow-partial-concat"] + ["nanoflow-glow-naive", "waveglow"],
+    ["waveflow-rqs", "nanoflow", "nanoflow-partial-concat", "nanoflow-naive-partial"]
+    + ["nanoflow-bias-only", "nanoflow-gate-only", "nanoflow-concat-only"]
+    + ["nanoflow-glow-naive", "nanoflow-glow-concat-rqs", "waveglow"],
 )
 def test_training_loss_reaches_every_parameter(variant):
     """A fresh model's NLL back-propagates into every parameter (no unused ones, for DDP)."""

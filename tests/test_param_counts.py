@@ -77,3 +77,19 @@ def test_exact_counts_from_the_back_of_envelope_formula(counts):
     assert counts["nanoflow-h16-r128"][1] == wavenet(128) + 8 * 258 + upsampler + embedding
     rqs = 128 * 95 + 95
     assert counts["nanoflow-rqs-h16-r128"][1] == wavenet(128) + 8 * rqs + upsampler + embedding
+    assert counts["waveflow-rqs-h16-r128"][1] == 8 * (wavenet(128) + rqs) + upsampler
+
+
+def test_exact_waveglow_count(counts):
+    """NVIDIA's WaveGlow, flow by flow: invertible conv, WN over half of w channels, end conv."""
+
+    def flow(w: int, c: int = 256, cond: int = 80 * 8) -> int:
+        start = (w // 2) * c + c
+        layers = 8 * (3 * c * 2 * c + 2 * c) + 8 * (cond * 2 * c + 2 * c)
+        res_skip = 7 * (c * 2 * c + 2 * c) + (c * c + c)
+        end = c * w + w  # log_s and t for the w - w/2 transformed channels
+        return w * w + start + layers + res_skip + end
+
+    upsampler = 80 * 80 * 1024 + 80  # ConvTranspose1d(80, 80, 1024, stride 256)
+    expected = sum(flow(w) for w in [8] * 4 + [6] * 4 + [4] * 4) + upsampler
+    assert counts["waveglow"][1] == expected

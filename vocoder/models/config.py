@@ -111,6 +111,13 @@ class ModelConfig:
         if self.is_nanoflow:
             if self.embedding_dim < 1:
                 fail(f"embedding_dim must be positive, got {self.embedding_dim}")
+            if self.sharing == "full" and not (
+                self.additive_bias or self.multiplicative_gate or self.concat_embedding
+            ):
+                fail(
+                    "sharing 'full' needs at least one of additive_bias, multiplicative_gate, "
+                    "concat_embedding (with none it is 'decomp')"
+                )
             if self.shared_layers is not None:
                 if self.is_glow:
                     fail("shared_layers applies to the nanoflow family only")

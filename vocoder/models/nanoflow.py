@@ -31,7 +31,11 @@ from vocoder.nets.wavenet2d import Modulation
 
 
 class FlowIndication(nn.Module):
-    """e^k = Embedding(K, D)[k] -> `Modulation` of a shared network for flow k (training form)."""
+    """e^k = Embedding(K, D)[k] -> `Modulation` of a shared network for flow k (training form).
+
+    The gates delta^{k,l} are parameters of their own, not functions of e^k, so with the
+    gate alone (no additive bias, no concatenation) there is no embedding table at all.
+    """
 
     def __init__(
         self,
@@ -44,7 +48,10 @@ class FlowIndication(nn.Module):
         concat_embedding: bool = False,
     ):
         super().__init__()
-        self.embedding = nn.Embedding(n_flows, dim)
+        self.n_flows = n_flows
+        # None when nothing reads e^k (gate-only ablation): an unused table would get no
+        # gradient, which DDP rejects
+        self.embedding = nn.Embedding(n_flows, dim) if additive_bias or concat_embedding else None
         self.bias_projections = (
             nn.ModuleList(nn.Linear(dim, 2 * channels, bias=False) for _ in range(n_layers))
             if additive_bias
@@ -69,7 +76,7 @@ class FlowIndication(nn.Module):
         )
 
     def forward(self, k: int) -> Modulation:
-        e = self.embedding.weight[k]
+        e = None if self.embedding is None else self.embedding.weight[k]
         front = None if self.front_projection is None else self.front_projection(e)
         bias = None
         if self.bias_projections is not None:
@@ -80,7 +87,7 @@ class FlowIndication(nn.Module):
     @torch.no_grad()
     def cached(self) -> CachedFlowIndication:
         """The same modulations as stored vectors, for inference."""
-        mods = [self(k) for k in range(self.embedding.num_embeddings)]
+        mods = [self(k) for k in range(self.n_flows)]
 
         def stack(name: str) -> Tensor | None:
             parts = [getattr(m, name) for m in mods]
