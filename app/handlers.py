@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,7 +183,7 @@ class VocoderDemo:
         if given.audio is None:
             warning = check_mel_range(given.mel)
             if warning:
-                warnings.append(f"{given.name}: {warning}")
+                warnings.append(f"{given.name}: {_for_the_page(warning)}")
         options = {"sigma": sigma, "denoise": denoise, "seed": seed}
         outputs = [self._vocode(given, synthesizer, **options)]
         if compare and compare != NO_COMPARISON:
@@ -227,8 +229,10 @@ class VocoderDemo:
                 config = synthesizer.mel_config
                 seconds = mel.shape[-1] * config.hop_length / config.sample_rate
                 self._check_length(name, seconds)
+                _check_long_enough(name, mel.shape[-1] * config.hop_length, synthesizer)
                 return _Input(name, path, mel, None, config.sample_rate, seconds, config)
             audio = load_audio(path, sample_rate=synthesizer.sample_rate)
+        _check_long_enough(name, audio.numel(), synthesizer)
         mel = synthesizer.mel_from_audio(audio, source=name)
         seconds = audio.numel() / synthesizer.sample_rate
         return _Input(
@@ -245,6 +249,8 @@ class VocoderDemo:
     def _mel_for(self, given: _Input, synthesizer: Synthesizer) -> torch.Tensor:
         """The input's mel in `synthesizer`'s convention (recomputed from audio if it differs)."""
         if given.audio is None or given.mel_config == synthesizer.mel_config:
+            hop = synthesizer.hop_length
+            _check_long_enough(given.name, given.mel.shape[-1] * hop, synthesizer)
             if given.mel.shape[0] != synthesizer.n_mels:
                 raise InputError(
                     given.name,
@@ -255,6 +261,7 @@ class VocoderDemo:
         audio = given.audio
         if given.sample_rate != synthesizer.sample_rate:
             audio = resample(audio, given.sample_rate, synthesizer.sample_rate)
+        _check_long_enough(given.name, audio.numel(), synthesizer)
         return synthesizer.mel_from_audio(audio, source=given.name)
 
     def _vocode(
@@ -280,9 +287,21 @@ class VocoderDemo:
 
     def _griffin_lim(self, given: _Input, synthesizer: Synthesizer, seed: int) -> Rendering:
         mel = self._mel_for(given, synthesizer)
+        from librosa.util.exceptions import ParameterError  # griffin_lim imports librosa
+
         start = time.perf_counter()
-        audio = griffin_lim(mel, synthesizer.mel_config, seed=seed)
+        try:  # exp() of a mel far from the log convention overflows: checked just below
+            with np.errstate(over="ignore", invalid="ignore"):
+                audio = griffin_lim(mel, synthesizer.mel_config, seed=seed)
+        except ParameterError:  # librosa's refusal of the non-finite spectrogram
+            audio = None
         elapsed = time.perf_counter() - start
+        if audio is None or not torch.isfinite(audio).all():
+            raise InputError(
+                given.name,
+                "Griffin-Lim cannot invert this mel: its values lie far outside a natural-log "
+                "mel's range",
+            )
         return self._render("Griffin-Lim", audio, synthesizer, elapsed, None)
 
     def _render(
@@ -331,6 +350,32 @@ def _named_as_uploaded(path: Path) -> Iterator[None]:
         if e.source != str(path):
             raise
         raise InputError(path.name, e.problem) from None
+
+
+def _check_long_enough(name: str, samples: int, synthesizer: Synthesizer) -> None:
+    """`InputError` unless `samples` of audio (given, or made from a mel) span at least one
+    STFT window of `synthesizer`'s mel convention, the least its features can be taken of."""
+    config = synthesizer.mel_config
+    if samples < config.n_fft:
+        raise InputError(
+            name,
+            f"is too short ({samples / config.sample_rate:.3f} s); this demo needs at least "
+            f"{config.n_fft / config.sample_rate:.3f} s ({config.n_fft} samples at "
+            f"{config.sample_rate} Hz, or {math.ceil(config.n_fft / config.hop_length)} mel "
+            "frames)",
+        )
+
+
+def _for_the_page(warning: str) -> str:
+    """A mel-range warning for visitors: the page has no command-line flags, so the
+    conversion the CLI offers is named as a command to run beforehand."""
+    flags = re.search(r"; pass (--mel-format [^;]*)$", warning)
+    if flags is None:
+        return warning
+    return (
+        f"{warning[: flags.start()]}; this page reads natural-log mels only "
+        f"(convert with `vocoder synthesize {flags.group(1)}`)"
+    )
 
 
 def _number(name: str, value, low: float, high: float) -> float:

@@ -3,6 +3,7 @@ HTTP API through gradio_client against a server started here."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -153,9 +154,17 @@ def _write(path: Path, content) -> Path:
     return path
 
 
+def _wav_bytes(samples: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(samples, np.float32), 22050, format="WAV")
+    return buffer.getvalue()
+
+
 BAD_FILES = [
     ("notes.wav", b"this is not audio" * 10, "notes.wav: not a readable audio file"),
     ("empty.wav", b"", "empty.wav: empty file"),
+    ("blip.wav", _wav_bytes(100), "blip.wav: is too short (0.005 s); this demo needs at least"),
+    ("frame.npy", np.full((80, 1), -5.0, np.float32), "frame.npy: is too short (0.012 s)"),
     ("wrong.npy", np.zeros((3, 50), np.float32), "wrong.npy: expected 80 mel bins"),
     ("flat.npy", np.zeros(80, np.float32), "flat.npy: expected a mel [80, frames]"),
     ("nan.npy", np.full((80, 20), np.nan, np.float32), "nan.npy: contains 1600 NaN"),
@@ -171,6 +180,20 @@ def test_bad_files_give_a_readable_message(demo, tiny_models, tmp_path, name, co
         demo.run(audio, mel, WAVEFLOW)
     assert str(caught.value).startswith(message)
     assert str(tmp_path) not in str(caught.value)  # the visitor never sees server paths
+
+
+def test_mels_far_from_the_convention(demo, tiny_models, tmp_path):
+    # a log10 mel: synthesized, with a warning that names a conversion visitors can run
+    log10 = _write(tmp_path / "log10.npy", np.full((80, 8), -5.0, np.float32))
+    result = demo.run(None, str(log10), WAVEFLOW)
+    (warning,) = result.warnings
+    assert warning.startswith("log10.npy: mel floor -5.00") and "looks like log10" in warning
+    assert "this page reads natural-log mels only" in warning
+    assert "`vocoder synthesize --mel-format log10`" in warning
+    # a linear mel too loud for exp(): Griffin-Lim refuses it with a message
+    huge = _write(tmp_path / "huge.npy", np.full((80, 8), 1e30, np.float32))
+    with pytest.raises(InputError, match="huge.npy: Griffin-Lim cannot invert this mel"):
+        demo.run(None, str(huge), WAVEFLOW, compare=GRIFFIN_LIM)
 
 
 def test_limits_and_missing_choices(tiny_models, tmp_path):
@@ -290,6 +313,12 @@ def test_http_api(tiny_models, short_mel, tmp_path):
     settings = DemoSettings(models=tiny_models, device="cpu", max_upload_mb=1)
     server = launch(settings, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
+        assert server.local_url.startswith("http://127.0.0.1:")  # loopback unless told
+        # Gradio's queue bounds the work: one synthesis at a time (launch's default), at most
+        # 64 waiting; the other events only move values within the page.
+        assert (server._queue.default_concurrency_limit, server._queue.max_size) == (1, 64)
+        queued = [f.api_name for f in server.fns.values() if f.queue]
+        assert queued == ["synthesize"]
         client = Client(server.local_url, verbose=False, download_files=str(tmp_path / "got"))
         # inputs: audio, mel file, model, compare with, sigma, denoise, seed
         values = client.predict(

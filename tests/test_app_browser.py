@@ -115,6 +115,11 @@ def test_example_to_audio_in_the_browser(chromium, server, tmp_path):
             summary = page.locator("#output-summary").inner_text()
             assert "RTF" in summary and "M parameters" in summary
             assert "LJ050-0030.wav" in page.locator("#input-summary").inner_text()
+            # the input and output mels side by side: one row, the output to the right
+            given = page.locator("#input-mel img").bounding_box()
+            made = page.locator("#output-mel img").bounding_box()
+            assert abs(given["y"] - made["y"]) < 2 and made["x"] >= given["x"] + given["width"]
+            assert given["width"] > 300 and given["height"] > 80  # readable, not a thumbnail
             page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
 
             # A broken mel file: a readable message in the page, and the page still works.
