@@ -119,6 +119,8 @@ def test_broken_files_raise_input_error_naming_them(clip_path, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     header_only = tmp_path / "header.wav"
     header_only.write_bytes(data[:30])
+    fake_mp3 = tmp_path / "song.mp3"
+    fake_mp3.write_text("not an mp3 either\n")
     no_samples = tmp_path / "nosamples.wav"
     sf.write(no_samples, np.zeros(0, dtype=np.int16), 22050)  # a valid header, 0 frames
     cases = {
@@ -126,6 +128,7 @@ def test_broken_files_raise_input_error_naming_them(clip_path, tmp_path):
         empty: "empty file",
         truncated: "truncated",
         header_only: "not a readable audio file",
+        fake_mp3: "not a readable audio file (unrecognised format or corrupt data)",
         no_samples: "empty audio",
         tmp_path / "missing.wav": "no such file",
         tmp_path: "not a file",

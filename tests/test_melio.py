@@ -121,6 +121,8 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     (tmp_path / "text.npy").write_text("not a mel")
     (tmp_path / "mel.txt").write_text("0 1 2")
     torch.save({"audio": ref_mel}, tmp_path / "nokey.pt")
+    np.save(tmp_path / "complex.npy", ref_mel.numpy().astype(np.complex64))
+    torch.save(ref_mel.to(torch.complex64), tmp_path / "complex.pt")
     cases = {
         "nan.npy": ({}, "NaN"),
         "bins.npy": ({}, "expected 80 mel bins"),
@@ -128,6 +130,8 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
         "text.npy": ({}, "not a readable mel file"),
         "mel.txt": ({}, "unknown mel file type"),
         "nokey.pt": ({}, "'mel' key"),
+        "complex.npy": ({}, "complex numbers"),
+        "complex.pt": ({}, "complex numbers"),
         "missing.npy": ({}, "no such file"),
         "norm.npy": ({"mel_format": "meanvar"}, "needs statistics"),
     }

@@ -209,4 +209,8 @@ def _reason(error: Exception) -> str:
     # libsndfile messages start with "Error opening '<path>': "; the path is said already.
     if ": " in text and text.startswith("Error opening"):
         text = text.split(": ", 1)[1]
+    if text.startswith("File does not exist"):
+        # What libsndfile says of an existing file whose format it cannot recognise (e.g. a
+        # text file named .mp3); the path was checked to exist before opening it.
+        return "unrecognised format or corrupt data"
     return text.strip().rstrip(".") or "decoding failed"

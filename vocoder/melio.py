@@ -265,6 +265,8 @@ def _read_array(path: Path) -> torch.Tensor:
             array = np.load(path, allow_pickle=False)
             if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
                 raise InputError(path, "does not hold a numeric array")
+            if np.iscomplexobj(array):  # a complex STFT, not a mel: never drop the phase quietly
+                raise InputError(path, f"holds complex numbers ({array.dtype}); expected real")
             return torch.from_numpy(np.asarray(array, dtype=np.float32))
         if suffix == ".pt":
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -276,6 +278,8 @@ def _read_array(path: Path) -> torch.Tensor:
                 data = torch.from_numpy(data)
             if not isinstance(data, torch.Tensor):
                 raise InputError(path, f"expected a tensor, got {type(data).__name__}")
+            if data.is_complex():
+                raise InputError(path, f"holds complex numbers ({data.dtype}); expected real")
             return data.detach().float()
     except InputError:
         raise
