@@ -147,6 +147,8 @@ def run_case(model, compiled, method, batch, seconds, args, device) -> dict:
     seconds_taken, memory = timed(fn, device, args.repeats)
     if method.startswith("cuda") and (runner.disabled or not runner.verified):
         print(f"  warning: {method} fell back to the eager path", file=sys.stderr)
+    elif method == "cuda" and not runner.fuse:
+        print("  warning: cuda fell back to plain (unfused) kernels", file=sys.stderr)
     samples = z.numel()
     if scaled_from:
         seconds_taken *= seconds / scaled_from

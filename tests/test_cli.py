@@ -154,7 +154,7 @@ SYNTHESIZE_CASES = {
     "empty-npy": ("empty.npy", np.zeros((80, 0)), "empty mel (0 frames)"),
     "wrong-bins": ("bins.npy", np.zeros((60, 20)), "expected 80 mel bins, got shape (60, 20)"),
     "nan-mel": ("nan.npy", nan_mel(), "contains 6 NaN or infinite values"),
-    "not-a-mel": ("notes.txt", "not a mel", "not a mel (.npy, .pt) or audio file"),
+    "not-a-mel": ("notes.csv", "not a mel", "not a mel (.npy, .pt) or audio file"),
 }
 
 

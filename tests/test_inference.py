@@ -16,6 +16,7 @@ from vocoder.inference.cuda import (
     CapturedRun,
     GraphedRowInverse,
     bucket_width,
+    fused_kernels,
     make_row_inverse,
     relative_error,
 )
@@ -385,6 +386,30 @@ def test_graph_replay_bookkeeping_is_exact():
     assert runner.verified and not runner.disabled
     # widths 28, 36, 52 shared one 64-column graph; (1, 128) evicted the batch-2 one
     assert list(runner.graphs) == [(1, 64), (1, 128)]
+
+
+@pytest.mark.parametrize("variant", ["nanoflow-rqs", "waveflow"])
+def test_fused_step_kernels_compile_whole_for_any_shape_and_match_the_plain_ones(variant):
+    """The CUDA path compiles the step's elementwise work with fullgraph=True, where a host
+    sync or graph break (say, an `.item()` in the spline) fails, and so does a code object
+    compiled for more than 8 shapes or dtypes: a runner captures a graph per (batch,
+    width bucket). "aot_eager" traces them the same way on the CPU, without generating
+    kernels."""
+    compiled = prepare_for_inference(tiny_model(variant), "fp32", "cpu")
+    rows = compiled.rows
+    plain = IncrementalInverse(rows)
+    fused = IncrementalInverse(rows, fused_kernels(rows.elementwise, backend="aot_eager"))
+    g = torch.Generator().manual_seed(1)
+    shapes = [(1, 3), (2, 6), (1, 5), (3, 4), (2, 9), (1, 8), (4, 2), (1, 10), (2, 3), (5, 7)]
+    for batch, frames in shapes:  # 10 shapes for one set of fused kernels
+        mel = torch.randn(batch, 8, frames, generator=g)
+        z = torch.randn(batch, frames * 16, generator=g)
+        lengths = [frames * 16] * batch
+        lengths[-1] -= 16 * (batch > 1)  # padded batches: the masked residual
+        cond = compiled.upsample(mel)
+        audio, expected = fused(z, cond, lengths), plain(z, cond, lengths)
+        for a, e, n in zip(audio, expected, lengths, strict=True):
+            assert (a[:n] - e[:n]).abs().max().item() < 1e-5
 
 
 def test_graph_path_falls_back_to_the_eager_engine(caplog):

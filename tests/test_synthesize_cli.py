@@ -14,6 +14,8 @@ import soundfile as sf
 import torch
 
 from vocoder.checkpoint import export_model
+from vocoder.cli.synthesize import collect_inputs
+from vocoder.errors import InputError
 from vocoder.features import MelConfig
 from vocoder.models import ModelConfig, build_model
 
@@ -112,3 +114,42 @@ def test_a_broken_input_stops_everything_with_one_line(broken, model_file, ljspe
     assert len(lines) == 1 and lines[0].startswith("error: ") and broken in lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists() or not any(out.rglob("*"))  # nothing written, not even the good one
+
+
+def test_a_file_list_names_inputs_relative_to_its_folder(model_file, ljspeech_mini, tmp_path):
+    mel = np.load(ljspeech_mini / "mels_tacotron2" / MEL)[:, :20]
+    lists = tmp_path / "lists"
+    (lists / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    np.save(lists / "sub" / "a.npy", mel)
+    np.save(tmp_path / "elsewhere" / "b.npy", mel[:, :12])
+    listing = lists / "files.txt"
+    # relative to the list's folder, not to the working directory (the repository)
+    listing.write_text("# two mels\n\nsub/a.npy\n  ../elsewhere/b.npy  \n")
+    out = tmp_path / "out"
+    result = vocoder("synthesize", "--model", model_file, listing, "--out", out, "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == [
+        "b.wav",  # reaches above the list's folder: named by its stem
+        "sub/a.wav",  # keeps its path below the list's folder
+    ]
+    assert sf.info(str(out / "sub" / "a.wav")).frames == 20 * 256
+    assert sf.info(str(out / "b.wav")).frames == 12 * 256
+    assert "2 file(s)" in result.stdout
+
+    # errors name the list and the line
+    listing.write_text("sub/a.npy\n\nsub/missing.npy\n")
+    with pytest.raises(InputError) as info:
+        collect_inputs([str(listing)], out)
+    assert info.value.source == f"{listing}:3" and "missing.npy" in info.value.problem
+    listing.write_text("sub/a.npy\nother.txt\n")
+    with pytest.raises(InputError, match="cannot name another file list") as info:
+        collect_inputs([str(listing)], out)
+    assert info.value.source == f"{listing}:2"
+    listing.write_text("# nothing\n\n")
+    with pytest.raises(InputError, match="names no files"):
+        collect_inputs([str(listing)], out)
+    # a file named twice (by the list and as a folder's member) is synthesized once
+    listing.write_text("sub/a.npy\n")
+    jobs = collect_inputs([str(listing), str(lists)], tmp_path / "out2")
+    assert [job.output for job in jobs] == [tmp_path / "out2" / "sub" / "a.wav"]

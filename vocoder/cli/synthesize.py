@@ -2,8 +2,8 @@
 
 Every input is read and checked before anything is synthesized, so a bad file stops the
 run with one line naming it and nothing written. Outputs go to DIR/<stem>.wav (files found
-in a folder keep their path below that folder), written atomically, never over an existing
-file unless --force.
+in a folder keep their path below that folder, files named by a relative path in a `.txt`
+file list keep that path), written atomically, never over an existing file unless --force.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import torch
 from tqdm import tqdm
 
 from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
 from vocoder.melio import MEL_FORMATS, load_mel, load_stats
 
 HELP = "turn mel files or audio (copy-synthesis) into waveforms"
 
 MEL_EXTENSIONS = (".npy", ".pt")
+LIST_EXTENSION = ".txt"  # a file list: one input path per line
 
 
 @dataclass
@@ -45,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="INPUT",
         help="mel files (.npy, .pt), audio files (" + ", ".join(AUDIO_EXTENSIONS) + ": "
-        "copy-synthesis) or folders of them (searched recursively)",
+        "copy-synthesis), folders of them (searched recursively) or .txt file lists (one "
+        "path per line, relative to the list's folder; # comments)",
     )
     parser.add_argument(
         "--out", "-o", required=True, type=Path, metavar="DIR", help="output folder"
@@ -117,43 +119,95 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
-    """The files behind the inputs (folders searched recursively) and their outputs."""
-    known = MEL_EXTENSIONS + AUDIO_EXTENSIONS
+    """The files behind the inputs (folders searched recursively, `.txt` file lists read
+    line by line) and their outputs."""
     jobs: list[Job] = []
     for name in inputs:
         path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
-            found = [
-                p
-                for p in found
-                if not any(part.startswith(".") for part in p.relative_to(path).parts)
-            ]
-            if not found:
-                raise InputError(path, f"no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it")
-            for p in found:
-                output = out_dir / p.relative_to(path).with_suffix(".wav")
-                jobs.append(Job(p, output, p.suffix.lower() in AUDIO_EXTENSIONS))
-        elif path.is_file():
-            if path.suffix.lower() not in known:
-                raise InputError(
-                    path,
-                    f"not a mel ({', '.join(MEL_EXTENSIONS)}) or audio file "
-                    f"({', '.join(AUDIO_EXTENSIONS)})",
-                )
-            jobs.append(
-                Job(path, out_dir / f"{path.stem}.wav", path.suffix.lower() in AUDIO_EXTENSIONS)
-            )
+        if path.is_file() and path.suffix.lower() == LIST_EXTENSION:
+            jobs.extend(_read_file_list(path, out_dir))
         else:
-            raise InputError(path, "no such file or folder")
+            place = Path() if path.is_dir() else Path(path.stem)
+            jobs.extend(_jobs_for(path, out_dir / place, str(path)))
     sources = {job.source.resolve() for job in jobs}
     seen: dict[Path, Path] = {}
+    unique: list[Job] = []
     for job in jobs:
-        if job.output.resolve() in sources:
+        output = job.output.resolve()
+        if output in sources:
             raise InputError(job.output, "is an input too; choose another --out folder")
-        other = seen.setdefault(job.output.resolve(), job.source)
-        if other != job.source:
-            raise InputError(job.source, f"its output {job.output} is also that of {other}")
+        if output not in seen:
+            seen[output] = job.source
+            unique.append(job)
+        elif seen[output].resolve() != job.source.resolve():
+            raise InputError(job.source, f"its output {job.output} is also that of {seen[output]}")
+        # else: the same file named twice (say, by a list and a folder) is synthesized once
+    return unique
+
+
+def _jobs_for(path: Path, place: Path, origin: str) -> list[Job]:
+    """The jobs of one file (its audio goes to `place` + ".wav") or folder (its files keep
+    their path below it in `place`); `origin` names the input in errors (the path, or a
+    file list and line)."""
+    known = MEL_EXTENSIONS + AUDIO_EXTENSIONS
+    where = "" if origin == str(path) else f"{path}: "
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
+        found = [
+            p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        ]
+        if not found:
+            raise InputError(
+                origin, f"{where}no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it"
+            )
+        return [
+            Job(
+                p,
+                place / p.relative_to(path).with_suffix(".wav"),
+                p.suffix.lower() in AUDIO_EXTENSIONS,
+            )
+            for p in found
+        ]
+    if path.is_file():
+        if path.suffix.lower() not in known:
+            raise InputError(
+                origin,
+                f"{where}not a mel ({', '.join(MEL_EXTENSIONS)}) or audio file "
+                f"({', '.join(AUDIO_EXTENSIONS)})",
+            )
+        output = place.with_name(place.name + ".wav")
+        return [Job(path, output, path.suffix.lower() in AUDIO_EXTENSIONS)]
+    raise InputError(origin, f"{where}no such file or folder")
+
+
+def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
+    """The jobs of a `.txt` file list: one mel or audio file (or folder) per line, relative
+    paths resolved against the list's folder; blank lines and lines starting with # are
+    skipped. Relative entries keep their path below the list's folder in `out_dir`
+    (`a/b.npy` -> `out_dir/a/b.wav`), others (absolute, or reaching above the list's
+    folder) go to `out_dir` by name. Errors name the list and the line."""
+    try:
+        text = listing.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(listing, f"cannot read the file list ({first_line(e)})") from None
+    jobs: list[Job] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        origin = f"{listing}:{number}"
+        given = Path(entry)
+        if given.suffix.lower() == LIST_EXTENSION:
+            raise InputError(origin, f"{entry}: a file list cannot name another file list")
+        path = given if given.is_absolute() else listing.parent / given
+        below = not given.is_absolute() and ".." not in given.parts
+        if path.is_dir():
+            place = given if below else Path()
+        else:
+            place = given.with_suffix("") if below else Path(given.stem)
+        jobs.extend(_jobs_for(path, out_dir / place, origin))
+    if not jobs:
+        raise InputError(listing, "the file list names no files")
     return jobs
 
 

@@ -32,8 +32,8 @@ Fallback: on the CPU, or without CUDA graph support, use
 
 from __future__ import annotations
 
-import functools
 import logging
+import types
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,8 +62,14 @@ def bucket_width(width: int) -> int:
     return -(-width // step) * step
 
 
-def fused_kernels(elementwise: Elementwise) -> StepKernels:
-    """Step kernels compiled with `torch.compile` (each fuses into one or a few kernels)."""
+def fused_kernels(elementwise: Elementwise, backend: str = "inductor") -> StepKernels:
+    """Step kernels compiled with `torch.compile` (each fuses into one or a few kernels).
+
+    Compiled whole (`fullgraph=True`), so a host sync or graph break in them fails loudly
+    instead of splitting the captured loop; with dynamic shapes, in code objects of their
+    own (see `_own_code`). `backend`: the `torch.compile` backend ("aot_eager" traces them
+    the same way without generating code, as a CPU test does).
+    """
 
     def gate(a: Tensor, proj: Tensor, out: Tensor) -> None:
         c = out.shape[1]
@@ -79,8 +85,24 @@ def fused_kernels(elementwise: Elementwise) -> StepKernels:
     def finish(y: Tensor, params: Tensor) -> Tensor:
         return elementwise.inverse(y, params.float())[0]
 
-    compile_ = functools.partial(torch.compile, fullgraph=True, dynamic=False)
+    def compile_(fn: Callable) -> Callable:
+        return torch.compile(_own_code(fn), fullgraph=True, dynamic=True, backend=backend)
+
     return StepKernels(compile_(gate), compile_(residual), compile_(finish))
+
+
+def _own_code(fn: Callable) -> Callable:
+    """`fn` with a code object of its own.
+
+    Dynamo keeps compiled entries per code object and, under fullgraph=True, fails hard once
+    a code object has `recompile_limit` (8) of them; a new shape, dtype or elementwise map
+    adds one. Shapes are compiled dynamic (one entry serves every width and batch > 1, one
+    batch 1), and each set of fused kernels gets its own code objects, so the runners of
+    other models and precisions in the same process never use up its entries.
+    """
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
 
 
 @dataclass
