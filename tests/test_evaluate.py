@@ -15,7 +15,15 @@ from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.cli import main
 from vocoder.config import to_dict
 from vocoder.errors import InputError
-from vocoder.evaluate import EvalReport, FileScores, evaluate, griffin_lim, quality, write_report
+from vocoder.evaluate import (
+    EvalReport,
+    FileScores,
+    batched_log_prob,
+    evaluate,
+    griffin_lim,
+    quality,
+    write_report,
+)
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.models import ModelConfig, build_model
 
@@ -107,6 +115,59 @@ def test_evaluate_reports_ll_and_both_systems(ljspeech_mini, tmp_path):
     assert only_ll.summary()["ll"] == pytest.approx(summary["ll"]) and "model" not in (
         only_ll.summary()
     )
+
+
+def trained_like(family: str) -> torch.nn.Module:
+    """A tiny model whose flows are far from the identity (random final projections)."""
+    torch.manual_seed(1)
+    extra = {"family": "nanoflow", "embedding_dim": 8} if family == "nanoflow" else {}
+    model = build_model(ModelConfig(n_flows=2, n_layers=3, n_group=8, channels=8, **extra))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "projection" in name:
+                p.normal_(0.0, 0.3)
+    return model.to_inference_form()
+
+
+@pytest.mark.parametrize("family", ["waveflow", "nanoflow"])
+def test_batched_ll_equals_each_utterance_alone(ljspeech_mini, family, monkeypatch):
+    """Whole test clips of different lengths in one padded pass: the padding changes nothing.
+
+    Unmasked, the zero padding leaks into the last columns through the non-causal dilated
+    convolutions and moves the shorter clips' LL by about 1e-3; masked, it is float noise.
+    """
+    model = trained_like(family)
+    names = (ljspeech_mini / "test.txt").read_text().split()[:3]
+    to_mel = MelSpectrogram(MelConfig())
+    # cut to unequal lengths that are not whole columns, so trimming is exercised too
+    audios = [
+        load_audio(ljspeech_mini / "wavs" / f"{n}.wav")[: 8000 + 2301 * i + 3]
+        for i, n in enumerate(names)
+    ]
+    mels = [to_mel(a) for a in audios]
+    with torch.no_grad():
+        alone = [
+            float(model.log_prob(a[None], m[None])[0]) for a, m in zip(audios, mels, strict=True)
+        ]
+    calls = []
+    forward_flows = model._forward_flows
+    monkeypatch.setattr(
+        model, "_forward_flows", lambda a, c: calls.append(a.shape) or forward_flows(a, c)
+    )
+    with torch.no_grad():
+        batched = batched_log_prob(model, audios, mels)
+    assert calls == [torch.Size([3, (8000 + 2 * 2301 + 3) // 8 * 8])]  # one padded pass
+    assert len({round(v, 3) for v in alone}) == 3  # distinct figures, not a constant
+    assert batched == pytest.approx(alone, abs=2e-6)
+
+
+def test_evaluate_batch_size_does_not_change_the_figures(ljspeech_mini):
+    files = [ljspeech_mini / "wavs" / f"{n}.wav" for n in ("LJ050-0030", "LJ001-0025")]
+    one = evaluate(trained_like("waveflow"), MelConfig(), files, synthesis=False, batch_size=1)
+    two = evaluate(trained_like("waveflow"), MelConfig(), files, synthesis=False, batch_size=2)
+    assert [f.name for f in two.files] == [f.name for f in one.files]
+    assert [f.ll for f in two.files] == pytest.approx([f.ll for f in one.files], abs=2e-6)
+    assert two.info["batch_size"] == 2
 
 
 def test_write_report_is_atomic_json_and_csv(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import tarfile
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from vocoder.audio import load_audio
+from vocoder.audio import audio_info, load_audio, save_audio
 from vocoder.checkpoint import latest_checkpoint, load_checkpoint
 from vocoder.data.filelist import read_filelist
 from vocoder.evaluate import evaluate
@@ -33,12 +34,12 @@ def run_recipe(script: Path, *args: str, timeout: int = 240) -> subprocess.Compl
     )
 
 
-def test_ljspeech_stages_1_to_3_on_the_mini_set(ljspeech_mini, tmp_path):
+def test_ljspeech_stages_1_to_4_on_the_mini_set(ljspeech_mini, tmp_path):
     data, exp = tmp_path / "data", tmp_path / "exp"
     done = run_recipe(
-        LJSPEECH, "--stage", "1", "--stop-stage", "3", "--conf", "conf/smoke.yaml",
+        LJSPEECH, "--stage", "1", "--stop-stage", "4", "--conf", "conf/smoke.yaml",
         "--corpus", str(ljspeech_mini), "--split", "listed", "--data-dir", str(data),
-        "--exp", str(exp), "--eval-max-files", "2",
+        "--exp", str(exp), "--eval-max-files", "2", "--synth-max-files", "1",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
@@ -68,9 +69,18 @@ def test_ljspeech_stages_1_to_3_on_the_mini_set(ljspeech_mini, tmp_path):
     assert 2.8 < floor["pesq_wb"] < 3.8 and floor["stoi"] > 0.93 and floor["log_mel_l1"] < 0.2
     assert (exp / "eval" / "report.csv").is_file()
 
+    # stage 4: the first test clip synthesized, as long as its recording
+    first = read_filelist(data / "test.txt")[0]
+    wav = exp / "wav" / f"{first.stem}.wav"
+    assert sorted(p.name for p in (exp / "wav").iterdir()) == [wav.name]
+    synthesized, recording = load_audio(wav), load_audio(first)
+    assert abs(synthesized.numel() - recording.numel()) < 256
+    assert torch.isfinite(synthesized).all() and synthesized.abs().max() > 0
+
 
 def test_custom_voice_fine_tunes_on_tts_mels(male_reader, tmp_path):
-    """Stage 1 (resampling a folder) and stage 2 from a pretrained model on TTS mels."""
+    """Every stage on the male-reader recordings: stage 1 (one file at 44.1 kHz, resampled),
+    stage 2 from a "pretrained" model on TTS mels, stage 3's two reports, stage 4."""
     recordings, mels = tmp_path / "recordings", tmp_path / "tts_mels"
     recordings.mkdir()
     mels.mkdir()
@@ -78,10 +88,15 @@ def test_custom_voice_fine_tunes_on_tts_mels(male_reader, tmp_path):
     test_ids = (male_reader / "test.txt").read_text().split()[:1]
     (recordings / "train.txt").write_text("\n".join(train_ids) + "\n")
     (recordings / "test.txt").write_text("\n".join(test_ids) + "\n")
-    for name in train_ids + test_ids:
+    for name in train_ids[1:] + test_ids:
         (recordings / f"{name}.flac").symlink_to(male_reader / "wavs" / f"{name}.flac")
+    # one recording at another rate: stage 1 must resample it to the conf's 22050 Hz
+    native = load_audio(male_reader / "wavs" / f"{train_ids[0]}.flac", sample_rate=44100)
+    save_audio(recordings / f"{train_ids[0]}.wav", native, 44100)
+    for name in train_ids + test_ids:
         # a stand-in for a TTS model's teacher-forced mels: the true mel, perturbed
-        mel = mel_spectrogram(load_audio(recordings / f"{name}.flac", sample_rate=22050))
+        source = next(recordings.glob(f"{name}.*"))
+        mel = mel_spectrogram(load_audio(source, sample_rate=22050))
         mel += 0.1 * torch.randn(mel.shape, generator=torch.Generator().manual_seed(0))
         np.save(mels / f"{name}.npy", mel.numpy().astype(np.float32))
 
@@ -95,16 +110,28 @@ def test_custom_voice_fine_tunes_on_tts_mels(male_reader, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert manifest["counts"]["test"] == 1
+    resampled = tmp_path / "data" / "wavs" / f"{train_ids[0]}.wav"
+    assert audio_info(resampled).sample_rate == 22050
 
     exp = tmp_path / "exp"
     done = run_recipe(
-        CUSTOM, "--stage", "2", "--stop-stage", "2", *common, "--exp", str(exp),
-        "--init-from", str(pretrained), "--mel-dir", str(mels), "--", "train.max_steps=4",
+        CUSTOM, "--stage", "2", "--stop-stage", "4", *common, "--exp", str(exp),
+        "--init-from", str(pretrained), "--mel-dir", str(mels), "--synth-max-files", "1",
+        "--", "train.max_steps=4",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "initialised from" in done.stderr
     state = load_checkpoint(latest_checkpoint(exp))
     assert state["step"] == 4 and state["config"]["data"]["mel_dir"] == str(mels)
+    # stage 3: one report on the recordings' mels, one on the TTS mels (they differ)
+    own = json.loads((exp / "eval" / "report.json").read_text())
+    tts = json.loads((exp / "eval" / "report_tts_mels.json").read_text())
+    assert own["info"]["mel_dir"] is None and tts["info"]["mel_dir"] == str(mels)
+    assert [f["name"] for f in own["files"]] == test_ids == [f["name"] for f in tts["files"]]
+    assert math.isfinite(own["summary"]["ll"]) and own["summary"]["ll"] != tts["summary"]["ll"]
+    assert {"model", "griffin_lim"} <= set(own["summary"])
+    # stage 4: the test clip synthesized from its TTS mel
+    assert [p.name for p in (exp / "wav").iterdir()] == [f"{test_ids[0]}.wav"]
 
     # the TTS mels are really read: without one of them, training stops naming it
     missing = mels / f"{train_ids[0]}.npy"

@@ -146,6 +146,17 @@ def test_reference_run_logs_and_checkpoints(reference):
     assert any("mel_synthesized" in t for t in tags["images"])
 
 
+def test_data_option_sets_the_prepared_folder(reference, tmp_path, ljspeech_mini, monkeypatch):
+    conf, _ = reference
+    data = write_filelists(tmp_path / "yes", ljspeech_mini)  # a name YAML would read as true
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--config", str(conf), "--out", "run", "--max-steps", "1"]
+    assert main([*args, "data.prepared=/nowhere", "--data", "yes"]) == 0  # --data wins
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["prepared"] == str(data)
+    assert main([*args, "--force", "--data", "missing"]) == 2
+
+
 def test_refuses_non_empty_run_dir(reference, tmp_path, capsys):
     conf, _ = reference
     run = tmp_path / "run"

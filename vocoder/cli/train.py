@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -39,8 +40,8 @@ CHANGEABLE_ON_RESUME = {
 
 EPILOG = """\
 examples:
-  vocoder train --config recipes/ljspeech/conf/waveflow-r64.yaml --out exp/waveflow-r64 \\
-      data.prepared=data/ljspeech
+  vocoder train --config recipes/ljspeech/conf/waveflow-r64.yaml --data data/ljspeech \\
+      --out exp/waveflow-r64
   vocoder train --out exp/waveflow-r64 --resume                  # continue where it stopped
   vocoder train --out exp/waveflow-r64 --resume --max-steps 2000000
   torchrun --nproc_per_node=4 -m vocoder train --config conf.yaml --out exp/run
@@ -62,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="CONF.yaml",
         help="experiment config (optional with --resume)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="a `vocoder prepare` folder (train/valid/test.txt): the same as data.prepared=DIR",
     )
     parser.add_argument(
         "--out", type=Path, metavar="EXP_DIR", help="run folder (default: exp/<config name>)"
@@ -90,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     resume, overrides = _split_resume(args.resume, list(args.overrides))
+    if args.data is not None:  # quoted: the value is parsed as YAML, and a path is a string
+        overrides.append(f"data.prepared={json.dumps(str(args.data))}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if resume is not False and args.force:
