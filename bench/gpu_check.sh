@@ -20,14 +20,25 @@
 # .devdata/ folder of the repo (carried to the device machine by the run tool):
 #
 #   mkdir -p .devdata && cp -r ../shared/data/ljspeech-mini .devdata/
-#   # device command:  bash bench/gpu_check.sh      (run tool: carry [".devdata"])
 #
 # .devdata/ljspeech-mini must hold wavs/, metadata.csv, train.txt and test.txt.
+#
+# The device image has torch, torchaudio, scipy, numba, safetensors, tensorboard, yaml and
+# tqdm, but not soundfile or librosa: carry them as wheels in the git-ignored .whl/ (the
+# script installs whatever .whl/ holds into /tmp/site first; PESQ is not needed: the GPU
+# evaluation scores the LL only). Here, in the repo root (Python 3.12 there):
+#
+#   pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     soundfile cffi pycparser librosa==0.11.0 audioread soxr pooch decorator pystoi
+#   # device command:  bash bench/gpu_check.sh      (run tool: carry [".devdata", ".whl"])
 #
 # Environment: OUT (required: reports and logs), DATA_SRC (.devdata/ljspeech-mini), WORK
 # (a fresh folder under /tmp), TRAIN_SECONDS (150), TRAIN_PRECISION (bf16),
 # GPU_CHECK_BUDGET (540: seconds for everything; each step's limit is cut to what is left,
-# and training to what is left minus 100 s), PYTHON (python). GPU_CHECK_SMOKE=1 runs the same steps on the CPU with tiny settings (about a
+# and training to what is left minus 100 s), PYTHON (python3). GPU_CHECK_SMOKE=1 runs the
+# same steps on the CPU with tiny settings (about a
 # minute on a free core): a check of the script itself, no figures worth keeping.
 set -uo pipefail
 
@@ -41,8 +52,13 @@ TRAIN_PRECISION=${TRAIN_PRECISION:-bf16}
 BUDGET=${GPU_CHECK_BUDGET:-540}  # seconds for all the steps together
 budget_end=$(($(date +%s) + BUDGET))
 SMOKE=${GPU_CHECK_SMOKE:-0}
-python=${PYTHON:-python}
+python=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 2
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 mkdir -p "$OUT" "$WORK"
 summary="$OUT/summary.txt"
 : > "$summary"
