@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Reproduce pretrained/waveflow-small-cpu: prepare, train on CPU, evaluate, register.
+#
+#   bash recipes/pretrained/run.sh [FIRST_STAGE [LAST_STAGE]]   (from anywhere)
+#
+# 1 vocoder prepare: ljspeech-mini and male-reader with their listed splits; the two
+#   train (and valid) lists joined into exp/pretrained/data/{train,valid}.txt
+# 2 vocoder train (waveflow-small-cpu.yaml) until MAX_STEPS; run again to resume
+# 3 write fp32 and fp16 candidates; vocoder evaluate on both TEST splits: the full report
+#   (LL and copy-synthesis vs Griffin-Lim) for DTYPE, the LL alone for the other one
+# 4 vocoder synthesize: the CPU real-time factor on the LJ Speech test clips
+# 5 collect the figures; copy the chosen candidate into pretrained/ and register it
+# The test splits are read in stages 3 and 4 only: training never sees them.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+first=${1:-1}
+last=${2:-5}
+SHARED=${SHARED:-../shared/data}
+EXP=exp/pretrained
+DATA=$EXP/data
+RUN=$EXP/wf-small
+EVAL=$EXP/eval
+MAX_STEPS=${MAX_STEPS:-4300}
+DTYPE=${DTYPE:-fp32}           # the shipped storage precision (stage 3 scores both)
+HERE=recipes/pretrained
+run() { [ "$first" -le "$1" ] && [ "$1" -le "$last" ]; }
+
+if run 1; then
+  vocoder prepare "$SHARED/ljspeech-mini" --out $DATA/ljspeech-mini --segment-length 8192 --force
+  vocoder prepare "$SHARED/male-reader" --out $DATA/male-reader --segment-length 8192 --force
+  for part in train valid; do
+    cat $DATA/ljspeech-mini/$part.txt $DATA/male-reader/$part.txt > $DATA/$part.txt
+  done
+fi
+if run 2; then
+  resume=()
+  [ -d $RUN/checkpoints ] && resume=(--resume)
+  vocoder train --config $HERE/waveflow-small-cpu.yaml --out $RUN "${resume[@]}" \
+    --max-steps "$MAX_STEPS"
+fi
+if run 3; then
+  mkdir -p $EVAL
+  for d in fp32 fp16; do
+    python $HERE/register.py $RUN --dtype $d --out $EVAL/$d --no-registry
+    ll_only=()
+    [ "$d" = "$DTYPE" ] || ll_only=(--no-synthesis)
+    for split in ljspeech-mini male-reader; do
+      vocoder evaluate --checkpoint $EVAL/$d.safetensors --filelist $DATA/$split/test.txt \
+        --device cpu --sigma 0.8 --seed 0 --out $EVAL/$d-$split.json --force "${ll_only[@]}"
+    done
+  done
+fi
+if run 4; then
+  vocoder synthesize $DATA/ljspeech-mini/test.txt --model $EVAL/$DTYPE.safetensors \
+    --device cpu --seed 0 --out $EVAL/synthesized --force 2>&1 | tee $EVAL/synthesize.log
+fi
+if run 5; then
+  other=$([ "$DTYPE" = fp32 ] && echo fp16 || echo fp32)
+  python $HERE/collect_figures.py $EVAL/$DTYPE-ljspeech-mini.json $EVAL/$DTYPE-male-reader.json \
+    --synthesize-log $EVAL/synthesize.log --other-dtype $other $EVAL/$other-*.json \
+    --out $HERE/figures.json
+  python $HERE/register.py $RUN --dtype $DTYPE --figures $HERE/figures.json
+  vocoder models
+fi
