@@ -228,8 +228,7 @@ class VocoderDemo:
                 mel = load_mel(path, n_mels=synthesizer.n_mels)
                 config = synthesizer.mel_config
                 seconds = mel.shape[-1] * config.hop_length / config.sample_rate
-                self._check_length(name, seconds)
-                _check_long_enough(name, mel.shape[-1] * config.hop_length, synthesizer)
+                self._check_length(name, seconds)  # too short is checked per model (_mel_for)
                 return _Input(name, path, mel, None, config.sample_rate, seconds, config)
             audio = load_audio(path, sample_rate=synthesizer.sample_rate)
         _check_long_enough(name, audio.numel(), synthesizer)

@@ -186,6 +186,23 @@ def average_checkpoints(paths: list[str | Path], key: str = "model") -> dict[str
 # ---- exported models ----
 
 
+# Kept float32 when the network weights are stored at half size: the mel upsampler (its
+# output feeds every layer) and WaveGlow's 1x1 convolutions (their log-determinants).
+FLOAT32_MODULES = ("upsampler.", "invconvs.")
+
+
+def cast_network_weights(model: FlowVocoder, dtype: torch.dtype) -> FlowVocoder:
+    """Store the network's weight matrices in `dtype`, in place (for smaller exports).
+
+    Bias vectors and the `FLOAT32_MODULES` stay float32.
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2 and not name.startswith(FLOAT32_MODULES):
+                param.data = param.data.to(dtype)
+    return model
+
+
 def export_model(
     model: FlowVocoder,
     config: MelConfig | Any,

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vocoder.audio import atomic_output
-from vocoder.checkpoint import export_model, load_model
+from vocoder.checkpoint import cast_network_weights, export_model, load_model
 from vocoder.config import load_mapping
 from vocoder.pretrained import PRETRAINED_DIR, REGISTRY_FILE, sha256_file
 from vocoder.train.logging import read_log
@@ -139,10 +139,7 @@ def main() -> None:
     model, info = load_model(args.run, weights="model")
     parameters = model.parameter_count(inference_form=True)
     if args.dtype == "fp16":  # as `vocoder export --precision fp16`: network weights only
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if param.dim() >= 2 and not name.startswith("upsampler."):
-                    param.data = param.data.half()
+        cast_network_weights(model, torch.float16)
     hours = training_seconds(args.run) / 3600
     metadata = {
         "name": NAME,

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from vocoder import __version__, pretrained
-from vocoder.checkpoint import export_model, load_model
+from vocoder.checkpoint import cast_network_weights, export_model, load_model
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import InferenceModel, precision_dtype, prepare_for_inference
@@ -90,10 +90,7 @@ def export_inference_model(
     source = resolve_model_source(name_or_path)
     model, info = load_model(source)
     inference = model if model.inference_form else model.to_inference_form()
-    with torch.no_grad():
-        for name, param in inference.named_parameters():
-            if param.dim() >= 2 and not name.startswith(("upsampler.", "invconvs.")):
-                param.data = param.data.to(dtype)
+    cast_network_weights(inference, dtype)
     metadata: dict[str, Any] = {
         "name": Path(out_stem).name,
         "precision": precision,
