@@ -36,16 +36,31 @@ def test_squeeze_is_column_major_and_invertible():
 def test_row_orders():
     rev = row_orders("reverse", 4, 3)
     assert rev.tolist() == [[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]]
-    bip = row_orders("bipartized", 8, 4)
-    assert bip[1].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
-    # flows 2 and 3 flip within each half of what the previous flow saw
-    assert bip[2].tolist() == [4, 5, 6, 7, 0, 1, 2, 3]
-    assert bip[3].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    assert row_orders("reverse", 16, 8)[1::2].eq(torch.arange(15, -1, -1)).all()
     x = torch.randn(2, 5, 3, 8)
     perm = RowPermutation(torch.tensor([2, 0, 1]))
     y, _ = perm(x)
     assert torch.equal(y, permute_rows(x, torch.tensor([2, 0, 1])))
     assert torch.equal(perm.inverse(y)[0], x)
+
+
+def test_bipartized_row_orders_match_official_waveflow():
+    # PaddlePaddle/Parakeet parakeet/models/waveflow.py (WaveFlow._create_perm, forward): after
+    # flow i the rows are reversed if i < n_flows // 2, else each half is reversed on its own.
+    ident, rev, bip = list(range(8)), list(range(7, -1, -1)), [3, 2, 1, 0, 7, 6, 5, 4]
+    assert row_orders("bipartized", 8, 8).tolist() == [ident, rev] * 2 + [ident, bip] * 2
+    assert row_orders("bipartized", 8, 4).tolist() == [ident, rev, ident, bip]
+    # odd n_flows (the official code rejects them): the same n_flows // 2 split
+    assert row_orders("bipartized", 8, 3).tolist() == [ident, rev, [4, 5, 6, 7, 0, 1, 2, 3]]
+    for h in (16, 32, 64):
+        half = list(range(h // 2))
+        bip = half[::-1] + [h // 2 + i for i in half][::-1]
+        orders = row_orders("bipartized", h, 8).tolist()
+        assert orders[5] == orders[7] == bip
+        assert orders[1] == orders[3] == list(range(h - 1, -1, -1))
+        assert orders[0] == orders[2] == orders[4] == orders[6] == list(range(h))
+    with pytest.raises(ValueError):
+        row_orders("bipartized", 5, 4)
 
 
 def test_invertible_conv_inverse_and_logdet():

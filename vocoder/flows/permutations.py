@@ -24,24 +24,41 @@ def reverse_rows(h: int) -> Tensor:
 
 def bipartized_rows(h: int) -> Tensor:
     """Reverse each half separately: `[h/2-1 .. 0, h-1 .. h/2]` (WaveFlow paper, section 4)."""
+    if h % 2:
+        raise ValueError(f"the bipartized permutation needs an even number of rows, got {h}")
     half = h // 2
     return torch.cat([torch.arange(half - 1, -1, -1), torch.arange(h - 1, half - 1, -1)])
+
+
+def permutation_after(kind: PermutationKind, h: int, flow_index: int, n_flows: int) -> Tensor:
+    """The permutation the official WaveFlow applies to the rows after flow `flow_index`.
+
+    Flows `0 .. n_flows // 2 - 1` are followed by a reversal; with "bipartized" the later
+    flows are followed by the bipartized permutation instead (PaddlePaddle Parakeet's
+    WaveFlow, which rejects odd `n_flows`; the same `n_flows // 2` split is used for them).
+    """
+    if kind not in ("reverse", "bipartized"):
+        raise ValueError(f"unknown row permutation {kind!r}")
+    if kind == "reverse" or flow_index < n_flows // 2:
+        return reverse_rows(h)
+    return bipartized_rows(h)
 
 
 def step_permutation(kind: PermutationKind, h: int, flow_index: int, n_flows: int) -> Tensor:
     """The permutation applied to the rows before flow `flow_index` (index tensor, length h).
 
-    "reverse" flips the rows before every flow but the first. "bipartized" does the same in
-    the first half of the flows and flips within each half of the rows in the second half
-    (the WaveFlow paper's choice for h = 16 with 8 flows; needs an even h).
+    Nothing before the first flow; before flow k > 0 the permutation that follows flow k - 1.
+    So "reverse" flips the rows between every two flows, and "bipartized" (8 flows) flips
+    them before flows 1-4 and flips within each half of the rows before flows 5-7: flows
+    0-7 see the rows as identity, reversed, identity, reversed, identity, bipartized,
+    identity, bipartized. The official code also permutes after the last flow, while here
+    the latent stays in the original row positions; the two agree whenever those
+    permutations compose to the identity (8 flows, or any multiple of 4), and otherwise
+    differ by a fixed relabelling of the i.i.d. latent rows (same density and samples' law).
     """
     if flow_index == 0:
         return torch.arange(h)
-    if kind == "reverse" or flow_index < n_flows // 2:
-        return reverse_rows(h)
-    if kind == "bipartized":
-        return bipartized_rows(h)
-    raise ValueError(f"unknown row permutation {kind!r}")
+    return permutation_after(kind, h, flow_index - 1, n_flows)
 
 
 def row_orders(kind: PermutationKind, h: int, n_flows: int) -> Tensor:
@@ -78,6 +95,7 @@ __all__ = [
     "PermutationKind",
     "reverse_rows",
     "bipartized_rows",
+    "permutation_after",
     "step_permutation",
     "row_orders",
     "permute_rows",
