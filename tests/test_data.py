@@ -209,6 +209,17 @@ def test_utterance_dataset_matches_reference_mels(ljspeech_mini):
     assert (mel - ref).abs().max() < 5e-4
 
 
+def test_utterance_dataset_cuts_audio_to_what_an_uncentered_mel_covers(ljspeech_mini):
+    config = MelConfig.preset("hifigan")
+    path = ljspeech_mini / "wavs" / "LJ001-0026.wav"
+    full = load_audio(path).numel()
+    audio, mel, _ = UtteranceDataset([path], config)[0]
+    assert audio.numel() == mel.shape[1] * config.hop_length == full // 256 * 256 < full
+    assert mel.shape[1] == config.num_frames(audio.numel()) == config.num_frames(full)
+    centered, _, _ = UtteranceDataset([path], MelConfig())[0]
+    assert centered.numel() == full
+
+
 def test_audio_loaded_at_the_mel_sample_rate(tmp_path, clips):
     file_8k = save_audio(tmp_path / "a8k.wav", load_audio(clips[0], sample_rate=8000), 8000)
     config = MelConfig()

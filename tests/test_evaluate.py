@@ -117,6 +117,19 @@ def test_evaluate_reports_ll_and_both_systems(ljspeech_mini, tmp_path):
     )
 
 
+def test_evaluate_uncentered_preset_scores_the_samples_the_mel_covers(ljspeech_mini):
+    # hifigan mels have len // hop frames: the last < hop samples have no frame of their own
+    features = MelConfig.preset("hifigan")
+    files = [ljspeech_mini / "wavs" / f"{CLIP}.wav"]
+    length = load_audio(files[0]).numel()
+    covered = features.num_frames(length) * features.hop_length
+    assert covered < length
+    report = evaluate(tiny_model(), features, files, sigma=0.8)
+    summary = report.summary()
+    assert report.files[0].duration_s == pytest.approx(covered / 22050)
+    assert math.isfinite(summary["ll"]) and summary["griffin_lim"]["stoi"] > 0.9
+
+
 def trained_like(family: str) -> torch.nn.Module:
     """A tiny model whose flows are far from the identity (random final projections)."""
     torch.manual_seed(1)
@@ -133,8 +146,9 @@ def trained_like(family: str) -> torch.nn.Module:
 def test_batched_ll_equals_each_utterance_alone(ljspeech_mini, family, monkeypatch):
     """Whole test clips of different lengths in one padded pass: the padding changes nothing.
 
-    Unmasked, the zero padding leaks into the last columns through the non-causal dilated
-    convolutions and moves the shorter clips' LL by about 1e-3; masked, it is float noise.
+    Unmasked (the model's `_forward_flows` without its column mask), the zero padding leaks
+    into the last columns through the non-causal dilated convolutions and moves the shorter
+    clips' LL by about 1e-3; masked, it is float noise.
     """
     model = trained_like(family)
     names = (ljspeech_mini / "test.txt").read_text().split()[:3]
@@ -151,13 +165,44 @@ def test_batched_ll_equals_each_utterance_alone(ljspeech_mini, family, monkeypat
         ]
     calls = []
     forward_flows = model._forward_flows
-    monkeypatch.setattr(
-        model, "_forward_flows", lambda a, c: calls.append(a.shape) or forward_flows(a, c)
-    )
+
+    def spy(audio, cond, mask=None):
+        calls.append((audio.shape, mask is not None))
+        return forward_flows(audio, cond, mask)
+
+    monkeypatch.setattr(model, "_forward_flows", spy)
     with torch.no_grad():
         batched = batched_log_prob(model, audios, mels)
-    assert calls == [torch.Size([3, (8000 + 2 * 2301 + 3) // 8 * 8])]  # one padded pass
+    assert calls == [(torch.Size([3, (8000 + 2 * 2301 + 3) // 8 * 8]), True)]  # one pass
     assert len({round(v, 3) for v in alone}) == 3  # distinct figures, not a constant
+    assert batched == pytest.approx(alone, abs=2e-6)
+    monkeypatch.setattr(model, "_forward_flows", lambda a, c, mask: forward_flows(a, c))
+    with torch.no_grad():
+        unmasked = batched_log_prob(model, audios, mels)
+    assert unmasked[2] == pytest.approx(alone[2], abs=2e-6)  # the longest has no padding
+    assert min(abs(u - a) for u, a in zip(unmasked[:2], alone[:2], strict=True)) > 1e-4
+
+
+def test_batched_ll_scores_waveglow_one_utterance_at_a_time(monkeypatch):
+    """Families that cannot mask padding (WaveGlow) fall back to one pass per utterance."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        family="waveglow", n_flows=4, n_layers=2, channels=8, n_early_every=2, n_early_size=2
+    )
+    model = build_model(config).to_inference_form()
+    audios = [0.1 * torch.randn(n) for n in (2000, 1203)]
+    mels = [torch.randn(80, n // 256 + 1) - 5.0 for n in (2000, 1203)]
+    with torch.no_grad():
+        alone = [
+            float(model.log_prob(a[None], m[None])[0]) for a, m in zip(audios, mels, strict=True)
+        ]
+        calls = []
+        forward_flows = model._forward_flows
+        monkeypatch.setattr(
+            model, "_forward_flows", lambda a, c: calls.append(a.shape) or forward_flows(a, c)
+        )
+        batched = batched_log_prob(model, audios, mels)
+    assert calls == [torch.Size([1, 2000]), torch.Size([1, 1200])]
     assert batched == pytest.approx(alone, abs=2e-6)
 
 

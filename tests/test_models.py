@@ -219,6 +219,44 @@ def test_log_prob_on_a_real_clip(ljspeech_mini):
     assert abs(ll.item() - expected.item()) < 1e-6
 
 
+@pytest.mark.parametrize("variant", [*ROW_VARIANTS, "waveglow"])
+def test_padded_batch_log_prob_equals_each_utterance_alone(variant, monkeypatch):
+    """`log_prob` with lengths: each figure is the utterance's own, whatever the padding.
+
+    The padding is noise, not zeros, and each mel has just the frames its audio needs, so
+    its padding lies next to the last samples (the upsampler reaches past a mel's end, hence
+    `mel_lengths`). WaveGlow scores each utterance alone; the
+    row-autoregressive families mask the padding, and without the mask it leaks.
+    """
+    model = make_model(variant)
+    g = torch.Generator().manual_seed(2)
+    # 200, 60 and 128 samples kept (200, 56, 128 for groups of 8), mels of ceil(kept / 16)
+    lengths, frames = torch.tensor([203, 61, 130]), torch.tensor([13, 4, 8])
+    audio = 0.5 * torch.randn(3, 203, generator=g)
+    mel = torch.randn(3, model.config.n_mels, 13, generator=g)
+    for i, f in enumerate(frames.tolist()):
+        mel[i, :, f:] *= 10  # loud, to show wherever it leaks
+    with torch.no_grad():
+        alone = torch.cat(
+            [
+                model.log_prob(audio[i : i + 1, :n], mel[i : i + 1, :, :f])
+                for i, (n, f) in enumerate(zip(lengths.tolist(), frames.tolist(), strict=True))
+            ]
+        )
+        batched = model.log_prob(audio, mel, lengths, frames)
+        full = model.log_prob(audio, mel, torch.tensor([203, 203, 203]))
+        assert (full - model.log_prob(audio, mel)).abs().max().item() < 2e-6
+        if model.masks_padding:
+            whole_mels = model.log_prob(audio, mel, lengths)  # padding frames upsampled too
+            forward_flows = model._forward_flows
+            monkeypatch.setattr(model, "_forward_flows", lambda a, c, mask: forward_flows(a, c))
+            unmasked = model.log_prob(audio, mel, lengths, frames)
+    assert (batched - alone).abs().max().item() < 2e-6
+    if model.masks_padding:
+        assert (whole_mels - alone)[1:].abs().min().item() > 1e-5
+        assert (unmasked - alone)[1:].abs().min().item() > 1e-3
+
+
 def test_infer_shape_sigma_and_generator():
     model = make_model("nanoflow")
     _, mel = inputs(model, 48, batch=2)
@@ -245,6 +283,13 @@ def test_length_and_shape_errors():
         model(audio, mel[:, :5])
     # log_prob trims instead: 63 samples -> 60
     assert model.log_prob(audio[:, :63], mel).shape == (2,)
+    for lengths in ([64, 65], [64, 3], [64]):
+        with pytest.raises(InputError, match="lengths"):
+            model.log_prob(audio, mel, torch.tensor(lengths))
+    with pytest.raises(InputError, match="mel_lengths"):
+        model.log_prob(audio, mel, torch.tensor([64, 64]), torch.tensor([4, 5]))
+    with pytest.raises(InputError, match="mel frames"):  # 64 samples need 4 frames at hop 16
+        model.log_prob(audio, mel, torch.tensor([64, 64]), torch.tensor([4, 3]))
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,11 @@
 
 For each test utterance: the model's mean log-density of the recording in nats per sample
 (whole utterance, the figure papers report; the set's LL is the plain mean over clips),
-computed `batch_size` utterances at a time (`batched_log_prob`: padded, with the padding
-masked so that each clip's figure equals its own unpadded one); then copy-synthesis: audio
-from the recording's mel at prior temperature `sigma`, scored against the recording
-(`vocoder.metrics`), with its real-time factor; Griffin-Lim from the same mel is scored the
-same way, as the floor any neural vocoder should clear.
+computed `batch_size` utterances at a time (`batched_log_prob`: padded, with the model
+masking the padding so that each clip's figure equals its own unpadded one); then
+copy-synthesis: audio from the recording's mel at prior temperature `sigma`, scored against
+the recording (`vocoder.metrics`), with its real-time factor; Griffin-Lim from the same mel
+is scored the same way, as the floor any neural vocoder should clear.
 """
 
 from __future__ import annotations
@@ -29,10 +29,7 @@ from vocoder.audio import atomic_output, save_audio
 from vocoder.data.segments import UtteranceDataset
 from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
-from vocoder.flows.coupling import RowAutoregressiveCoupling
 from vocoder.models import FlowVocoder
-from vocoder.models.base import LOG_2PI
-from vocoder.nets.wavenet2d import GatedLayer2D
 
 SYSTEMS = ("model", "griffin_lim")
 METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi", "rtf")
@@ -108,51 +105,19 @@ def batched_log_prob(
 ) -> list[float]:
     """Each whole utterance's mean log-density in nats per sample, in one padded batch.
 
-    Equal to `model.log_prob` on each utterance alone (up to float rounding): each audio is
-    trimmed to whole columns of h samples, its conditioning upsampled from its own mel, and
-    both are zero-padded to the longest. Only the 2-D WaveNet's dilated convolutions mix
-    columns, so the hidden state entering each gated layer is zeroed in the padded columns
-    (what the convolution's own zero padding at an utterance's end gives), and the padded
-    columns' log-determinants and latents are left out of the sums. Models without that
-    structure (WaveGlow) are scored one utterance at a time.
+    Equal to `model.log_prob` on each utterance alone (up to float rounding): audio and mels
+    are zero-padded to the longest and scored by `model.log_prob` with their lengths, which
+    keeps the padding out (families that cannot mask it score each utterance alone).
     """
     device = torch.device(device)
-    h = model.config.n_group
-    layers = [m for m in model.modules() if isinstance(m, GatedLayer2D)]
-    coupling = getattr(model, "coupling", None)
-    if len(audios) == 1 or not layers or not isinstance(coupling, RowAutoregressiveCoupling):
-        return [
-            float(model.log_prob(a[None].to(device), m[None].to(device))[0])
-            for a, m in zip(audios, mels, strict=True)
-        ]
-    lengths = [a.shape[-1] // h * h for a in audios]
-    longest = max(lengths)
-    batch = torch.zeros(len(audios), longest, device=device)
-    cond = torch.zeros(len(audios), model.config.n_mels, longest, device=device)
-    for i, (audio, mel, length) in enumerate(zip(audios, mels, lengths, strict=True)):
-        batch[i, :length] = audio[:length].to(device)
-        cond[i, :, :length] = model.conditioning(mel[None].to(device), length)[0]
-    columns = torch.tensor(lengths, device=device)[:, None] // h
-    valid = torch.arange(longest // h, device=device)[None, :] < columns  # [B, W]
-    column_mask = valid.to(batch.dtype)
-
-    def mask_hidden(module, args):  # GatedLayer2D(h [B, C, h, W], cond_proj, ...)
-        return (args[0] * column_mask[:, None, None, :], *args[1:])
-
-    def mask_logdet(module, args, output):  # elementwise map: (y, logdet [B, h, W])
-        return output[0], output[1] * column_mask[:, None, :]
-
-    hooks = [layer.register_forward_pre_hook(mask_hidden) for layer in layers]
-    hooks.append(coupling.elementwise.register_forward_hook(mask_logdet))
-    try:
-        z, logdet = model._forward_flows(batch, cond)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    sample_mask = valid.repeat_interleave(h, dim=1).to(z.dtype)  # [B, T]: column-major
-    log_pz = (-0.5 * (z.square() + LOG_2PI) * sample_mask).sum(dim=1)
-    totals = (log_pz + logdet) / torch.tensor(lengths, device=device, dtype=z.dtype)
-    return [float(v) for v in totals]
+    lengths = torch.tensor([a.shape[-1] for a in audios])
+    frames = torch.tensor([m.shape[-1] for m in mels])
+    audio = torch.zeros(len(audios), int(lengths.max()), device=device)
+    mel = torch.zeros(len(mels), model.config.n_mels, int(frames.max()), device=device)
+    for i, (a, m) in enumerate(zip(audios, mels, strict=True)):
+        audio[i, : a.shape[-1]] = a.to(device)
+        mel[i, :, : m.shape[-1]] = m.to(device)
+    return [float(v) for v in model.log_prob(audio, mel, lengths, frames)]
 
 
 @dataclass

@@ -126,7 +126,8 @@ class SegmentDataset(Dataset):
 class UtteranceDataset(Dataset):
     """Item i -> (audio `[T]`, mel `[n_mels, F]`, name) with F = `mel_config.num_frames(T)`.
 
-    Audio is loaded at `mel_config.sample_rate`. With `mel_dir`, the mel comes from
+    Audio is loaded at `mel_config.sample_rate` and cut to the `F * hop_length` samples its
+    frames cover (a no-op for centered mels). With `mel_dir`, the mel comes from
     `mel_dir/<stem>.npy` (extra trailing frames dropped; too few frames is an error).
     """
 
@@ -143,6 +144,8 @@ class UtteranceDataset(Dataset):
         path = self.files[index]
         audio = load_audio(path, sample_rate=self.mel_config.sample_rate)
         frames = self.mel_config.num_frames(audio.numel())
+        # uncentered mels (hifigan) have no frame of their own for the last < hop samples
+        audio = audio[: frames * self.mel_config.hop_length]
         if self.mel_dir is None:
             with torch.no_grad():
                 mel = self._mel(audio)

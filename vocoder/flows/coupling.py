@@ -101,9 +101,14 @@ class RowAutoregressiveCoupling(Transform):
         super().__init__()
         self.elementwise = elementwise
 
-    def forward(self, x: Tensor, context: Conditioner | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, context: Conditioner | None = None, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """`mask` `[B, W]` (a padded batch): 0 on padding columns, left out of the log-det."""
         params = context(shift_down(x).unsqueeze(1))
         y, logdet = self.elementwise(x, params)
+        if mask is not None:
+            logdet = logdet * mask[:, None, :]
         return y, sum_except_batch(logdet)
 
     def inverse(self, y: Tensor, context: Conditioner | None = None) -> tuple[Tensor, Tensor]:

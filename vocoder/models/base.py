@@ -8,6 +8,10 @@ NanoFlow families also `_cache_flow_embedding`.
 Length rules: `forward` and `inverse` need T to be a multiple of `n_group` and at most
 `F * hop_length` (the conditioning is upsampled to `F * hop_length` samples, then its first T
 are used). `log_prob` instead trims audio to the largest multiple of `n_group` first.
+
+Padded batches: `log_prob` with `lengths` scores zero-padded utterances of different lengths
+in one pass, each as if alone. Families with `masks_padding` do it in their `_forward_flows`
+(a column mask); the others score each utterance on its own.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ def fold_weight_norm(module: nn.Module) -> None:
 class FlowVocoder(nn.Module):
     """Base class of the flow vocoders; see the module docstring for the length rules."""
 
+    masks_padding = False
+    """Whether `_forward_flows` takes a column mask, so that a padded batch needs one pass."""
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -84,8 +91,14 @@ class FlowVocoder(nn.Module):
         """`[B, n_mels, F]` -> `[B, n_mels, >= F * hop_length]`."""
         raise NotImplementedError
 
-    def _forward_flows(self, audio: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """Audio `[B, T]`, conditioning `[B, n_mels, T]` -> `(z [B, T], logdet [B])`."""
+    def _forward_flows(
+        self, audio: Tensor, cond: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Audio `[B, T]`, conditioning `[B, n_mels, T]` -> `(z [B, T], logdet [B])`.
+
+        `mask` (`masks_padding` families only) `[B, T / n_group]`: 1 on each utterance's own
+        columns, 0 on its padding, which must then reach neither the real columns nor `logdet`.
+        """
         raise NotImplementedError
 
     def _inverse_flows(self, z: Tensor, cond: Tensor) -> Tensor:
@@ -129,17 +142,70 @@ class FlowVocoder(nn.Module):
         self._check(audio, mel, "audio")
         return self._forward_flows(audio, self.conditioning(mel, audio.shape[1]))
 
-    def log_prob(self, audio: Tensor, mel: Tensor) -> Tensor:
+    def log_prob(
+        self,
+        audio: Tensor,
+        mel: Tensor,
+        lengths: Tensor | None = None,
+        mel_lengths: Tensor | None = None,
+    ) -> Tensor:
         """Mean log-density per sample in nats, `[B]`, under a N(0, 1) prior.
 
         Audio is first trimmed to the largest multiple of `n_group` samples; the mean is over
         the samples kept. Includes the Gaussian's 0.5 * log(2 pi) term.
+
+        A zero-padded batch of utterances: `lengths` `[B]` (LongTensor) gives each one's
+        samples, `mel_lengths` `[B]` its mel frames (default: all of `mel`'s). Each figure then
+        equals that of `audio[i, :lengths[i]]` and `mel[i, :, :mel_lengths[i]]` alone, up to
+        float rounding: each utterance's conditioning is upsampled from its own frames, and
+        the padding is masked out of the network and the sums.
         """
+        if lengths is not None or mel_lengths is not None:
+            return self._padded_log_prob(audio, mel, lengths, mel_lengths)
         length = audio.shape[-1] // self.config.n_group * self.config.n_group
         audio = audio[..., :length]
         z, logdet = self(audio, mel)
         log_pz = -0.5 * (z.square() + LOG_2PI).sum(dim=1)
         return (log_pz + logdet) / length
+
+    def _padded_log_prob(
+        self, audio: Tensor, mel: Tensor, lengths: Tensor | None, mel_lengths: Tensor | None
+    ) -> Tensor:
+        h = self.config.n_group
+        batch = audio.shape[0]
+        samples = [audio.shape[-1]] * batch if lengths is None else lengths.tolist()
+        frames = [mel.shape[-1]] * batch if mel_lengths is None else mel_lengths.tolist()
+        if len(samples) != batch or not all(h <= n <= audio.shape[-1] for n in samples):
+            raise InputError(
+                "lengths", f"expected {batch} lengths in [{h}, {audio.shape[-1]}], got {samples}"
+            )
+        if len(frames) != batch or not all(1 <= f <= mel.shape[-1] for f in frames):
+            raise InputError(
+                "mel_lengths", f"expected {batch} lengths in [1, {mel.shape[-1]}], got {frames}"
+            )
+        if not self.masks_padding:
+            return torch.cat(
+                [
+                    self.log_prob(audio[i : i + 1, :n], mel[i : i + 1, :, :f])
+                    for i, (n, f) in enumerate(zip(samples, frames, strict=True))
+                ]
+            )
+        kept = [n // h * h for n in samples]
+        audio = audio[:, : max(kept)]
+        self._check(audio, mel, "audio")
+        if mel_lengths is None:
+            cond = self.conditioning(mel, audio.shape[1])
+        else:  # the upsampler reaches past a mel's last frame: upsample each from its own
+            cond = mel.new_zeros(batch, mel.shape[1], audio.shape[1])
+            for i, (n, f) in enumerate(zip(kept, frames, strict=True)):
+                cond[i, :, :n] = self.conditioning(mel[i : i + 1, :, :f], n)[0]
+        kept_t = torch.tensor(kept, device=audio.device)
+        columns = torch.arange(audio.shape[1] // h, device=audio.device)
+        mask = (columns < kept_t[:, None] // h).to(audio.dtype)  # [B, W]
+        z, logdet = self._forward_flows(audio, cond, mask)
+        # column j holds samples j*h .. j*h + h - 1 (the squeeze is column-major)
+        log_pz = -0.5 * ((z.square() + LOG_2PI) * mask.repeat_interleave(h, dim=1)).sum(dim=1)
+        return (log_pz + logdet) / kept_t.to(logdet.dtype)
 
     def inverse(self, z: Tensor, mel: Tensor) -> Tensor:
         """Latent `[B, T]` and mel -> audio `[B, T]` (the plain, unoptimised inverse)."""

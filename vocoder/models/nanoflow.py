@@ -145,7 +145,9 @@ class NanoFlow(WaveFlow):
         """The squeezed mel and the shared layers' projections of it, computed once."""
         return cond, self.net.project_conditioning(cond)
 
-    def flow_conditioner(self, k: int, prepared) -> Callable[[Tensor], Tensor]:
+    def flow_conditioner(
+        self, k: int, prepared, mask: Tensor | None = None
+    ) -> Callable[[Tensor], Tensor]:
         cond, shared_proj = prepared
         order = self.row_orders[k]
         cond_proj = [permute_rows(p, order) for p in shared_proj]
@@ -157,9 +159,9 @@ class NanoFlow(WaveFlow):
         top_mod = mod.layers(self.shared_layers, self.config.n_layers)
 
         def conditioner(x: Tensor) -> Tensor:
-            h, skip = self.net.run_layers(self.net.embed(x, mod), cond_proj, bottom_mod)
+            h, skip = self.net.run_layers(self.net.embed(x, mod), cond_proj, bottom_mod, mask=mask)
             if top is not None:
-                _, skip = top.run_layers(h, top_proj, top_mod, skip)
+                _, skip = top.run_layers(h, top_proj, top_mod, skip, mask=mask)
             return projection(skip)
 
         return conditioner

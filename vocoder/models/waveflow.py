@@ -9,6 +9,10 @@ as flipping the signal and conditioning between flows.
 
 Subclasses (NanoFlow) change only which network serves each flow: `prepare_conditioning`
 (once per utterance) and `flow_conditioner` (per flow).
+
+In a padded batch (`log_prob` with `lengths`) a column mask keeps the padding out: the 2-D
+WaveNets zero it before each dilated conv (the only op that mixes columns), and its
+log-determinants are left out of the sum.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ def zero_projection(channels: int, outputs: int) -> nn.Conv2d:
 
 class WaveFlow(FlowVocoder):
     """K flows, each with its own 2-D WaveNet and projection; one shared mel upsampler."""
+
+    masks_padding = True
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -67,23 +73,31 @@ class WaveFlow(FlowVocoder):
         """Signal-independent work done once per utterance; here just the squeezed mel."""
         return cond
 
-    def flow_conditioner(self, k: int, prepared) -> Callable[[Tensor], Tensor]:
-        """Flow k's map from the shifted input `[B, 1, h, W]` to params `[B, P, h, W]`."""
+    def flow_conditioner(
+        self, k: int, prepared, mask: Tensor | None = None
+    ) -> Callable[[Tensor], Tensor]:
+        """Flow k's map from the shifted input `[B, 1, h, W]` to params `[B, P, h, W]`.
+
+        `mask` `[B, 1, 1, W]`: a padded batch's column mask, for the 2-D WaveNet.
+        """
         net, projection = self.nets[k], self.projections[k]
         cond_proj = net.project_conditioning(permute_rows(prepared, self.row_orders[k]))
-        return lambda x: projection(net(x, cond_proj))
+        return lambda x: projection(net(x, cond_proj, mask=mask))
 
     def upsample(self, mel: Tensor) -> Tensor:
         return self.upsampler(mel)
 
-    def _forward_flows(self, audio: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward_flows(
+        self, audio: Tensor, cond: Tensor, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         h = self.config.n_group
         x = squeeze(audio, h)
         prepared = self.prepare_conditioning(squeeze(cond, h))
+        net_mask = None if mask is None else mask[:, None, None, :]
         logdet = audio.new_zeros(audio.shape[0])
         for k in range(self.config.n_flows):
-            conditioner = self.flow_conditioner(k, prepared)
-            y, flow_logdet = self.coupling(permute_rows(x, self.row_orders[k]), conditioner)
+            conditioner = self.flow_conditioner(k, prepared, net_mask)
+            y, flow_logdet = self.coupling(permute_rows(x, self.row_orders[k]), conditioner, mask)
             x = permute_rows(y, self.inverse_row_orders[k])
             logdet = logdet + flow_logdet
         return unsqueeze(x), logdet

@@ -19,6 +19,11 @@ the transform of row i sees rows < i. The conditioning projections do not depend
 signal: `project_conditioning` computes them once per utterance (NanoFlow reuses them for
 every flow; an incremental engine can cache them).
 
+Only the dilated convs mix columns. For a zero-padded batch of utterances an optional column
+`mask` `[B, 1, 1, W]` (1 on an utterance's own columns, 0 on its padding) zeroes the hidden
+state's padding before each layer, which is what the conv's own zero padding gives at the
+end of an utterance on its own; every other op is per column.
+
 Where NanoFlow's flow indication enters (a `Modulation` passed per flow, never stored here):
 - `front`: a C-vector added to the front conv output (the concatenative embedding, eq. 8:
   concatenating a constant e^k to the input of a 1x1 conv adds a constant W e^k).
@@ -119,8 +124,14 @@ class GatedLayer2D(nn.Module):
         cond_proj: Tensor,
         bias: Tensor | None = None,
         gate: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor]:
-        """`(next residual input or None for a last layer, skip contribution)`."""
+        """`(next residual input or None for a last layer, skip contribution)`.
+
+        `mask` `[B, 1, 1, W]`: zero the padding columns of `h` first (see the module docstring).
+        """
+        if mask is not None:
+            h = h * mask
         a = self.dilated_conv(F.pad(h, self.padding)) + cond_proj
         return gated_residual_skip(h, a, self.res_skip_conv, self.has_residual, bias, gate)
 
@@ -171,13 +182,17 @@ class WaveNet2D(nn.Module):
         cond_proj: list[Tensor],
         modulation: Modulation | None = None,
         skip: Tensor | float = 0.0,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor]:
-        """Run the layers on hidden state `h` `[B, C, h, W]`; returns `(h, skip + skips)`."""
+        """Run the layers on hidden state `h` `[B, C, h, W]`; returns `(h, skip + skips)`.
+
+        `mask` `[B, 1, 1, W]`: the column mask of a padded batch (see the module docstring).
+        """
         mod = modulation or Modulation()
         for i, layer in enumerate(self.layers):
             bias = None if mod.bias is None else mod.bias[i]
             gate = None if mod.gate is None else mod.gate[i]
-            h, s = layer(h, cond_proj[i], bias, gate)
+            h, s = layer(h, cond_proj[i], bias, gate, mask)
             skip = skip + s
         return h, skip
 
@@ -189,10 +204,14 @@ class WaveNet2D(nn.Module):
         return h
 
     def forward(
-        self, x: Tensor, cond_proj: list[Tensor], modulation: Modulation | None = None
+        self,
+        x: Tensor,
+        cond_proj: list[Tensor],
+        modulation: Modulation | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """Input `[B, in_channels, h, W]` and per-layer projections -> skip sum `[B, C, h, W]`."""
-        _, skip = self.run_layers(self.embed(x, modulation), cond_proj, modulation)
+        _, skip = self.run_layers(self.embed(x, modulation), cond_proj, modulation, mask=mask)
         return skip
 
 
