@@ -6,17 +6,21 @@
 For each model (random weights, projections and NanoFlow gates made non-zero so the work is
 real), precision and case (batch x seconds of audio), times mel -> audio (upsampling
 included) and prints samples/s, x real time, peak memory and the speed-up over the plain
-inverse. Methods:
+inverse (peak memory: CUDA memory reserved, graph pools included). Methods:
 
 - plain: `FlowVocoder.inverse` of the inference form (weight norm folded), under autocast
   for half precision: every row re-runs the whole network over all rows.
 - incremental: `IncrementalInverse`, eager (one layer-row per step).
 - cuda: `GraphedRowInverse`, the incremental loop replayed from a CUDA graph, with fused
-  elementwise kernels (GPU only); cuda-plain: the same without fusion.
+  elementwise kernels (GPU only); cuda-plain: the same without fusion. One runner per
+  model and precision serves all cases, as in a `Synthesizer` (it compiles once and checks
+  itself against the eager engine in a warm-up run; each case captures its own graph).
 
 The plain inverse is slow on a CPU: cases longer than --plain-max-seconds time it on that
 many seconds instead and scale its rate (its cost is linear in length); those rows say
 "scaled". CPU peak memory is the process's peak RSS so far (a high-water mark).
+The JSON is rewritten after every row, and --budget stops starting rows after that many
+seconds, so a run cut short keeps what it measured (the target model comes first).
 Speed anchors (SPEC.md): the NanoFlow reference code needs ~450 ms per utterance at batch 1
 on an H100 (2.1x real time for 1 s, 23x for 10 s); targets here are >= 100x and >= 300x.
 """
@@ -41,7 +45,7 @@ from vocoder.inference.cuda import GraphedRowInverse, graphs_available
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.models import build_model, load_model_preset
 
-MODELS = ("waveflow-h16-r64", "waveflow-h16-r128", "nanoflow-h16-r128")
+MODELS = ("nanoflow-h16-r128", "waveflow-h16-r64", "waveflow-h16-r128")  # targets first
 TARGETS = {("nanoflow-h16-r128", 1, 1.0): 100.0, ("nanoflow-h16-r128", 1, 10.0): 300.0}
 
 
@@ -70,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="WaveFlow-r64 and NanoFlow-r128, 1 s, batch 1"
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--budget", type=float, default=None, help="seconds: start no row after this many"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.models = "waveflow-h16-r64,nanoflow-h16-r128"
@@ -92,9 +99,10 @@ def random_model(name: str) -> torch.nn.Module:
 
 
 def peak_memory(device: torch.device) -> float:
-    """MB: CUDA peak allocated since the last reset, or the process's peak RSS."""
+    """MB: CUDA peak reserved since the last reset (a CUDA graph's memory pool is reserved,
+    not allocated), or the process's peak RSS."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return torch.cuda.max_memory_reserved(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
@@ -104,6 +112,7 @@ def timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # what stays reserved is what this method holds
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(repeats):
@@ -123,7 +132,16 @@ def inputs(batch: int, seconds: float, config, device) -> tuple[torch.Tensor, to
     return mel.to(device), z.to(device)
 
 
-def run_case(model, compiled, method, batch, seconds, args, device) -> dict:
+def make_runner(compiled, method: str):
+    """The row engine a method times (None for the plain inverse)."""
+    if method == "plain":
+        return None
+    if method == "incremental":
+        return IncrementalInverse(compiled.rows)
+    return GraphedRowInverse(compiled.rows, fuse=method == "cuda")
+
+
+def run_case(model, compiled, method, runner, batch, seconds, args, device) -> dict:
     c = model.config
     scaled_from = None
     if method == "plain" and args.plain_max_seconds and seconds > args.plain_max_seconds:
@@ -136,10 +154,8 @@ def run_case(model, compiled, method, batch, seconds, args, device) -> dict:
                 return model.inverse(z, mel)
 
     else:
-        if method == "incremental":
-            runner = IncrementalInverse(compiled.rows)
-        else:
-            runner = GraphedRowInverse(compiled.rows, fuse=method == "cuda")
+        if isinstance(runner, GraphedRowInverse):
+            runner.graphs.clear()  # free the last case's graph: peak memory is this case's
 
         def fn():
             return runner(z, compiled.upsample(mel))
@@ -193,14 +209,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     results = []
+    start = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return args.budget is not None and time.perf_counter() - start > args.budget
+
     for name in args.models.split(","):
+        if out_of_time():
+            break
         model = random_model(name).to(device)
         for precision in precisions:
+            if out_of_time():
+                break
             compiled = prepare_for_inference(model, precision, device)
+            runners = {m: make_runner(compiled, m) for m in methods}
             for batch, seconds in cases:
                 plain_time = None
                 for method in methods:
-                    row = run_case(model, compiled, method, batch, seconds, args, device)
+                    if out_of_time():
+                        break
+                    row = run_case(
+                        model, compiled, method, runners[method], batch, seconds, args, device
+                    )
                     if method == "plain":
                         plain_time = row["seconds_taken"]
                     ratio = plain_time / row["seconds_taken"] if plain_time else None
@@ -220,6 +250,14 @@ def main(argv: list[str] | None = None) -> int:
                         f"{(f'{ratio:.1f}x' if ratio else '-'):>8}{scaled}",
                         flush=True,
                     )
+                    if args.json:
+                        write_json(args.json, environment, results)
+            del runners, compiled
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    models = args.models.split(",")
+    if len(results) < len(models) * len(precisions) * len(cases) * len(methods):
+        print(f"# --budget {args.budget:g} s spent: the rows after these were not run")
     if device.type == "cuda":
         for (name, batch, seconds), target in TARGETS.items():
             best = [
@@ -235,14 +273,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"{max(best):.0f}x {verdict}"
                 )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(
-            json.dumps({"environment": environment, "results": results}, indent=2) + "\n"
-        )
-        os.replace(tmp, args.json)
+        write_json(args.json, environment, results)
         print(f"wrote {args.json}")
     return 0
+
+
+def write_json(path: Path, environment: dict, results: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"environment": environment, "results": results}, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def measure(config, precision, device, batch, samples, steps, warmup) -> dict:
     start = time.perf_counter()
     skipped = 0
     for _ in range(steps):
+        scale = scaler.get_scale()
         result = train_step(objective, optimizer, scaler, audio, mel, precision, grad_clip=5.0)
-        skipped += result.skipped
+        # fp16: a step the grad scaler skipped (inf/NaN gradients) lowered its scale
+        skipped += result.skipped or scaler.get_scale() < scale
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
@@ -84,8 +86,8 @@ def main() -> int:
         name = args.model
     device = resolve_device(args.device)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # what training gets by default
-        torch.backends.cudnn.allow_tf32 = True
+        # TF32 left as `vocoder train` leaves it (PyTorch's defaults: on for cuDNN
+        # convolutions, off for matmuls), so fp32 is timed as training runs it
         hardware = torch.cuda.get_device_name(device)
     else:
         cpu = platform.processor() or platform.machine()

@@ -24,9 +24,10 @@ vectors: that logic lives in `vocoder.models`) and adds what only synthesis need
   utterance by the model). Half precision runs it under autocast.
 
 Precision: "fp32", "fp16" or "bf16" applies to the network (convs, hidden states,
-conditioning projections). The numerically sensitive parts stay float32: the mel upsampler,
-the audio itself (z, every flow's rows), the final projection's output and the affine or
-spline inverse, and WaveGlow's invertible 1x1 convolutions.
+conditioning projections, each flow's final projection). The numerically sensitive parts
+stay float32: the mel upsampler, the audio itself (z, every flow's rows), the affine or
+spline inverse (its parameters, the final projection's output, cast to float32 first), and
+WaveGlow's invertible 1x1 convolutions.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ gate; residual add + mask; the affine or spline inverse) is compiled with `torch
 into a few kernels, cutting the kernels per layer-row from about 10 to about 4 (the convs
 stay cuDNN/cuBLAS). It is optional: if compiling fails, the graph is captured with the
 plain kernels; if capture fails, the eager incremental path runs. The first graph of a
-runner is checked once against the eager path (relative L2 error) before it is trusted.
+runner at batch 1 and the first at a larger batch (compiled separately: dynamic shapes
+specialize size 1) are each checked once against the eager path (relative L2 error) before
+they are trusted.
 
 Fallback: on the CPU, or without CUDA graph support, use
 `vocoder.inference.incremental.IncrementalInverse` (what `make_row_inverse` returns).
@@ -86,7 +88,16 @@ def fused_kernels(elementwise: Elementwise, backend: str = "inductor") -> StepKe
         return elementwise.inverse(y, params.float())[0]
 
     def compile_(fn: Callable) -> Callable:
-        return torch.compile(_own_code(fn), fullgraph=True, dynamic=True, backend=backend)
+        compiled = torch.compile(_own_code(fn), fullgraph=True, dynamic=True, backend=backend)
+
+        def call(*args: Tensor | None) -> Tensor | None:
+            # no duck sizing: sizes, strides and offsets that happen to be equal in the first
+            # call (at batch 1, a ring slot's offset equals a ring's stride) would otherwise
+            # be guarded equal, and each such coincidence costs a recompile and an entry
+            with torch.fx.experimental._config.patch(use_duck_shape=False):
+                return compiled(*args)
+
+        return call
 
     return StepKernels(compile_(gate), compile_(residual), compile_(finish))
 
@@ -138,7 +149,8 @@ class GraphedRowInverse:
         self.inverse = self._make_inverse()
         self.max_graphs = max_graphs
         self.graphs: OrderedDict[tuple[int, int], CapturedRun] = OrderedDict()
-        self.verified = False
+        self.verified = False  # some graph matched the eager path
+        self._checked: set[bool] = set()  # batch == 1 of the graphs that did
         self.disabled = False  # set when graphs cannot be used: everything runs eagerly
 
     def _make_inverse(self) -> IncrementalInverse:
@@ -154,6 +166,8 @@ class GraphedRowInverse:
     def _fall_back(self, reason: str) -> None:
         """Fused graphs failed: try plain-kernel graphs; plain ones failed: go eager."""
         self.graphs.clear()
+        self._checked.clear()
+        self.verified = False
         if self.fuse:
             log.warning("fused CUDA graph path failed (%s); retrying with plain kernels", reason)
             self.fuse = False
@@ -179,12 +193,14 @@ class GraphedRowInverse:
             except Exception as e:  # capture can fail in many ways; never lose the synthesis
                 self._fall_back(_short(e))
                 continue
-            if self.verified:
+            single = z.shape[0] == 1
+            if single in self._checked:
                 return out
             reference = self.eager(z, cond, lengths)
             tolerance = 1e-3 if self.rows.dtype == torch.float32 else 2e-2
             error = relative_error(*(_real(t, lengths) for t in (out, reference)))
             if error <= tolerance:
+                self._checked.add(single)
                 self.verified = True
                 return out
             self._fall_back(f"relative error {error:.2e} against the eager path")
@@ -240,7 +256,9 @@ class GraphedRowInverse:
                 self.inverse.run(buffers, z, cond, keep)
             torch.cuda.current_stream(device).wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: CUDA work of other threads (another Synthesizer, say) may go on
+            # during the capture without invalidating it or failing itself
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.inverse.run(buffers, z, cond, keep)
         log.debug("captured a CUDA graph for batch %d, width %d", batch, width)
         return CapturedRun(z, cond, keep, buffers, graph.replay, graph)
