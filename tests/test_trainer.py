@@ -236,21 +236,29 @@ def test_resume_after_sigkill_gives_the_same_losses(reference, tmp_path):
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
-def test_sigterm_stops_after_the_step_with_a_checkpoint(reference, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_stops_after_the_step_with_a_checkpoint(reference, tmp_path, workers):
+    """SIGTERM to the whole process group (as `timeout`, Ctrl-C or a scheduler send it)."""
     conf, ref_run = reference
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "vocoder", "train", "--config", str(conf), "--out", str(run),
-        "train.max_steps=100000", "train.valid_every=100000",
+        "train.max_steps=100000", "train.valid_every=100000", f"data.num_workers={workers}",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while not losses(run) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-2000:]
     stopped = load_checkpoint(latest_checkpoint(run))["step"]

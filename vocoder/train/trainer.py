@@ -190,6 +190,7 @@ def train(
                     pin_memory=device.type == "cuda",
                     drop_last=True,
                     generator=torch.Generator().manual_seed(tc.seed + epoch),
+                    worker_init_fn=ignore_stop_signals,
                 )
                 for audio, mel in loader:
                     audio = audio.to(device, non_blocking=True)
@@ -621,6 +622,16 @@ def _init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> N
             raise ConfigError(f"train.init_from {path}: its {name} config differs: {changes}")
     model.load_state_dict(source.state_dict())
     log.info("initialised from %s (%s weights, step %s)", path, info.weights, info.step)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the trainer.
+
+    Ctrl-C, `timeout` and cluster schedulers signal the whole process group; a worker killed
+    by it would make the loader fail the step before the trainer could checkpoint.
+    """
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 class StopRequest:
