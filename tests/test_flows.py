@@ -78,6 +78,18 @@ def test_invertible_conv_inverse_and_logdet():
     assert torch.allclose(inv_logdet, -logdet)
 
 
+def test_invertible_conv_keeps_the_audio_out_of_autocast():
+    torch.manual_seed(0)
+    conv = InvertibleConv1x1(8)
+    x = torch.randn(2, 8, 100)
+    exact, _ = conv(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _ = conv(x)
+        x_back, _ = conv.inverse(y)
+    assert y.dtype == x_back.dtype == torch.float32
+    assert (y - exact).abs().max() < 1e-5 and (x_back - x).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("elementwise", [AffineElementwise(), SplineElementwise(8, 3.0, 4)])
 def test_elementwise_inverse_identity_and_logdet(elementwise):
     torch.manual_seed(0)

@@ -23,18 +23,23 @@ class InvertibleConv1x1(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = torch.linalg.slogdet(self._full_precision())[1].to(x.dtype) * x.shape[-1]
-        return torch.einsum("ij,bjt->bit", self.weight.to(x.dtype), x), logdet.expand(x.shape[0])
+        return _mix(self.weight, x), logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         weight = self._full_precision()
         logdet = -torch.linalg.slogdet(weight)[1].to(y.dtype) * y.shape[-1]
-        w_inv = torch.linalg.inv(weight).to(y.dtype)
-        return torch.einsum("ij,bjt->bit", w_inv, y), logdet.expand(y.shape[0])
+        return _mix(torch.linalg.inv(weight), y), logdet.expand(y.shape[0])
 
     def _full_precision(self) -> Tensor:
         # slogdet and inv have no half-precision kernels
         w = self.weight
         return w if w.dtype in (torch.float32, torch.float64) else w.float()
+
+
+def _mix(weight: Tensor, x: Tensor) -> Tensor:
+    """`weight @ x[:, :, t]` in x's own precision: this is the audio, so not under autocast."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.einsum("ij,bjt->bit", weight.to(x.dtype), x)
 
 
 __all__ = ["InvertibleConv1x1"]
