@@ -76,7 +76,9 @@ def test_gpu_batch_reproduces_reference_mels(ljspeech_mini, dtype):
         reference = np.load(ljspeech_mini / "mels_tacotron2" / f"{clip}.npy")
         whole = extractor(audio.cuda()).cpu().numpy()
         assert whole.shape == reference.shape
-        assert np.abs(whole - reference).max() < 1e-3, clip
+        # float32 reaches 9.4e-4 on the CPU already (near the log clamp): a margin for cuFFT
+        tolerance = 5e-4 if dtype == torch.float64 else 2e-3
+        assert np.abs(whole - reference).max() < tolerance, clip
         # A batch of cropped clips: frames away from the crop equal the whole clip's.
         inner = mel.shape[1] - 4
         assert torch.allclose(mel[:, :inner], torch.from_numpy(whole[:, :inner]), atol=1e-4)
