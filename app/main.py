@@ -152,12 +152,14 @@ def launch(
     concurrency: int = 1,
     prevent_thread_lock: bool = False,
     quiet: bool = False,
+    demo: VocoderDemo | None = None,
 ) -> gr.Blocks:
     """Serve the demo; returns the running Blocks (call `.close()` to stop it).
 
     `concurrency` bounds how many syntheses run at once; the others wait in the queue.
+    `demo`: one made from `settings` beforehand (with models already loaded, say).
     """
-    blocks = build_demo(VocoderDemo(settings))
+    blocks = build_demo(demo or VocoderDemo(settings))
     blocks.queue(default_concurrency_limit=concurrency, max_size=64)
     blocks.launch(
         server_name=host,

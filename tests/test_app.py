@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import socket
 from pathlib import Path
@@ -196,6 +197,19 @@ def test_mels_far_from_the_convention(demo, tiny_models, tmp_path):
         demo.run(None, str(huge), WAVEFLOW, compare=GRIFFIN_LIM)
 
 
+def test_range_warnings_go_to_the_page_not_the_server_log(demo, tmp_path, caplog):
+    # noise at a level whose mel floor sits near -5: audio, so no mel-format advice
+    noise = tmp_path / "noise.wav"
+    save_audio(noise, 0.1 * torch.randn(22050, generator=torch.Generator().manual_seed(0)), 22050)
+    caplog.set_level(logging.WARNING)
+    result = demo.run(str(noise), None, WAVEFLOW, compare=NANOFLOW)
+    assert result.warnings == [] and caplog.records == []
+    # a mel file's warning shows once, on the page
+    log10 = _write(tmp_path / "log10.npy", np.full((80, 8), -5.0, np.float32))
+    result = demo.run(None, str(log10), WAVEFLOW, compare=NANOFLOW)
+    assert len(result.warnings) == 1 and caplog.records == []
+
+
 def test_limits_and_missing_choices(tiny_models, tmp_path):
     strict = VocoderDemo(DemoSettings(models=tiny_models, max_seconds=1.0, max_upload_mb=0.1))
     with pytest.raises(InputError, match=r"LJ050-0030.wav: is 1.9 s long; .* up to 1 s"):
@@ -296,6 +310,32 @@ def test_demo_command_line(tmp_path, monkeypatch, capsys):
     assert "no models to serve" in capsys.readouterr().err
     assert main(["demo", "--model", "no-such-model"]) == 2
     assert re.search(r"no-such-model: .*not a pretrained model", capsys.readouterr().err)
+
+
+def test_demo_checks_its_models_and_device_before_serving(
+    tiny_models, tmp_path, monkeypatch, capsys
+):
+    import app
+    from vocoder.cli import main
+
+    served = []
+    monkeypatch.setattr(app, "launch", lambda settings, **options: served.append(options))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    missing = tmp_path / "missing.safetensors"
+    # each one line naming the problem, and no server that fails every visitor's request
+    for argv, message in [
+        (["--model", str(broken)], f"error: {broken}: not a readable checkpoint"),
+        (["--model", str(missing)], f"error: {missing}: no such file\n"),
+        (["--model", tiny_models[0], "--device", "bogus"], "error: unknown device 'bogus'"),
+    ]:
+        assert main(["demo", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+        assert served == []
+    assert main(["demo", "--model", tiny_models[0], "--device", "cpu"]) == 0
+    (options,) = served
+    assert len(options["demo"].cache) == 1  # loaded before the first visitor
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from vocoder.audio import audio_info, load_audio, save_audio
+from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
 from vocoder.errors import InputError
 
 CLIP = "LJ001-0002"  # 1.9 s, the shortest ljspeech-mini clip
@@ -36,6 +36,14 @@ def test_load_flac(male_reader):
     path = male_reader / "wavs" / "LJ001-0002.flac"
     reference, _ = sf.read(path, dtype="int16")
     assert torch.equal(load_audio(path), torch.from_numpy(reference / 32768.0).float())
+
+
+def test_load_mp3_and_scan_finds_it(clip_path, tmp_path):
+    reference = load_audio(clip_path)
+    sf.write(tmp_path / "clip.mp3", reference.numpy(), 22050, format="MP3")
+    audio = load_audio(tmp_path / "clip.mp3")
+    assert audio.dtype == torch.float32 and abs(audio.numel() - reference.numel()) < 2048
+    assert ".mp3" in AUDIO_EXTENSIONS  # folders of mp3 files are synthesized and prepared
 
 
 def test_audio_info(clip_path):

@@ -116,6 +116,11 @@ def test_corrupt_or_missing_files_raise_input_error(tmp_path):
         load_model(truncated)
     with pytest.raises(InputError, match="no such file"):
         load_model(tmp_path / "missing.pt")
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(InputError, match="notes.pt: not a readable checkpoint: not a Py") as e:
+        load_model(text)
+    assert "weights_only" not in str(e.value)  # torch's hint to unpickle everything is unsafe
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(InputError, match="not a vocoder training checkpoint"):

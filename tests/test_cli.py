@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from vocoder import __version__
@@ -160,6 +161,8 @@ SYNTHESIZE_CASES = {
 
 def bad_command(case: str, folder: Path, model: Path) -> tuple[list[str], Path, str]:
     """(argv, the file the error must name, the problem it must state) for `case`."""
+    if case in OUTPUT_CASES:
+        return output_command(case, folder, model)
     if case in SYNTHESIZE_CASES:
         name, content, problem = SYNTHESIZE_CASES[case]
         path = folder / name
@@ -200,6 +203,82 @@ def bad_command(case: str, folder: Path, model: Path) -> tuple[list[str], Path, 
     }[case]
 
 
+def output_command(case: str, folder: Path, model: Path) -> tuple[list[str], Path, str]:
+    """An output that cannot be written (under a file, say), checked before any work."""
+    blocker = folder / "blocker"  # a file where a folder is wanted
+    blocker.write_text("a file, not a folder")
+    mel = folder / "good.npy"
+    np.save(mel, np.full((80, 20), -5.0, np.float32))
+    wav = folder / "clip.wav"
+    sf.write(wav, np.zeros(22050, np.float32), 22050)
+    filelist = folder / "test.txt"
+    filelist.write_text(f"{wav}\n")
+    empty = folder / "empty.txt"
+    empty.write_text("# no files\n")
+    under = f"cannot write here: {blocker} is not a folder"
+    smoke = REPO / "recipes" / "ljspeech" / "conf" / "smoke.yaml"
+    evaluate = ["evaluate", "--checkpoint", str(model), "--device", "cpu", "--filelist"]
+    return {
+        "synthesize-out-under-a-file": (
+            ["synthesize", "--model", str(model), str(mel), "--out", str(blocker / "out")],
+            blocker / "out",
+            under,
+        ),
+        "synthesize-output-is-a-folder": (
+            ["synthesize", "--model", str(model), str(mel), "--out", str(folder / "dest")],
+            folder / "dest" / "good.wav",
+            "is a folder",
+        ),
+        "export-out-under-a-file": (
+            ["export", str(model), "--out", str(blocker / "sub" / "model")],
+            blocker / "sub",
+            under,
+        ),
+        "prepare-out-under-a-file": (
+            ["prepare", str(folder), "--out", str(blocker / "prepared")],
+            blocker / "prepared",
+            under,
+        ),
+        "evaluate-out-under-a-file": (
+            [*evaluate, str(filelist), "--out", str(blocker / "eval" / "report.json")],
+            blocker / "eval",
+            under,
+        ),
+        "evaluate-out-is-a-folder": (
+            [*evaluate, str(filelist), "--out", str(folder)],
+            folder,
+            "is a folder; --out takes the report's file",
+        ),
+        "evaluate-empty-filelist": (
+            [*evaluate, str(empty)],
+            empty,
+            "the filelist names no files",
+        ),
+        "evaluate-missing-mel-dir": (
+            [*evaluate, str(filelist), "--mel-dir", str(folder / "mels")],
+            folder / "mels",
+            "no such folder (--mel-dir)",
+        ),
+        "train-out-under-a-file": (
+            ["train", "--config", str(smoke), "--data", str(folder), "--out", str(blocker / "r")],
+            blocker / "r",
+            under,
+        ),
+    }[case]
+
+
+OUTPUT_CASES = [
+    "synthesize-out-under-a-file",
+    "synthesize-output-is-a-folder",
+    "export-out-under-a-file",
+    "prepare-out-under-a-file",
+    "evaluate-out-under-a-file",
+    "evaluate-out-is-a-folder",
+    "evaluate-empty-filelist",
+    "evaluate-missing-mel-dir",
+    "train-out-under-a-file",
+]
+
 BAD_INPUT_CASES = [
     *SYNTHESIZE_CASES,
     "prepare-missing-folder",
@@ -207,6 +286,7 @@ BAD_INPUT_CASES = [
     "evaluate-missing-filelist",
     "export-missing-checkpoint",
     "train-missing-config",
+    *OUTPUT_CASES,
 ]
 
 
@@ -214,12 +294,16 @@ BAD_INPUT_CASES = [
 def test_bad_input_is_one_line_naming_the_file(case, tiny_model, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO)  # what a user would also see on stderr
     argv, path, problem = bad_command(case, tmp_path, tiny_model)
+    if case == "synthesize-output-is-a-folder":
+        path.mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert err.startswith(f"error: {path}: {problem}") and err.count("\n") == 1, err
     assert "Traceback" not in err and out == ""
     assert [r.getMessage() for r in caplog.records] == []
     assert not (tmp_path / "out").exists()  # nothing written, not even a folder
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize(
@@ -289,6 +373,90 @@ def test_other_exits_of_a_command(monkeypatch, capsys):
     monkeypatch.setattr(module, "run", refused)
     assert main(["info", "waveglow"]) == 2
     assert capsys.readouterr().err == "error: some.file: a user's mistake\n"
+
+    def disk_full(args):  # the operating system's refusals are one line too
+        raise OSError(28, "No space left on device", "out/a.wav")
+
+    monkeypatch.setattr(module, "run", disk_full)
+    line = "error: out/a.wav: no space left on device\n"
+    assert main(["info", "waveglow"]) == 2
+    assert capsys.readouterr().err == line
+    assert main(["info", "-v", "waveglow"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.endswith(line)
+
+
+# ---- what each command accepts, and what it leaves behind when it fails ----
+
+
+def test_models_details_print_nested_figures_one_per_line(capsys):
+    from vocoder.cli.models import summary_lines
+    from vocoder.pretrained import default_model_name
+
+    summary = {"ll": 4.79, "griffin_lim": {"stoi": 0.97, "pesq_wb": 3.3}, "split": "test"}
+    assert summary_lines(summary) == [
+        ("ll", "4.79"),
+        ("griffin_lim.stoi", "0.97"),
+        ("griffin_lim.pesq_wb", "3.3"),
+        ("split", "test"),
+    ]
+    assert main(["models", default_model_name()]) == 0
+    assert "{" not in capsys.readouterr().out  # no printed dicts
+
+
+@pytest.mark.parametrize(
+    "config, parameters",
+    [("ljspeech/conf/nanoflow.yaml", "2,802,002"), ("custom_voice/conf/smoke.yaml", "30,886")],
+)
+def test_info_reads_a_recipes_experiment_config(config, parameters, capsys):
+    # `model: {preset: NAME, ...}`: the preset, with the config's own keys over it
+    assert main(["info", str(REPO / "recipes" / config)]) == 0
+    assert re.search(rf"^parameters \(inference\) +{parameters}$", capsys.readouterr().out, re.M)
+
+
+@pytest.mark.parametrize("out", ["models", "new/"])
+def test_export_into_a_folder_names_the_file_after_the_model(out, tiny_model, tmp_path, capsys):
+    (tmp_path / "models").mkdir()
+    assert main(["export", str(tiny_model), "--out", f"{tmp_path}/{out}"]) == 0
+    folder = tmp_path / out.rstrip("/")
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny.json", "tiny.safetensors"]
+    assert not list(tmp_path.glob("*.safetensors"))  # not models.safetensors beside it
+    assert f"wrote {folder / 'tiny.safetensors'}" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_bad_device_in_one_line(tiny_model, tmp_path, capsys):
+    argv = ["evaluate", "--checkpoint", str(tiny_model), "--filelist", str(tmp_path / "t.txt")]
+    assert main([*argv, "--device", "bogus"]) == 2
+    assert capsys.readouterr().err == "error: unknown device 'bogus'; use auto, cpu or cuda\n"
+
+
+def test_evaluate_takes_a_pretrained_name(tmp_path, capsys):
+    from vocoder.pretrained import default_model_name
+
+    filelist = tmp_path / "test.txt"
+    filelist.write_text(f"{REPO / 'app' / 'examples' / 'LJ050-0030.wav'}\n")
+    argv = ["evaluate", "--checkpoint", default_model_name(), "--filelist", str(filelist)]
+    assert main([*argv, "--no-synthesis", "--device", "cpu"]) == 0
+    assert "test LL" in capsys.readouterr().out
+
+
+def test_a_failed_prepare_leaves_no_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.wav").write_bytes(b"")  # the first file is bad: nothing was prepared
+    assert main(["prepare", str(data), "--out", str(tmp_path / "prepared")]) == 2
+    assert "a.wav: empty file" in capsys.readouterr().err
+    assert not (tmp_path / "prepared").exists()  # not even the unfinished-run marker
+
+
+def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
+    data = tmp_path / "data"  # not a `vocoder prepare` folder
+    data.mkdir()
+    smoke = REPO / "recipes" / "ljspeech" / "conf" / "smoke.yaml"
+    argv = ["train", "--config", str(smoke), "--data", str(data), "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "no such filelist" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 # ---- the real entry points ----

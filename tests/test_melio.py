@@ -119,6 +119,7 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     np.save(tmp_path / "empty.npy", np.zeros((80, 0), dtype=np.float32))
     np.save(tmp_path / "norm.npy", ref_mel.numpy())
     (tmp_path / "text.npy").write_text("not a mel")
+    (tmp_path / "zero.npy").write_bytes(b"")
     (tmp_path / "mel.txt").write_text("0 1 2")
     torch.save({"audio": ref_mel}, tmp_path / "nokey.pt")
     np.save(tmp_path / "complex.npy", ref_mel.numpy().astype(np.complex64))
@@ -128,6 +129,7 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
         "bins.npy": ({}, "expected 80 mel bins"),
         "empty.npy": ({}, "0 frames"),
         "text.npy": ({}, "not a readable mel file"),
+        "zero.npy": ({}, "empty file (0 bytes)"),
         "mel.txt": ({}, "unknown mel file type"),
         "nokey.pt": ({}, "'mel' key"),
         "complex.npy": ({}, "complex numbers"),

@@ -14,9 +14,11 @@ import soundfile as sf
 import torch
 
 from vocoder.checkpoint import export_model
+from vocoder.cli import main
 from vocoder.cli.synthesize import collect_inputs
 from vocoder.errors import InputError
 from vocoder.features import MelConfig
+from vocoder.inference.engine import Synthesizer
 from vocoder.models import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,3 +155,57 @@ def test_a_file_list_names_inputs_relative_to_its_folder(model_file, ljspeech_mi
     listing.write_text("sub/a.npy\n")
     jobs = collect_inputs([str(listing), str(lists)], tmp_path / "out2")
     assert [job.output for job in jobs] == [tmp_path / "out2" / "sub" / "a.wav"]
+
+
+def test_totals_add_up_and_warnings_say_so(model_file, tmp_path):
+    # a clip whose length is not a whole number of hops, and a log10 mel (a warning)
+    clip = REPO / "app" / "examples" / "LJ050-0030.wav"  # 42397 samples: 165.6 hops
+    mel = tmp_path / "log10.npy"
+    np.save(mel, np.full((80, 20), -5.0, np.float32))
+    out = tmp_path / "out"
+    result = vocoder(
+        "synthesize", "--model", model_file, clip, mel, "--out", out, "--seed", 0,
+        "--batch-size", 2,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    samples = sf.info(str(out / "LJ050-0030.wav")).frames + sf.info(str(out / "log10.wav")).frames
+    assert samples == 42397 + 20 * 256
+    # the total counts the audio written, not the padding synthesized past a clip's end
+    assert f"synthesized 2 file(s), {samples / 22050:.2f} s of audio" in result.stdout
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith(f"warning: {mel}: mel floor -5.00") and "log10" in warning
+
+
+def test_earlier_outputs_inside_an_input_folder_are_not_inputs(tmp_path):
+    folder = tmp_path / "mels"
+    (folder / "wav").mkdir(parents=True)
+    np.save(folder / "a.npy", np.full((80, 20), -5.0, np.float32))
+    sf.write(folder / "wav" / "a.wav", np.zeros(5120, np.float32), 22050)  # a first run's
+    # a rerun (with --force) replaces a.wav instead of refusing it as "an input too"
+    jobs = collect_inputs([str(folder)], folder / "wav")
+    assert [(job.source, job.output) for job in jobs] == [
+        (folder / "a.npy", folder / "wav" / "a.wav")
+    ]
+    with pytest.raises(InputError, match="is an input too"):  # named as the input itself
+        collect_inputs([str(folder / "wav")], folder / "wav")
+
+
+def test_cpu_synthesizes_one_utterance_at_a_time_unless_told(model_file, tmp_path, monkeypatch):
+    sizes = []
+    original = Synthesizer.synthesize_batch
+
+    def recording(self, mels, *args, **kwargs):
+        sizes.append(len(mels))
+        return original(self, mels, *args, **kwargs)
+
+    monkeypatch.setattr(Synthesizer, "synthesize_batch", recording)
+    mels = []
+    for i in range(3):
+        mels.append(tmp_path / f"m{i}.npy")
+        np.save(mels[-1], np.full((80, 10 + i), -5.0, np.float32))
+    common = ["synthesize", "--model", str(model_file), *map(str, mels), "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert sizes == [1, 1, 1]  # batching does not pay on a CPU (see the README)
+    sizes.clear()
+    assert main([*common, "--out", str(tmp_path / "b"), "--batch-size", "2"]) == 0
+    assert sizes == [2, 1]

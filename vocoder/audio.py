@@ -24,7 +24,7 @@ import torchaudio
 
 from vocoder.errors import InputError
 
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg")
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 """File name extensions treated as audio when scanning folders."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 from dataclasses import dataclass, field
@@ -107,6 +108,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(path, "no such checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message suggests weights_only=False, which would run code from the file
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+        raise InputError(
+            path,
+            "not a readable checkpoint: not a PyTorch file, corrupt, or holding objects other "
+            "than tensors and plain data, which are never unpickled"
+            + (f" ({detail})" if detail else ""),
+        ) from None
     except Exception as e:  # torch raises many kinds for truncated or foreign files
         raise InputError(path, f"not a readable checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -260,6 +260,8 @@ def check_mel_range(mel: torch.Tensor) -> str | None:
 
 def _read_array(path: Path) -> torch.Tensor:
     suffix = path.suffix.lower()
+    if suffix in (".npy", ".pt") and path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
     try:
         if suffix == ".npy":
             array = np.load(path, allow_pickle=False)

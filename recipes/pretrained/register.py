@@ -80,7 +80,7 @@ GPU-trained models ship, so that the toolkit's commands work out of the box.
 
 ## Speed
 
-CPU: {cpu_speed} x real time (`vocoder synthesize` of the {n_lj} LJ Speech test clips, batch 8,
+CPU: {cpu_speed} x real time (`vocoder synthesize` of the {n_lj} LJ Speech test clips, batch 1,
 fp32, 2 cores; stage 4 of the recipe). GPU: not measured.
 """
 

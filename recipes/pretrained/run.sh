@@ -52,7 +52,7 @@ if run 3; then
 fi
 if run 4; then
   vocoder synthesize $DATA/ljspeech-mini/test.txt --model $EVAL/$DTYPE.safetensors \
-    --device cpu --seed 0 --out $EVAL/synthesized --force 2>&1 | tee $EVAL/synthesize.log
+    --device cpu --batch-size 1 --seed 0 --out $EVAL/synthesized --force 2>&1 | tee $EVAL/synthesize.log
 fi
 if run 5; then
   other=$([ "$DTYPE" = fp32 ] && echo fp16 || echo fp32)

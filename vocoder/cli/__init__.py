@@ -1,8 +1,10 @@
 """The `vocoder` command: one module per subcommand, dispatched here.
 
 Each command module in this package defines `HELP` (one line), `add_arguments(parser)`
-and `run(args) -> int`. Errors derived from `VocoderError` print as one line on stderr
-and exit with code 2; `--verbose` shows the traceback as well.
+and `run(args) -> int`. Errors derived from `VocoderError`, and the operating system's
+refusals (`OSError`: a folder that cannot be created, a full disk), print as one line on
+stderr naming the file and exit with code 2; `--verbose` shows the traceback as well.
+Warnings print as `warning: ...`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import traceback
 
 from vocoder import __version__
-from vocoder.errors import VocoderError
+from vocoder.errors import VocoderError, first_line
 
 # command name -> module under vocoder.cli; modules are imported only when needed
 COMMANDS: dict[str, str] = {
@@ -77,6 +79,25 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _MessageFormatter(logging.Formatter):
+    """The message alone; warnings and errors say what they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+def describe_error(error: Exception) -> str:
+    """One line for a `VocoderError` or an `OSError`: the file, then the problem."""
+    if isinstance(error, OSError) and error.strerror:
+        problem = error.strerror[0].lower() + error.strerror[1:]
+        where = error.filename2 if error.filename is None else error.filename
+        return problem if where is None else f"{where}: {problem}"
+    return str(error) if isinstance(error, VocoderError) else first_line(error)
+
+
 def _module(name: str):
     return importlib.import_module(f"vocoder.cli.{COMMANDS[name]}")
 
@@ -91,15 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     verbose = getattr(args, "verbose", False) or args.verbose_anywhere
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MessageFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     try:
         return int(_module(args.command).run(args) or 0)
-    except VocoderError as e:
+    except (VocoderError, OSError) as e:
         if verbose:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

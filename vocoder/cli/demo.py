@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from vocoder import pretrained
 from vocoder.errors import VocoderError
+from vocoder.inference.compile import resolve_device
 
 HELP = "start the Gradio web demo"
 
@@ -72,22 +71,32 @@ def run(args: argparse.Namespace) -> int:
             raise VocoderError(f"{name} must be positive, got {value:g}")
     if args.concurrency < 1:
         raise VocoderError(f"--concurrency must be at least 1, got {args.concurrency}")
-    for model in args.model or ():
-        if not Path(model).exists():
-            pretrained.get_model(model)  # an unknown name fails now, not on the first request
+    resolve_device(args.device)  # a bad --device fails now, not on every request
     settings = DemoSettings(
         models=tuple(args.model or ()),
         device=args.device,
         max_upload_mb=args.max_upload_mb,
         max_seconds=args.max_seconds,
     )
-    if not VocoderDemo(settings).model_choices():
+    demo = VocoderDemo(settings)
+    if not demo.model_choices():
         raise VocoderError(
             "no models to serve: the registry lists none on this machine; pass --model with "
             "an exported .safetensors file"
         )
+    # The models named on the command line load now: a missing or unreadable one stops
+    # the demo here with one line, instead of failing each visitor's request.
+    for model in settings.models:
+        demo.cache.get(model)
     # Gradio checks its own server over HTTP at startup; those requests are not news to people.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     print(f"Serving the demo on http://{args.host}:{args.port} (Ctrl+C stops it)")
-    launch(settings, host=args.host, port=args.port, concurrency=args.concurrency, quiet=True)
+    launch(
+        settings,
+        host=args.host,
+        port=args.port,
+        concurrency=args.concurrency,
+        quiet=True,
+        demo=demo,
+    )
     return 0

@@ -11,12 +11,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vocoder.checkpoint import list_checkpoints, load_averaged_model, load_model
+from vocoder.cli.outputs import output_folders
 from vocoder.config import to_dict
 from vocoder.data.filelist import read_filelist
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
+from vocoder.inference.compile import resolve_device
 from vocoder.inference.engine import Synthesizer
-from vocoder.train.distributed import resolve_device
+from vocoder.pretrained import list_models, resolve_model_path
 
 HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
 
@@ -46,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         type=Path,
         metavar="PATH",
-        help="a .pt checkpoint, a run folder (its latest) or an exported .safetensors",
+        help="a .pt checkpoint, a run folder (its latest), an exported .safetensors or a "
+        "pretrained model's name (see 'vocoder models')",
     )
     parser.add_argument(
         "--filelist",
@@ -123,15 +126,27 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--average must be positive, got {args.average}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.out is not None and args.out.is_dir():
+        raise InputError(args.out, "is a folder; --out takes the report's file (REPORT.json)")
     if args.out is not None and not args.force:
         for p in (args.out, args.out.with_suffix(".csv")):
             if p.exists():
                 raise InputError(p, "already exists; refusing to overwrite it (use --force)")
+    if args.mel_dir is not None and not args.mel_dir.is_dir():
+        raise InputError(args.mel_dir, "no such folder (--mel-dir)")
     device = resolve_device(args.device)
-    model, info = _load(args, device)
     files = read_filelist(args.filelist)
+    if not files:
+        raise InputError(args.filelist, "the filelist names no files")
     if args.max_files is not None:
         files = files[: args.max_files]
+    folders = [p for p in (args.out.parent if args.out else None, args.audio_dir) if p]
+    with output_folders(folders):  # an unwritable report fails now, not after the work
+        return _evaluate(args, device, files)
+
+
+def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
+    model, info = _load(args, device)
     log.info(
         "evaluating %s (%s, step %s, %s weights) on %d file(s) of %s",
         info.source,
@@ -191,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace, device):
     if args.average == 1:
-        return load_model(args.checkpoint, device=device, weights=args.weights)
+        return load_model(_pretrained_or_path(args.checkpoint), device=device, weights=args.weights)
     checkpoints = list_checkpoints(
         args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     )
@@ -205,6 +220,17 @@ def _load(args: argparse.Namespace, device):
         )
     weights = "model" if args.weights == "auto" else args.weights
     return load_averaged_model(checkpoints[-args.average :], device=device, weights=weights)
+
+
+def _pretrained_or_path(path: Path) -> Path:
+    """A pretrained model's files for its name; any other path as it is."""
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return path
+    try:
+        names = {entry.name for entry in list_models()}
+    except VocoderError:  # no registry on this machine
+        return path
+    return resolve_model_path(str(path)) if str(path) in names else path
 
 
 def format_table(report: EvalReport) -> str:

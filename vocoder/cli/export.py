@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from vocoder.checkpoint import load_model
+from vocoder.cli.outputs import output_folders
 from vocoder.inference.engine import export_inference_model
 
 HELP = "write a model's inference form (safetensors + JSON)"
@@ -21,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         required=True,
         metavar="STEM",
-        help="output path without extension: writes STEM.safetensors and STEM.json",
+        help="output path without extension: writes STEM.safetensors and STEM.json (a "
+        "folder, or a path ending in /, gets MODEL's name: DIR/NAME.safetensors)",
     )
     parser.add_argument(
         "--precision",
@@ -32,10 +36,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
 
 
+def output_stem(model: str, out: str) -> Path:
+    """`out`, or inside the folder `out` (or `out` ending in a slash) the model's name."""
+    if not (Path(out).is_dir() or out.endswith(("/", os.sep))):
+        return Path(out)
+    source = Path(model)
+    name = source.stem if source.is_file() else source.name if source.is_dir() else model
+    return Path(out) / name
+
+
 def run(args: argparse.Namespace) -> int:
-    weights, meta = export_inference_model(
-        args.model, args.out, precision=args.precision, overwrite=args.force
-    )
+    stem = output_stem(args.model, args.out)
+    with output_folders([stem.parent]):
+        weights, meta = export_inference_model(
+            args.model, stem, precision=args.precision, overwrite=args.force
+        )
     model, info = load_model(weights)  # proves the export loads back
     count = sum(p.numel() for p in model.parameters())
     print(

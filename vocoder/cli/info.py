@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         metavar="MODEL",
         help="a model preset (listed below), a pretrained model's name (see 'vocoder models'), "
-        "a YAML/JSON config, a .pt checkpoint or a .safetensors file with its .json beside it",
+        "a YAML/JSON config (a model config, or an experiment config such as a recipe's), a .pt "
+        "checkpoint or a .safetensors file with its .json beside it",
     )
 
 

@@ -72,6 +72,18 @@ def _print_table(rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def summary_lines(summary: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) for each figure of a (nested) summary: `griffin_lim.stoi`, not a
+    printed dict."""
+    lines = []
+    for key, value in summary.items():
+        if isinstance(value, dict) and value:
+            lines += summary_lines(value, f"{prefix}{key}.")
+        else:
+            lines.append((f"{prefix}{key}", str(value)))
+    return lines
+
+
 def _print_details(entry: ModelEntry, cache_dir: str | None) -> None:
     lines = [
         ("name", entry.name + ("  (default)" if entry.default else "")),
@@ -85,7 +97,7 @@ def _print_details(entry: ModelEntry, cache_dir: str | None) -> None:
         ("card", str(registry_path().parent / entry.card) if entry.card else "-"),
     ]
     lines += [(f"file {f.name}", f"{f.size:,} bytes, sha256 {f.sha256}") for f in entry.files]
-    lines += [(f"test {key}", str(value)) for key, value in entry.summary.items()]
+    lines += [(f"test {key}", value) for key, value in summary_lines(entry.summary)]
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         print(f"{label:<{width}}  {value}")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vocoder.data.prepare import PrepareSummary, prepare_dataset
+from vocoder.cli.outputs import output_folders
+from vocoder.data.prepare import INCOMPLETE, PrepareSummary, prepare_dataset
 from vocoder.errors import ConfigError
 from vocoder.features import PRESETS, MelConfig
 
@@ -140,8 +141,28 @@ def run(args: argparse.Namespace) -> int:
             bars.append(tqdm(total=total, unit="file", desc="prepare", file=sys.stderr))
         bars[0].update(done - bars[0].n)
 
+    new_folder = not args.out.exists()
     try:
-        summary = prepare_dataset(
+        with output_folders([args.out]):
+            summary = _prepare(args, mel_config, progress, new_folder)
+    except BaseException:
+        if bars:
+            bars[0].leave = False  # erase the bar: the error line stands alone
+            bars[0].close()
+        raise
+    if bars:
+        bars[0].close()
+    print(format_summary(summary))
+    return 0
+
+
+def _prepare(
+    args: argparse.Namespace, mel_config: MelConfig, progress, new_folder: bool
+) -> PrepareSummary:
+    """`prepare_dataset`; a folder made for it that fails before its first file holds only
+    the unfinished-run marker, which goes (and the empty folder with it)."""
+    try:
+        return prepare_dataset(
             args.data_dir,
             args.out,
             layout=args.layout,
@@ -159,14 +180,10 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     except BaseException:
-        if bars:
-            bars[0].leave = False  # erase the bar: the error line stands alone
-            bars[0].close()
+        if new_folder and args.out.is_dir():
+            if [p.name for p in args.out.iterdir()] == [INCOMPLETE]:
+                (args.out / INCOMPLETE).unlink()
         raise
-    if bars:
-        bars[0].close()
-    print(format_summary(summary))
-    return 0
 
 
 def format_summary(summary: PrepareSummary) -> str:

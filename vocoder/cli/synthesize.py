@@ -1,9 +1,11 @@
 """`vocoder synthesize`: mel files, or audio (copy-synthesis), to waveforms.
 
-Every input is read and checked before anything is synthesized, so a bad file stops the
-run with one line naming it and nothing written. Outputs go to DIR/<stem>.wav (files found
-in a folder keep their path below that folder, files named by a relative path in a `.txt`
-file list keep that path), written atomically, never over an existing file unless --force.
+Every input is read and checked, and every output folder made and checked, before
+anything is synthesized, so a bad file or an unwritable folder stops the run with one line
+naming it and nothing written (folders made for the run are removed again). Outputs go to
+DIR/<stem>.wav (files found in a folder keep their path below that folder, files named by
+a relative path in a `.txt` file list keep that path), written atomically, never over an
+existing file unless --force.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+from vocoder.cli.outputs import output_folders
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
 from vocoder.melio import MEL_FORMATS, load_mel, load_stats
@@ -76,9 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
-        help="utterances synthesized together (default 8)",
+        help="utterances synthesized together (default 8 on a GPU, 1 on a CPU, where "
+        "batching does not pay)",
     )
     parser.add_argument(
         "--sigma",
@@ -128,7 +132,7 @@ def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
             jobs.extend(_read_file_list(path, out_dir))
         else:
             place = Path() if path.is_dir() else Path(path.stem)
-            jobs.extend(_jobs_for(path, out_dir / place, str(path)))
+            jobs.extend(_jobs_for(path, out_dir / place, str(path), out_dir))
     sources = {job.source.resolve() for job in jobs}
     seen: dict[Path, Path] = {}
     unique: list[Job] = []
@@ -145,10 +149,11 @@ def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
     return unique
 
 
-def _jobs_for(path: Path, place: Path, origin: str) -> list[Job]:
+def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
     """The jobs of one file (its audio goes to `place` + ".wav") or folder (its files keep
-    their path below it in `place`); `origin` names the input in errors (the path, or a
-    file list and line)."""
+    their path below it in `place`; hidden files, and the output folder `out_dir` when it
+    lies inside, are skipped); `origin` names the input in errors (the path, or a file list
+    and line)."""
     known = MEL_EXTENSIONS + AUDIO_EXTENSIONS
     where = "" if origin == str(path) else f"{path}: "
     if path.is_dir():
@@ -156,6 +161,10 @@ def _jobs_for(path: Path, place: Path, origin: str) -> list[Job]:
         found = [
             p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)
         ]
+        outputs = out_dir.resolve()
+        if outputs != path.resolve() and outputs.is_relative_to(path.resolve()):
+            # earlier outputs are not inputs (a rerun with --force replaces them)
+            found = [p for p in found if not p.resolve().is_relative_to(outputs)]
         if not found:
             raise InputError(
                 origin, f"{where}no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it"
@@ -205,14 +214,14 @@ def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
             place = given if below else Path()
         else:
             place = given.with_suffix("") if below else Path(given.stem)
-        jobs.extend(_jobs_for(path, out_dir / place, origin))
+        jobs.extend(_jobs_for(path, out_dir / place, origin, out_dir))
     if not jobs:
         raise InputError(listing, "the file list names no files")
     return jobs
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not args.sigma >= 0:
         raise ConfigError(f"--sigma must be >= 0, got {args.sigma}")
@@ -245,11 +254,20 @@ def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) 
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
     jobs = collect_inputs(args.inputs, args.out)
+    blocked = [job for job in jobs if job.output.is_dir()]
+    if blocked:
+        job = blocked[0]
+        raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
     if not args.force:
         existing = [job.output for job in jobs if job.output.exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise InputError(existing[0], f"already exists{more}; pass --force to overwrite")
+    with output_folders(job.output.parent for job in jobs):
+        return _synthesize(jobs, args)
+
+
+def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
     synth = Synthesizer.load(args.model, device=args.device, precision=args.precision)
     _read_inputs(jobs, synth, args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -260,12 +278,13 @@ def run(args: argparse.Namespace) -> int:
         f"model {synth.name} ({synth.parameter_count / 1e6:.2f} M parameters) on "
         f"{synth.device.type}, {synth.precision}; {len(jobs)} file(s); seed {seed}"
     )
+    batch_size = args.batch_size or (8 if synth.device.type == "cuda" else 1)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].mel.shape[-1])
     total_audio = total_time = 0.0
     bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
     with bar:
-        for start in range(0, len(order), args.batch_size):
-            batch = order[start : start + args.batch_size]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
             began = time.perf_counter()
             audio = synth.synthesize_batch(
                 [jobs[i].mel for i in batch],
@@ -277,12 +296,12 @@ def run(args: argparse.Namespace) -> int:
                 warn=False,  # warned while reading
             )
             elapsed = time.perf_counter() - began
-            batch_samples = sum(a.shape[-1] for a in audio)
+            batch_samples = sum(jobs[i].samples for i in batch)
             for i, a in zip(batch, audio, strict=True):
                 job = jobs[i]
                 save_audio(job.output, a[: job.samples], synth.sample_rate, overwrite=args.force)
                 seconds = job.samples / synth.sample_rate
-                share = max(elapsed * a.shape[-1] / batch_samples, 1e-9)
+                share = max(elapsed * job.samples / batch_samples, 1e-9)
                 bar.write(
                     f"{job.output}  {seconds:.2f} s in {share:.2f} s "
                     f"({seconds / share:.1f}x real time)",

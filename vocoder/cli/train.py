@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vocoder.checkpoint import latest_checkpoint, load_checkpoint
+from vocoder.cli.outputs import output_folders
 from vocoder.config import load_mapping
 from vocoder.errors import ConfigError, InputError
 from vocoder.train.config import (
@@ -50,8 +53,9 @@ Overrides are key.path=value pairs (values parsed as YAML), e.g. train.lr=2.0e-4
 model.channels=64 data.batch_size=16. When resuming, the run folder's config.yaml is the
 config; --config may be given too, and must agree with it apart from overrides and
 bookkeeping (max_steps, log/valid/checkpoint intervals, keep_last, device, num_workers).
-Write numbers in exponent form with a dot (2.0e-4): YAML reads 2e-4 as a string.
-Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint.
+Numbers may be written 2e-4 too: YAML reads that as a string, and number fields convert it.
+Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint; the exit status
+is then 130 (143 for SIGTERM), so a script does not go on as if training had finished.
 """
 
 
@@ -114,18 +118,22 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, run_dir, resume, overrides)
     rank = int(os.environ.get("RANK", "0"))
     show_bar = rank == 0 and sys.stderr.isatty()
-    if not show_bar:
-        result = train(config, run_dir, resume=resume, force=args.force)
-    else:
-        bar = ProgressBar()
-        try:
-            with logging_redirect_tqdm():
-                result = train(config, run_dir, resume=resume, force=args.force, progress=bar)
-        finally:
-            bar.close()
+    # rank 0 makes the run folder (and removes it again, empty, when the run fails to start)
+    with output_folders([run_dir]) if rank == 0 else contextlib.nullcontext():
+        if not show_bar:
+            result = train(config, run_dir, resume=resume, force=args.force)
+        else:
+            bar = ProgressBar()
+            try:
+                with logging_redirect_tqdm():
+                    result = train(config, run_dir, resume=resume, force=args.force, progress=bar)
+            finally:
+                bar.close()
     if rank == 0:
         state = "stopped" if result.stopped_early else "finished"
         print(f"{state} at step {result.step}; checkpoint: {result.checkpoint}")
+    if result.stopped_early:  # the shell's code for death by that signal: scripts stop too
+        return 128 + (result.stop_signal or signal.SIGTERM)
     return 0
 
 

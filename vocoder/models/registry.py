@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vocoder.config import from_dict, load_mapping
+from vocoder.config import from_dict, load_mapping, to_dict
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.models.base import FlowVocoder
 from vocoder.models.config import ModelConfig
@@ -57,13 +57,24 @@ def load_model_preset(name: str) -> ModelConfig:
     return _model_section(load_mapping(path), path)
 
 
+def model_config_from_section(section: dict[str, Any]) -> ModelConfig:
+    """`{preset: NAME, field: value...}` (the preset, fields overridden) or plain fields."""
+    section = dict(section)
+    name = section.pop("preset", None)
+    if name is not None:
+        if not isinstance(name, str):
+            raise ConfigError(f"model.preset: expected a preset name, got {name!r}")
+        section = {**to_dict(load_model_preset(name)), **section}
+    return model_config_from_dict(section)
+
+
 def _model_section(data: dict[str, Any], source: str | Path) -> ModelConfig:
     """The `model:` section of a full config, or the whole mapping if it is a model config."""
     section = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise InputError(source, "no 'model' mapping in it")
     try:
-        return model_config_from_dict(section)
+        return model_config_from_section(section)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -109,6 +120,7 @@ def resolve_model_config(path_or_name: str | Path) -> ModelConfig:
 __all__ = [
     "build_model",
     "model_config_from_dict",
+    "model_config_from_section",
     "list_model_presets",
     "load_model_preset",
     "resolve_model_config",

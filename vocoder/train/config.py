@@ -26,7 +26,7 @@ from vocoder.config import apply_overrides, from_dict, load_mapping, to_dict
 from vocoder.errors import ConfigError
 from vocoder.features import PRESETS, MelConfig
 from vocoder.models.config import ModelConfig
-from vocoder.models.registry import load_model_preset, model_config_from_dict
+from vocoder.models.registry import model_config_from_section
 
 SECTIONS = ("features", "model", "data", "train")
 
@@ -222,13 +222,7 @@ def _features(data: dict[str, Any] | None) -> MelConfig:
 
 def _model(data: dict[str, Any] | None) -> ModelConfig:
     """`{preset: NAME, field: value...}` or plain ModelConfig fields."""
-    section = _section({"model": data}, "model")
-    name = section.pop("preset", None)
-    if name is not None:
-        if not isinstance(name, str):
-            raise ConfigError(f"model.preset: expected a preset name, got {name!r}")
-        section = {**to_dict(load_model_preset(name)), **section}
-    return model_config_from_dict(section)
+    return model_config_from_section(_section({"model": data}, "model"))
 
 
 __all__ = [

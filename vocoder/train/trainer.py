@@ -83,6 +83,7 @@ class TrainResult:
     checkpoint: Path | None
     skipped_steps: int
     stopped_early: bool  # by SIGINT/SIGTERM
+    stop_signal: int | None = None  # the signal this process got, if it got one
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -163,13 +164,13 @@ def train(
         if dist.is_main:
             _write_config(run_dir, config)  # once everything above has been checked
             log.info(
-                "training %s (%s parameters) on %s x %d, %d steps from step %d; run folder %s",
+                "training %s (%s parameters) on %s x %d, from step %d to %d; run folder %s",
                 config.model.family,
                 f"{model.parameter_count():,}",
                 device,
                 dist.world_size,
-                tc.max_steps,
                 step,
+                tc.max_steps,
                 run_dir,
             )
 
@@ -278,7 +279,9 @@ def train(
                 Path(f"{os.environ[DIGEST_ENV]}.rank{dist.rank}").write_text(digest + "\n")
         if skipped and dist.is_main:
             log.warning("%d of %d steps were skipped (non-finite)", skipped, step - start_step)
-        return TrainResult(run_dir, step, saved, skipped, stopped_early=stop.agreed)
+        return TrainResult(
+            run_dir, step, saved, skipped, stopped_early=stop.agreed, stop_signal=stop.signal
+        )
     finally:
         if train_log is not None:
             train_log.close()
@@ -640,11 +643,13 @@ class StopRequest:
     def __init__(self):
         self.requested = False
         self.agreed = False
+        self.signal: int | None = None
 
     def _handler(self, signum, frame) -> None:
         if self.requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = signum
         log.warning("stop requested: finishing this step and saving a checkpoint")
 
     @contextlib.contextmanager
