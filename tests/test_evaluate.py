@@ -254,6 +254,7 @@ def test_cli_evaluate_and_average(ljspeech_mini, tmp_path, capsys):
     assert "test LL" in printed and "over 1 file(s)" in printed
     data = json.loads(out.read_text())
     assert data["info"]["averaged"] == ["step-00000001.pt", "step-00000002.pt"]
+    assert data["info"]["batch_size"] == 1  # on a CPU: one clip per pass (see the README)
     assert math.isfinite(data["summary"]["ll"])
     assert main([*args, "--no-synthesis", "--out", str(out)]) == 2  # no silent overwrite
     assert "refusing to overwrite" in capsys.readouterr().err

@@ -76,9 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
-        help="utterances scored for LL in one padded pass (default 8; exact: padding is masked)",
+        help="utterances scored for LL in one padded pass (default 8 on a GPU, 1 on a CPU, "
+        "where batching does not pay; exact: padding is masked)",
     )
     parser.add_argument(
         "--max-files", type=int, metavar="N", help="score the first N files only (default: all)"
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-files must be positive, got {args.max_files}")
     if args.average < 1:
         raise ConfigError(f"--average must be positive, got {args.average}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.out is not None and args.out.is_dir():
         raise InputError(args.out, "is a folder; --out takes the report's file (REPORT.json)")
@@ -193,7 +194,7 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
             },
             on_file=on_file,
             synthesize=synthesize,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or (8 if device.type == "cuda" else 1),
         )
     finally:
         bar.close()
