@@ -481,3 +481,31 @@ def test_the_console_script_is_the_dispatcher():
 
     (script,) = entry_points(group="console_scripts", name="vocoder")
     assert script.value == "vocoder.cli:main" and script.load() is main
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+def test_freed_memory_stays_with_the_process_after_keep_freed_memory():
+    probe = """
+import sys, torch
+from vocoder.cli.allocator import keep_freed_memory
+tuned = sys.argv[1] == "1" and keep_freed_memory()
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+x = torch.ones(64 * 2**20)  # 256 MB, touched
+before = rss_mb()
+del x
+print(tuned, before - rss_mb())
+"""
+    freed = {}
+    for tuned in ("0", "1"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        done = subprocess.run(
+            [sys.executable, "-c", probe, tuned], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        applied, released = done.stdout.split()
+        assert applied == str(tuned == "1")
+        freed[tuned] = float(released)
+    assert freed["0"] > 200  # glibc unmaps a big block on free...
+    assert freed["1"] < 50  # ...unless told to keep it for the next tensor
