@@ -26,9 +26,11 @@ import torch
 from vocoder import __version__
 from vocoder.checkpoint import export_model
 from vocoder.cli import COMMAND_HELP, COMMANDS, build_parser, main
+from vocoder.cli.models import summary_lines
 from vocoder.errors import InputError
 from vocoder.features import MelConfig
 from vocoder.models import ModelConfig, build_model
+from vocoder.pretrained import default_model_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -335,8 +337,6 @@ def test_verbose_adds_the_traceback(case, flag, position, tiny_model, tmp_path, 
 
 
 def test_info_takes_a_pretrained_name_and_lists_every_kind_on_a_bad_one(capsys):
-    from vocoder.pretrained import default_model_name
-
     name = default_model_name()
     assert main(["info", name]) == 0
     assert "parameters (inference)" in capsys.readouterr().out
@@ -390,9 +390,6 @@ def test_other_exits_of_a_command(monkeypatch, capsys):
 
 
 def test_models_details_print_nested_figures_one_per_line(capsys):
-    from vocoder.cli.models import summary_lines
-    from vocoder.pretrained import default_model_name
-
     summary = {"ll": 4.79, "griffin_lim": {"stoi": 0.97, "pesq_wb": 3.3}, "split": "test"}
     assert summary_lines(summary) == [
         ("ll", "4.79"),
@@ -431,8 +428,6 @@ def test_evaluate_refuses_a_bad_device_in_one_line(tiny_model, tmp_path, capsys)
 
 
 def test_evaluate_takes_a_pretrained_name(tmp_path, capsys):
-    from vocoder.pretrained import default_model_name
-
     filelist = tmp_path / "test.txt"
     filelist.write_text(f"{REPO / 'app' / 'examples' / 'LJ050-0030.wav'}\n")
     argv = ["evaluate", "--checkpoint", default_model_name(), "--filelist", str(filelist)]
