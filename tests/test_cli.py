@@ -13,6 +13,7 @@ import configparser
 import importlib
 import logging
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -478,7 +479,7 @@ def test_the_console_script_is_the_dispatcher():
     assert script.value == "vocoder.cli:main" and script.load() is main
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_memory_stays_with_the_process_after_keep_freed_memory():
     probe = """
 import sys, torch

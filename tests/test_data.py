@@ -14,7 +14,7 @@ from vocoder.data.ljspeech import ljspeech_split_ids, ljspeech_splits, read_meta
 from vocoder.data.segments import SegmentDataset, UtteranceDataset
 from vocoder.data.splits import read_id_list
 from vocoder.errors import ConfigError, InputError
-from vocoder.features import MelConfig, mel_spectrogram
+from vocoder.features import MelConfig, MelSpectrogram, mel_spectrogram
 from vocoder.melio import save_mel
 
 CLIPS = ["LJ001-0002", "LJ001-0008", "LJ001-0025"]  # 1.9 s, 2.2 s, 8.7 s
@@ -216,6 +216,7 @@ def test_utterance_dataset_cuts_audio_to_what_an_uncentered_mel_covers(ljspeech_
     audio, mel, _ = UtteranceDataset([path], config)[0]
     assert audio.numel() == mel.shape[1] * config.hop_length == full // 256 * 256 < full
     assert mel.shape[1] == config.num_frames(audio.numel()) == config.num_frames(full)
+    assert torch.equal(mel, MelSpectrogram(config)(load_audio(path)))  # the whole clip's mel
     centered, _, _ = UtteranceDataset([path], MelConfig())[0]
     assert centered.numel() == full
 

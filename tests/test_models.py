@@ -257,6 +257,19 @@ def test_padded_batch_log_prob_equals_each_utterance_alone(variant, monkeypatch)
         assert (unmasked - alone)[1:].abs().min().item() > 1e-3
 
 
+def test_padded_batch_log_prob_ignores_non_finite_padding():
+    model = make_model("waveflow")
+    g = torch.Generator().manual_seed(3)
+    audio = 0.5 * torch.randn(2, 160, generator=g)
+    mel = torch.randn(2, model.config.n_mels, 10, generator=g)
+    audio[1, 64:] = float("inf")  # what lies past an utterance's end is never read
+    with torch.no_grad():
+        batched = model.log_prob(audio, mel, torch.tensor([160, 64]), torch.tensor([10, 4]))
+        alone = model.log_prob(audio[1:, :64], mel[1:, :, :4])
+    assert torch.isfinite(batched).all()
+    assert (batched[1] - alone[0]).abs().item() < 2e-6
+
+
 def test_infer_shape_sigma_and_generator():
     model = make_model("nanoflow")
     _, mel = inputs(model, 48, batch=2)

@@ -4,7 +4,7 @@ Each command module in this package defines `HELP` (one line), `add_arguments(pa
 and `run(args) -> int`. Errors derived from `VocoderError`, and the operating system's
 refusals (`OSError`: a folder that cannot be created, a full disk), print as one line on
 stderr naming the file and exit with code 2; `--verbose` shows the traceback as well.
-Warnings print as `warning: ...`. glibc is told to keep freed memory (see `allocator`).
+Warnings print as `warning: ...`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import sys
 import traceback
 
 from vocoder import __version__
-from vocoder.cli.allocator import keep_freed_memory
 from vocoder.errors import VocoderError, first_line
 
 # command name -> module under vocoder.cli; modules are imported only when needed
@@ -116,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MessageFormatter())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    keep_freed_memory()
     try:
         return int(_module(args.command).run(args) or 0)
     except (VocoderError, OSError) as e:

@@ -5,7 +5,8 @@ fresh mmap and unmaps it on free, so the next one page-faults its way in again: 
 `vocoder evaluate --no-synthesis` of 8 LJ Speech clips spent 24 of its 33 s in the kernel.
 With mmap off and a high trim threshold it took 17 s, and `vocoder synthesize` of the 16
 LJ test clips went from 3.4x to 4.0x real time (training: unchanged). The price: the
-process keeps its peak memory until it exits. Setting MALLOC_MMAP_MAX_ or
+process keeps its peak memory until it exits, so only the batch commands (`synthesize`,
+`evaluate`) ask for it, not the long-running demo server. Setting MALLOC_MMAP_MAX_ or
 MALLOC_TRIM_THRESHOLD_ in the environment leaves glibc as configured there.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -22,7 +24,7 @@ MAX_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes a C int
 
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc as the module docstring says; False where it does not apply."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     if "MALLOC_MMAP_MAX_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vocoder.checkpoint import list_checkpoints, load_averaged_model, load_model
+from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.config import to_dict
 from vocoder.data.filelist import read_filelist
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if args.mel_dir is not None and not args.mel_dir.is_dir():
         raise InputError(args.mel_dir, "no such folder (--mel-dir)")
     device = resolve_device(args.device)
+    keep_freed_memory()
     files = read_filelist(args.filelist)
     if not files:
         raise InputError(args.filelist, "the filelist names no files")

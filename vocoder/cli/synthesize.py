@@ -11,6 +11,7 @@ existing file unless --force.
 from __future__ import annotations
 
 import argparse
+import logging
 import secrets
 import sys
 import time
@@ -21,10 +22,13 @@ import torch
 from tqdm import tqdm
 
 from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
 from vocoder.melio import MEL_FORMATS, load_mel, load_stats
+
+log = logging.getLogger(__name__)
 
 HELP = "turn mel files or audio (copy-synthesis) into waveforms"
 
@@ -40,7 +44,7 @@ class Job:
     output: Path
     is_audio: bool
     mel: torch.Tensor | None = None  # [n_mels, F], once read
-    samples: int = 0  # output length (copy-synthesis: the input's length)
+    samples: int = 0  # output length (copy-synthesis: the input's, as far as its mel covers)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +168,12 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
         outputs = out_dir.resolve()
         if outputs != path.resolve() and outputs.is_relative_to(path.resolve()):
             # earlier outputs are not inputs (a rerun with --force replaces them)
-            found = [p for p in found if not p.resolve().is_relative_to(outputs)]
+            kept = [p for p in found if not p.resolve().is_relative_to(outputs)]
+            if len(kept) < len(found):
+                log.info(
+                    "%s: left out %d file(s) in the output folder", path, len(found) - len(kept)
+                )
+            found = kept
         if not found:
             raise InputError(
                 origin, f"{where}no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it"
@@ -244,7 +253,7 @@ def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) 
         if job.is_audio:
             audio = load_audio(job.source, synth.sample_rate)
             job.mel = synth.mel_from_audio(audio, source=str(job.source))
-            job.samples = audio.shape[-1]
+            job.samples = min(audio.shape[-1], job.mel.shape[-1] * synth.hop_length)
         else:
             mel = load_mel(job.source, synth.n_mels, args.mel_format, stats)
             job.mel = synth.validate_mel(mel, source=str(job.source))[0]
@@ -253,6 +262,7 @@ def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) 
 
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
+    keep_freed_memory()
     jobs = collect_inputs(args.inputs, args.out)
     blocked = [job for job in jobs if job.output.is_dir()]
     if blocked:

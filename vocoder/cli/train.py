@@ -53,7 +53,7 @@ Overrides are key.path=value pairs (values parsed as YAML), e.g. train.lr=2.0e-4
 model.channels=64 data.batch_size=16. When resuming, the run folder's config.yaml is the
 config; --config may be given too, and must agree with it apart from overrides and
 bookkeeping (max_steps, log/valid/checkpoint intervals, keep_last, device, num_workers).
-Numbers may be written 2e-4 too: YAML reads that as a string, and number fields convert it.
+Floats may be written 2e-4 too: YAML reads that as a string, and float fields convert it.
 Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint; the exit status
 is then 130 (143 for SIGTERM), so a script does not go on as if training had finished.
 """

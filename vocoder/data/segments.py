@@ -144,15 +144,14 @@ class UtteranceDataset(Dataset):
         path = self.files[index]
         audio = load_audio(path, sample_rate=self.mel_config.sample_rate)
         frames = self.mel_config.num_frames(audio.numel())
-        # uncentered mels (hifigan) have no frame of their own for the last < hop samples
-        audio = audio[: frames * self.mel_config.hop_length]
         if self.mel_dir is None:
             with torch.no_grad():
-                mel = self._mel(audio)
+                mel = self._mel(audio)  # of the whole recording, as `prepare` makes it
         else:
             mel_path = self.mel_dir / f"{path.stem}.npy"
             mel = load_mel(mel_path, n_mels=self.mel_config.n_mels)
             if mel.shape[1] < frames:
                 raise InputError(mel_path, f"has {mel.shape[1]} frames, {path.name} needs {frames}")
             mel = mel[:, :frames]
-        return audio, mel, path.stem
+        # uncentered mels (hifigan) have no frame of their own for the last < hop samples
+        return audio[: frames * self.mel_config.hop_length], mel, path.stem

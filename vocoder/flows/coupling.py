@@ -108,7 +108,7 @@ class RowAutoregressiveCoupling(Transform):
         params = context(shift_down(x).unsqueeze(1))
         y, logdet = self.elementwise(x, params)
         if mask is not None:
-            logdet = logdet * mask[:, None, :]
+            logdet = torch.where(mask[:, None, :] > 0, logdet, 0.0)
         return y, sum_except_batch(logdet)
 
     def inverse(self, y: Tensor, context: Conditioner | None = None) -> tuple[Tensor, Tensor]:

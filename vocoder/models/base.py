@@ -204,7 +204,8 @@ class FlowVocoder(nn.Module):
         mask = (columns < kept_t[:, None] // h).to(audio.dtype)  # [B, W]
         z, logdet = self._forward_flows(audio, cond, mask)
         # column j holds samples j*h .. j*h + h - 1 (the squeeze is column-major)
-        log_pz = -0.5 * ((z.square() + LOG_2PI) * mask.repeat_interleave(h, dim=1)).sum(dim=1)
+        keep = mask.repeat_interleave(h, dim=1) > 0
+        log_pz = -0.5 * torch.where(keep, z.square() + LOG_2PI, 0.0).sum(dim=1)
         return (log_pz + logdet) / kept_t.to(logdet.dtype)
 
     def inverse(self, z: Tensor, mel: Tensor) -> Tensor:

@@ -130,8 +130,8 @@ class GatedLayer2D(nn.Module):
 
         `mask` `[B, 1, 1, W]`: zero the padding columns of `h` first (see the module docstring).
         """
-        if mask is not None:
-            h = h * mask
+        if mask is not None:  # where, not *: inf * 0 in the padding would be NaN
+            h = torch.where(mask > 0, h, 0.0)
         a = self.dilated_conv(F.pad(h, self.padding)) + cond_proj
         return gated_residual_skip(h, a, self.res_skip_conv, self.has_residual, bias, gate)
 

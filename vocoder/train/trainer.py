@@ -191,7 +191,7 @@ def train(
                     pin_memory=device.type == "cuda",
                     drop_last=True,
                     generator=torch.Generator().manual_seed(tc.seed + epoch),
-                    worker_init_fn=ignore_stop_signals,
+                    worker_init_fn=leave_stop_signals_to_the_trainer,
                 )
                 for audio, mel in loader:
                     audio = audio.to(device, non_blocking=True)
@@ -280,7 +280,12 @@ def train(
         if skipped and dist.is_main:
             log.warning("%d of %d steps were skipped (non-finite)", skipped, step - start_step)
         return TrainResult(
-            run_dir, step, saved, skipped, stopped_early=stop.agreed, stop_signal=stop.signal
+            run_dir,
+            step,
+            saved,
+            skipped,
+            stopped_early=stop.agreed and step < tc.max_steps,
+            stop_signal=stop.signal,
         )
     finally:
         if train_log is not None:
@@ -627,14 +632,14 @@ def _init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> N
     log.info("initialised from %s (%s weights, step %s)", path, info.weights, info.step)
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the trainer.
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A DataLoader worker moves to a process group of its own.
 
     Ctrl-C, `timeout` and cluster schedulers signal the whole process group; a worker killed
-    by it would make the loader fail the step before the trainer could checkpoint.
+    by it would make the loader fail the step before the trainer could checkpoint. The
+    loader can still stop its workers itself, and they exit when the trainer dies.
     """
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
+    os.setpgrp()
 
 
 class StopRequest:
