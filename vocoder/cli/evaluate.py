@@ -15,11 +15,10 @@ from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.config import to_dict
 from vocoder.data.filelist import read_filelist
-from vocoder.errors import ConfigError, InputError, VocoderError
+from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
 from vocoder.inference.compile import resolve_device
-from vocoder.inference.engine import Synthesizer
-from vocoder.pretrained import list_models, resolve_model_path
+from vocoder.inference.engine import Synthesizer, resolve_model_source
 
 HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
 
@@ -209,7 +208,9 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
 
 def _load(args: argparse.Namespace, device):
     if args.average == 1:
-        return load_model(_pretrained_or_path(args.checkpoint), device=device, weights=args.weights)
+        return load_model(
+            resolve_model_source(args.checkpoint), device=device, weights=args.weights
+        )
     checkpoints = list_checkpoints(
         args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     )
@@ -223,17 +224,6 @@ def _load(args: argparse.Namespace, device):
         )
     weights = "model" if args.weights == "auto" else args.weights
     return load_averaged_model(checkpoints[-args.average :], device=device, weights=weights)
-
-
-def _pretrained_or_path(path: Path) -> Path:
-    """A pretrained model's files for its name; any other path as it is."""
-    if path.exists() or path.suffix or len(path.parts) != 1:
-        return path
-    try:
-        names = {entry.name for entry in list_models()}
-    except VocoderError:  # no registry on this machine
-        return path
-    return resolve_model_path(str(path)) if str(path) in names else path
 
 
 def format_table(report: EvalReport) -> str:
