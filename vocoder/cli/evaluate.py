@@ -18,7 +18,7 @@ from vocoder.data.filelist import read_filelist
 from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
 from vocoder.inference.compile import resolve_device
-from vocoder.inference.engine import Synthesizer, resolve_model_source
+from vocoder.inference.engine import Synthesizer, default_batch_size, resolve_model_source
 
 HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
 
@@ -195,7 +195,7 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
             },
             on_file=on_file,
             synthesize=synthesize,
-            batch_size=args.batch_size or (8 if device.type == "cuda" else 1),
+            batch_size=args.batch_size or default_batch_size(device),
         )
     finally:
         bar.close()

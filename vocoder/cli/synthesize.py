@@ -25,7 +25,7 @@ from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.errors import ConfigError, InputError, first_line
-from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
+from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer, default_batch_size
 from vocoder.melio import MEL_FORMATS, load_mel, load_stats
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
         f"model {synth.name} ({synth.parameter_count / 1e6:.2f} M parameters) on "
         f"{synth.device.type}, {synth.precision}; {len(jobs)} file(s); seed {seed}"
     )
-    batch_size = args.batch_size or (8 if synth.device.type == "cuda" else 1)
+    batch_size = args.batch_size or default_batch_size(synth.device)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].mel.shape[-1])
     total_audio = total_time = 0.0
     bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
