@@ -5,52 +5,52 @@
         --synthesize-log exp/pretrained/eval/synthesize.log \
         --other-dtype fp16 exp/pretrained/eval/fp16-*.json --out recipes/pretrained/figures.json
 
-Means are over all test clips of the reports together (each clip counts once; NaN scores,
-e.g. PESQ on a clip it cannot score, are left out), with each report's own means under
-"per_split". The real-time factor is the one `vocoder synthesize` printed. With
---other-dtype, the test LL of the weights stored in that other precision is recorded too.
+Means are over all test clips of the reports together (`EvalReport.summary` of their
+files pooled: each clip counts once, NaN scores such as PESQ on a clip it cannot score are
+left out), with each report's own means under "per_split". The real-time factor is the
+one `vocoder synthesize` printed. With --other-dtype, the test LL of the weights stored in
+that other precision is recorded too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from pathlib import Path
+
+from vocoder.evaluate import EvalReport, FileScores
 
 METRICS = {"stoi": "stoi", "pesq_wb": "pesq_wb", "log_mel_l1": "log_mel_l1", "mcd": "mcd_db"}
 
 
-def _mean(values: list[float]) -> float:
-    kept = [v for v in values if v is not None and math.isfinite(v)]
-    return round(sum(kept) / len(kept), 4) if kept else math.nan
+def _pooled(reports: list[dict]) -> dict:
+    """`EvalReport.summary()` over the files of all `reports` together."""
+    files = [FileScores(**f) for report in reports for f in report["files"]]
+    return EvalReport(files, info={}).summary()
 
 
 def _split(path: Path) -> str:
     return next(s for s in ("ljspeech-mini", "male-reader") if s in path.stem)
 
 
+def _rounded(summary: dict, system: str) -> dict:
+    return {key: round(summary[system][metric], 4) for key, metric in METRICS.items()}
+
+
 def figures(reports: dict[str, dict], synthesize_log: str | None) -> dict:
-    files = [f for report in reports.values() for f in report["files"]]
+    pooled = _pooled(list(reports.values()))
     splits = [f"{name} test ({len(r['files'])} clips)" for name, r in reports.items()]
     out: dict = {
         "split": " + ".join(splits),
         "sigma": next(iter(reports.values()))["info"]["sigma"],
-        "ll": _mean([f["ll"] for f in files]),
-    }
-    for key, metric in METRICS.items():
-        out[key] = _mean([f["systems"]["model"][metric] for f in files])
-    out["griffin_lim"] = {
-        key: _mean([f["systems"]["griffin_lim"][metric] for f in files])
-        for key, metric in METRICS.items()
-    }
-    out["per_split"] = {
-        name: {
-            "ll": round(r["summary"]["ll"], 4),
-            **{k: round(r["summary"]["model"][m], 4) for k, m in METRICS.items()},
-        }
-        for name, r in reports.items()
+        "ll": round(pooled["ll"], 4),
+        **_rounded(pooled, "model"),
+        "griffin_lim": _rounded(pooled, "griffin_lim"),
+        "per_split": {
+            name: {"ll": round(r["summary"]["ll"], 4), **_rounded(r["summary"], "model")}
+            for name, r in reports.items()
+        },
     }
     if synthesize_log:
         found = re.findall(r"of audio in ([\d.]+) s \(([\d.]+)x real time\)", synthesize_log)
@@ -73,8 +73,8 @@ def main() -> None:
     result = figures(reports, log)
     if args.other_dtype:
         dtype, *paths = args.other_dtype
-        files = [f for p in paths for f in json.loads(Path(p).read_text())["files"]]
-        result["ll_other_dtype"] = {"dtype": dtype, "ll": _mean([f["ll"] for f in files])}
+        other = _pooled([json.loads(Path(p).read_text()) for p in paths])
+        result["ll_other_dtype"] = {"dtype": dtype, "ll": round(other["ll"], 4)}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
