@@ -23,9 +23,8 @@
 #
 #   mkdir -p .devdata && cp -r ../shared/data/ljspeech-mini .devdata/
 #
-# .devdata/ljspeech-mini must hold wavs/, metadata.csv, train.txt and test.txt (and
-# mels_tacotron2/, for the CUDA mel test: the script links it as ../shared/data/ljspeech-mini,
-# where the tests look, when the device copy of the repo has no ../shared beside it).
+# .devdata/ljspeech-mini must hold wavs/, metadata.csv, train.txt and test.txt. The CUDA
+# tests read only the clips shipped in tests/data.
 #
 # The device image has torch, torchaudio, scipy, numba, safetensors, tensorboard, yaml and
 # tqdm, but not soundfile or librosa: carry them as wheels in the git-ignored .whl/ (the
@@ -99,12 +98,6 @@ step() {
   echo "gpu_check: no ljspeech-mini copy at $DATA_SRC (see the header for the layout)" >&2
   exit 2
 }
-# tests/conftest.py finds the recordings in ../shared/data beside the repo
-if [[ ! -e ../shared/data/ljspeech-mini ]]; then
-  mkdir -p ../shared/data && ln -s "$(cd "$DATA_SRC" && pwd)" ../shared/data/ljspeech-mini ||
-    echo "gpu_check: could not link ../shared/data/ljspeech-mini; the CUDA mel test will fail" >&2
-fi
-
 if [[ $SMOKE == 1 ]]; then
   device=cpu
   infer_args=(--device cpu --methods incremental --models waveflow-h16-r64 --repeats 1

@@ -95,6 +95,8 @@ def random_model(name: str) -> torch.nn.Module:
         indication = getattr(model, "flow_indication", None)
         if indication is not None and indication.log_gates is not None:
             indication.log_gates.normal_(0.0, 0.05)
+        if indication is not None and indication.residual_gates is not None:
+            indication.residual_gates.normal_(1.0, 0.05)
     return model.to_inference_form()
 
 

@@ -78,8 +78,8 @@ def short_mel(tmp_path_factory) -> Path:
     return path
 
 
-def test_examples_are_short_test_split_clips(ljspeech_mini):
-    test_ids = set((ljspeech_mini / "test.txt").read_text().split())
+def test_examples_are_short_test_split_clips(ljspeech_clips):
+    test_ids = set((ljspeech_clips / "test.txt").read_text().split())
     files = example_files()
     clips = [p for p in files if p.suffix == ".wav"]
     assert len(clips) == 3 and len(files) == 4
@@ -325,7 +325,7 @@ def test_demo_checks_its_models_and_device_before_serving(
     missing = tmp_path / "missing.safetensors"
     # each one line naming the problem, and no server that fails every visitor's request
     for argv, message in [
-        (["--model", str(broken)], f"error: {broken}: not a readable checkpoint"),
+        (["--model", str(broken)], f"error: {broken}: not a PyTorch checkpoint"),
         (["--model", str(missing)], f"error: {missing}: no such file\n"),
         (["--model", tiny_models[0], "--device", "bogus"], "error: unknown device 'bogus'"),
     ]:

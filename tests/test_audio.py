@@ -15,12 +15,12 @@ import torchaudio
 from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
 from vocoder.errors import InputError
 
-CLIP = "LJ001-0002"  # 1.9 s, the shortest ljspeech-mini clip
+CLIP = "LJ001-0002"  # 1.9 s
 
 
 @pytest.fixture(scope="module")
-def clip_path(ljspeech_mini):
-    return ljspeech_mini / "wavs" / f"{CLIP}.wav"
+def clip_path(ljspeech_clips):
+    return ljspeech_clips / "wavs" / f"{CLIP}.wav"
 
 
 def test_load_matches_int16_over_32768_exactly(clip_path):
@@ -32,8 +32,8 @@ def test_load_matches_int16_over_32768_exactly(clip_path):
     assert audio.abs().max() <= 1.0
 
 
-def test_load_flac(male_reader):
-    path = male_reader / "wavs" / "LJ001-0002.flac"
+def test_load_flac(male_reader_clips):
+    path = male_reader_clips / "wavs" / "LJ001-0002.flac"
     reference, _ = sf.read(path, dtype="int16")
     assert torch.equal(load_audio(path), torch.from_numpy(reference / 32768.0).float())
 

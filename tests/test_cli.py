@@ -42,8 +42,9 @@ KEY_OPTIONS = {
     "evaluate": ["--checkpoint", "--filelist", "--out", "--average", "--no-synthesis"],
     "synthesize": ["INPUT", "--out", "--model", "--sigma", "--seed", "--denoise", "--force"],
     "export": ["MODEL", "--out", "--precision", "--force"],
+    "import": ["SRC", "--out", "--config", "--n-height", "--force"],
     "info": ["MODEL"],
-    "models": ["NAME", "--cache-dir"],
+    "models": ["NAME", "--cache-dir", "--download"],
     "demo": ["--host", "--port", "--model", "--device", "--max-upload-mb"],
 }
 

@@ -17,12 +17,12 @@ from vocoder.errors import ConfigError, InputError
 from vocoder.features import MelConfig, MelSpectrogram, mel_spectrogram
 from vocoder.melio import save_mel
 
-CLIPS = ["LJ001-0002", "LJ001-0008", "LJ001-0025"]  # 1.9 s, 2.2 s, 8.7 s
+CLIPS = ["LJ001-0002", "LJ001-0008", "LJ001-0026"]  # 1.9 s, 1.8 s, 6.1 s
 
 
 @pytest.fixture(scope="module")
-def clips(ljspeech_mini) -> list[Path]:
-    return [ljspeech_mini / "wavs" / f"{c}.wav" for c in CLIPS]
+def clips(ljspeech_clips) -> list[Path]:
+    return [ljspeech_clips / "wavs" / f"{c}.wav" for c in CLIPS]
 
 
 # -- filelists -------------------------------------------------------------------------
@@ -34,10 +34,28 @@ def test_filelist_round_trip(tmp_path, clips):
     inside.write_bytes(clips[0].read_bytes())
     write_filelist(tmp_path / "list.txt", [inside, clips[1]])
     lines = (tmp_path / "list.txt").read_text().splitlines()
-    assert lines == ["audio/a.wav", str(clips[1].resolve())]
-    assert read_filelist(tmp_path / "list.txt") == [inside, clips[1].resolve()]
+    assert lines == ["audio/a.wav", str(clips[1])]
+    assert read_filelist(tmp_path / "list.txt") == [inside, clips[1]]
     with pytest.raises(InputError, match="already exists"):
         write_filelist(tmp_path / "list.txt", [])
+
+
+def test_filelist_keeps_symlinked_paths_as_given(tmp_path, clips):
+    """Paths are made absolute, not resolved: a symlinked data folder stays in the list."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.wav").write_bytes(clips[0].read_bytes())
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    (tmp_path / "lists").mkdir()
+    listed = write_filelist(tmp_path / "lists" / "list.txt", [link / "a.wav"])
+    assert listed.read_text() == f"{link / 'a.wav'}\n"
+    assert read_filelist(listed) == [link / "a.wav"]
+    # A file inside the list's folder is written relative, whichever route names either.
+    for folder, file in ((link, real / "a.wav"), (real, link / "a.wav")):
+        write_filelist(folder / "list.txt", [file], overwrite=True)
+        assert (real / "list.txt").read_text() == "a.wav\n"
+        assert read_filelist(folder / "list.txt") == [folder / "a.wav"]
 
 
 def test_filelist_comments_and_missing_entries(tmp_path, clips):
@@ -54,16 +72,18 @@ def test_filelist_comments_and_missing_entries(tmp_path, clips):
 # -- LJ Speech ---------------------------------------------------------------------------
 
 
-def test_ljspeech_listed_split_on_real_metadata(ljspeech_mini):
-    parts = ljspeech_splits(ljspeech_mini, "listed")
-    train_ids = read_id_list(ljspeech_mini / "train.txt")
-    test_ids = read_id_list(ljspeech_mini / "test.txt")
-    assert (len(train_ids), len(test_ids)) == (42, 16)
-    assert len(parts["train"]) + len(parts["valid"]) == 42 and len(parts["valid"]) >= 1
+@pytest.mark.parametrize("corpus", ["ljspeech_clips", "ljspeech_mini"])
+def test_ljspeech_listed_split_on_real_metadata(corpus, request):
+    root = request.getfixturevalue(corpus)
+    parts = ljspeech_splits(root, "listed")
+    train_ids = read_id_list(root / "train.txt")
+    test_ids = read_id_list(root / "test.txt")
+    assert sorted(train_ids + test_ids) == sorted(read_metadata(root))  # each id in one list
+    assert len(parts["train"]) + len(parts["valid"]) == len(train_ids) and parts["valid"]
     assert {p.stem for p in parts["train"] + parts["valid"]} == set(train_ids)
     assert [p.stem for p in parts["test"]] == test_ids
     assert all(p.is_file() for part in parts.values() for p in part)
-    assert ljspeech_splits(ljspeech_mini, "listed") == parts  # deterministic
+    assert ljspeech_splits(root, "listed") == parts  # deterministic
 
 
 def test_ljspeech_id_list_splits_keep_published_roles(ljspeech_mini, shared_data):
@@ -104,19 +124,22 @@ def test_nanoflow_and_espnet_splits_on_full_size_metadata(full_metadata):
     assert paths["test"][0] == full_metadata / "wavs" / f"{ids[12850]}.wav"
 
 
-def test_espnet_split_needs_the_full_corpus(ljspeech_mini):
+def test_espnet_split_needs_the_full_corpus(ljspeech_clips):
     with pytest.raises(InputError, match="last 500"):
-        ljspeech_split_ids(ljspeech_mini, "espnet")
+        ljspeech_split_ids(ljspeech_clips, "espnet")
 
 
 # -- folders ---------------------------------------------------------------------------
 
 
-def test_folder_listed_split_on_male_reader(male_reader):
-    parts = folder_splits(male_reader, "listed")
-    assert len(parts["test"]) == 20
-    assert len(parts["train"]) + len(parts["valid"]) == 344
-    assert {p.stem for p in parts["test"]} == set(read_id_list(male_reader / "test.txt"))
+@pytest.mark.parametrize("corpus", ["male_reader_clips", "male_reader"])
+def test_folder_listed_split_on_male_reader(corpus, request):
+    root = request.getfixturevalue(corpus)
+    parts = folder_splits(root, "listed")
+    train_ids, test_ids = read_id_list(root / "train.txt"), read_id_list(root / "test.txt")
+    assert len(train_ids) + len(test_ids) == len(scan_audio(root))
+    assert len(parts["train"]) + len(parts["valid"]) == len(train_ids) and parts["valid"]
+    assert {p.stem for p in parts["test"]} == set(test_ids)
     assert not {p.stem for p in parts["test"]} & {p.stem for p in parts["train"]}
 
 
@@ -197,21 +220,21 @@ def test_segments_from_mel_dir(tmp_path, clips):
         SegmentDataset(clips, config, segment_length=8192, mel_dir=tmp_path)[0]
 
 
-def test_utterance_dataset_matches_reference_mels(ljspeech_mini):
+def test_utterance_dataset_matches_reference_mels(ljspeech_clips):
     config = MelConfig()
-    path = ljspeech_mini / "wavs" / "LJ001-0026.wav"
+    path = ljspeech_clips / "wavs" / "LJ001-0026.wav"
     audio, mel, name = UtteranceDataset([path], config)[0]
     assert name == "LJ001-0026"
     assert mel.shape == (80, config.num_frames(audio.numel()))
-    ref_dir = ljspeech_mini / "mels_tacotron2"
+    ref_dir = ljspeech_clips / "mels_tacotron2"
     audio2, ref, _ = UtteranceDataset([path], config, mel_dir=ref_dir)[0]
     assert torch.equal(audio, audio2) and ref.shape == mel.shape
     assert (mel - ref).abs().max() < 5e-4
 
 
-def test_utterance_dataset_cuts_audio_to_what_an_uncentered_mel_covers(ljspeech_mini):
+def test_utterance_dataset_cuts_audio_to_what_an_uncentered_mel_covers(ljspeech_clips):
     config = MelConfig.preset("hifigan")
-    path = ljspeech_mini / "wavs" / "LJ001-0026.wav"
+    path = ljspeech_clips / "wavs" / "LJ001-0026.wav"
     full = load_audio(path).numel()
     audio, mel, _ = UtteranceDataset([path], config)[0]
     assert audio.numel() == mel.shape[1] * config.hop_length == full // 256 * 256 < full

@@ -18,10 +18,10 @@ from vocoder.train.trainer import DIGEST_ENV
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_two_process_gloo_run_keeps_replicas_identical(tmp_path, ljspeech_mini):
-    ids = (ljspeech_mini / "train.txt").read_text().split()[:4]  # train ids only
+def test_two_process_gloo_run_keeps_replicas_identical(tmp_path, ljspeech_clips):
+    ids = (ljspeech_clips / "train.txt").read_text().split()[:4]  # train ids only
     train_list = tmp_path / "train.txt"
-    train_list.write_text("".join(f"{ljspeech_mini / 'wavs' / i}.wav\n" for i in ids))
+    train_list.write_text("".join(f"{ljspeech_clips / 'wavs' / i}.wav\n" for i in ids))
     config = {
         "model": {"preset": "nanoflow-h16-r128", "n_flows": 2, "n_layers": 2, "n_group": 8,
                   "channels": 8, "embedding_dim": 8},

@@ -31,8 +31,8 @@ CLIP = "LJ050-0030"  # a 1.9 s test clip: evaluation may read test clips, traini
 
 
 @pytest.fixture(scope="module")
-def clip(ljspeech_mini):
-    audio = load_audio(ljspeech_mini / "wavs" / f"{CLIP}.wav", sample_rate=22050)
+def clip(ljspeech_clips):
+    audio = load_audio(ljspeech_clips / "wavs" / f"{CLIP}.wav", sample_rate=22050)
     mel = MelSpectrogram(MelConfig())(audio)
     return audio, mel
 
@@ -97,8 +97,8 @@ def tiny_model():
     return build_model(ModelConfig(n_flows=2, n_layers=2, n_group=8, channels=8))
 
 
-def test_evaluate_reports_ll_and_both_systems(ljspeech_mini, tmp_path):
-    files = [ljspeech_mini / "wavs" / f"{CLIP}.wav"]
+def test_evaluate_reports_ll_and_both_systems(ljspeech_clips, tmp_path):
+    files = [ljspeech_clips / "wavs" / f"{CLIP}.wav"]
     report = evaluate(tiny_model(), MelConfig(), files, sigma=0.8, audio_dir=tmp_path / "wav")
     summary = report.summary()
     # an untrained model is an identity flow: LL = mean log N(x; 0, 1), about -0.92
@@ -117,10 +117,10 @@ def test_evaluate_reports_ll_and_both_systems(ljspeech_mini, tmp_path):
     )
 
 
-def test_evaluate_uncentered_preset_scores_the_samples_the_mel_covers(ljspeech_mini):
+def test_evaluate_uncentered_preset_scores_the_samples_the_mel_covers(ljspeech_clips):
     # hifigan mels have len // hop frames: the last < hop samples have no frame of their own
     features = MelConfig.preset("hifigan")
-    files = [ljspeech_mini / "wavs" / f"{CLIP}.wav"]
+    files = [ljspeech_clips / "wavs" / f"{CLIP}.wav"]
     length = load_audio(files[0]).numel()
     covered = features.num_frames(length) * features.hop_length
     assert covered < length
@@ -143,7 +143,7 @@ def trained_like(family: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("family", ["waveflow", "nanoflow"])
-def test_batched_ll_equals_each_utterance_alone(ljspeech_mini, family, monkeypatch):
+def test_batched_ll_equals_each_utterance_alone(ljspeech_clips, family, monkeypatch):
     """Whole test clips of different lengths in one padded pass: the padding changes nothing.
 
     Unmasked (the model's `_forward_flows` without its column mask), the zero padding leaks
@@ -151,11 +151,11 @@ def test_batched_ll_equals_each_utterance_alone(ljspeech_mini, family, monkeypat
     clips' LL by about 1e-3; masked, it is float noise.
     """
     model = trained_like(family)
-    names = (ljspeech_mini / "test.txt").read_text().split()[:3]
+    names = (ljspeech_clips / "test.txt").read_text().split()[:3]
     to_mel = MelSpectrogram(MelConfig())
     # cut to unequal lengths that are not whole columns, so trimming is exercised too
     audios = [
-        load_audio(ljspeech_mini / "wavs" / f"{n}.wav")[: 8000 + 2301 * i + 3]
+        load_audio(ljspeech_clips / "wavs" / f"{n}.wav")[: 8000 + 2301 * i + 3]
         for i, n in enumerate(names)
     ]
     mels = [to_mel(a) for a in audios]
@@ -206,8 +206,8 @@ def test_batched_ll_scores_waveglow_one_utterance_at_a_time(monkeypatch):
     assert batched == pytest.approx(alone, abs=2e-6)
 
 
-def test_evaluate_batch_size_does_not_change_the_figures(ljspeech_mini):
-    files = [ljspeech_mini / "wavs" / f"{n}.wav" for n in ("LJ050-0030", "LJ001-0025")]
+def test_evaluate_batch_size_does_not_change_the_figures(ljspeech_clips):
+    files = [ljspeech_clips / "wavs" / f"{n}.wav" for n in ("LJ050-0030", "LJ001-0026")]
     one = evaluate(trained_like("waveflow"), MelConfig(), files, synthesis=False, batch_size=1)
     two = evaluate(trained_like("waveflow"), MelConfig(), files, synthesis=False, batch_size=2)
     assert [f.name for f in two.files] == [f.name for f in one.files]
@@ -234,7 +234,7 @@ def test_write_report_is_atomic_json_and_csv(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv", "report.json"]
 
 
-def test_cli_evaluate_and_average(ljspeech_mini, tmp_path, capsys):
+def test_cli_evaluate_and_average(ljspeech_clips, tmp_path, capsys):
     run = tmp_path / "run"
     for step, seed in ((1, 0), (2, 1)):
         torch.manual_seed(seed)
@@ -246,7 +246,7 @@ def test_cli_evaluate_and_average(ljspeech_mini, tmp_path, capsys):
         }
         save_checkpoint(checkpoint_path(run, step), state)
     filelist = tmp_path / "test.txt"
-    filelist.write_text(f"{ljspeech_mini / 'wavs' / CLIP}.wav\n")
+    filelist.write_text(f"{ljspeech_clips / 'wavs' / CLIP}.wav\n")
     out = tmp_path / "eval" / "report.json"
     args = ["evaluate", "--checkpoint", str(run), "--filelist", str(filelist), "--device", "cpu"]
     assert main([*args, "--no-synthesis", "--out", str(out), "--average", "2"]) == 0

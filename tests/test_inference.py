@@ -36,6 +36,12 @@ VARIANTS = {
     "nanoflow-naive": dict(TINY, family="nanoflow", sharing="naive"),
     "nanoflow-decomp": dict(TINY, family="nanoflow", sharing="decomp"),
     "nanoflow": dict(TINY, family="nanoflow", embedding_dim=16),
+    "nanoflow-appendix": dict(
+        TINY, family="nanoflow", embedding_dim=16, embedding_variant="appendix"
+    ),
+    "nanoflow-first-flow-permuted": dict(
+        TINY, family="nanoflow", embedding_dim=16, permute_first_flow=True
+    ),
     "nanoflow-rqs": dict(TINY, family="nanoflow", coupling="rqs", spline_bins=8, embedding_dim=16),
     "nanoflow-partial-concat": dict(
         TINY, family="nanoflow", shared_layers=1, concat_embedding=True, embedding_dim=16
@@ -43,14 +49,17 @@ VARIANTS = {
     "waveglow": dict(TINY_GLOW, family="waveglow"),
     "waveglow-rqs": dict(TINY_GLOW, family="waveglow", coupling="rqs", spline_bins=8),
     "nanoflow-glow": dict(TINY_GLOW, family="nanoflow-glow", embedding_dim=16),
+    "nanoflow-glow-appendix": dict(
+        TINY_GLOW, family="nanoflow-glow", embedding_dim=16, embedding_variant="appendix"
+    ),
 }
 ROW_VARIANTS = [v for v in VARIANTS if "glow" not in v]
 
 
-def tiny_model(variant: str, seed: int = 0):
+def tiny_model(variant: str, seed: int = 0, **changes):
     """A tiny training-form model with every zero-initialised part made non-trivial."""
     torch.manual_seed(seed)
-    model = build_model(ModelConfig(**VARIANTS[variant]))
+    model = build_model(ModelConfig(**{**VARIANTS[variant], **changes}))
     with torch.no_grad():
         for projection in model.projections:
             projection.weight.normal_(0.0, 0.1)
@@ -58,6 +67,8 @@ def tiny_model(variant: str, seed: int = 0):
         indication = getattr(model, "flow_indication", None)
         if indication is not None and indication.log_gates is not None:
             indication.log_gates.normal_(0.0, 0.2)
+        if indication is not None and indication.residual_gates is not None:
+            indication.residual_gates.normal_(1.0, 0.2)
     return model.eval()
 
 
@@ -125,8 +136,9 @@ def test_z_shorter_than_the_mel_is_allowed_like_the_model(synthesizers):
         synth.inverse(z[:-1], mel)
 
 
-def test_cached_biases_equal_the_uncached_embedding_path():
-    model = tiny_model("nanoflow-partial-concat")
+@pytest.mark.parametrize("variant", ["reference", "appendix"])
+def test_cached_biases_equal_the_uncached_embedding_path(variant):
+    model = tiny_model("nanoflow-partial-concat", embedding_variant=variant)
     rows = build_row_flows(model.to_inference_form(), torch.float64, torch.device("cpu"))
     indication = model.flow_indication  # training form: embedding table + projections
     C = model.config.channels
@@ -137,12 +149,17 @@ def test_cached_biases_equal_the_uncached_embedding_path():
             bias = indication.bias_projections[l](e)
             expected = layer.dilated_conv.bias + layer.cond_conv.bias + bias
             torch.testing.assert_close(step.conv_bias, expected.double(), atol=1e-6, rtol=0)
-            gate = torch.exp(indication.log_gates[k, l])
-            if step.res_weight is not None:
-                weight = layer.res_skip_conv.weight[:C, :, 0, 0] * gate[None, :]
-                torch.testing.assert_close(
-                    step.res_weight[:, :, 0], weight.double(), atol=1e-6, rtol=0
-                )
+            if step.res_weight is None:
+                continue
+            weight = layer.res_skip_conv.weight[:C, :, 0, 0]
+            res_bias = layer.res_skip_conv.bias[:C]
+            if variant == "appendix":  # exp(delta) on the hidden state: columns
+                weight = weight * torch.exp(indication.log_gates[k, l])[None, :]
+            else:  # a raw gate on the residual branch: rows, bias included
+                gate = indication.residual_gates[k, l]
+                weight, res_bias = weight * gate[:, None], res_bias * gate
+            torch.testing.assert_close(step.res_weight[:, :, 0], weight.double(), atol=1e-6, rtol=0)
+            torch.testing.assert_close(step.res_bias, res_bias.double(), atol=1e-6, rtol=0)
         front = model.net.front.bias + indication.front_projection(e)
         torch.testing.assert_close(flow.front_bias.flatten(), front.double(), atol=1e-6, rtol=0)
     # and the inference form's likelihood equals the training form's
@@ -258,8 +275,8 @@ def test_numpy_mels_and_range_warnings(synthesizers, caplog):
     assert any("tts/out.npy" in r.message and "db-normalized" in r.message for r in caplog.records)
 
 
-def test_mel_from_audio_matches_the_feature_extractor(ljspeech_mini):
-    wav = sorted((ljspeech_mini / "wavs").glob("*.wav"))[0]
+def test_mel_from_audio_matches_the_feature_extractor(ljspeech_clips):
+    wav = sorted((ljspeech_clips / "wavs").glob("*.wav"))[0]
     audio = load_audio(wav, 22050)[:22050]
     torch.manual_seed(0)
     model = build_model(ModelConfig(family="nanoflow", n_flows=2, n_layers=2, channels=8))

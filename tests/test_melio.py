@@ -24,8 +24,8 @@ LN10 = math.log(10)
 
 
 @pytest.fixture(scope="module")
-def ref_path(ljspeech_mini):
-    return ljspeech_mini / "mels_tacotron2" / "LJ001-0026.npy"
+def ref_path(ljspeech_clips):
+    return ljspeech_clips / "mels_tacotron2" / "LJ001-0026.npy"
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +147,11 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     assert load_mel(tmp_path / "bins.npy", n_mels=79).shape == (79, 525)
 
 
-def test_check_mel_range_quiet_on_real_mels(ljspeech_mini, male_reader, ref_mel):
+def test_check_mel_range_quiet_on_real_mels(ljspeech_clips, male_reader_clips, ref_mel):
     assert check_mel_range(ref_mel) is None
     for path in [
-        ljspeech_mini / "wavs" / "LJ001-0002.wav",
-        male_reader / "wavs" / "LJ001-0002.flac",
+        ljspeech_clips / "wavs" / "LJ001-0002.wav",
+        male_reader_clips / "wavs" / "LJ001-0002.flac",
     ]:
         assert check_mel_range(mel_spectrogram(load_audio(path))) is None, path
 

@@ -35,6 +35,12 @@ VARIANTS = {
     "nanoflow-naive": dict(TINY, family="nanoflow", sharing="naive"),
     "nanoflow-decomp": dict(TINY, family="nanoflow", sharing="decomp"),
     "nanoflow": dict(TINY, family="nanoflow", sharing="full", embedding_dim=16),
+    "nanoflow-appendix": dict(
+        TINY, family="nanoflow", embedding_dim=16, embedding_variant="appendix"
+    ),
+    "nanoflow-first-flow-permuted": dict(
+        TINY, family="nanoflow", embedding_dim=16, permute_first_flow=True
+    ),
     "nanoflow-rqs": dict(TINY, family="nanoflow", coupling="rqs", spline_bins=8, embedding_dim=16),
     "nanoflow-naive-rqs": dict(TINY, family="nanoflow", sharing="naive", coupling="rqs"),
     "nanoflow-partial-concat": dict(
@@ -57,6 +63,9 @@ VARIANTS = {
     "waveglow": dict(TINY_GLOW, family="waveglow"),
     "waveglow-rqs": dict(TINY_GLOW, family="waveglow", coupling="rqs", spline_bins=8),
     "nanoflow-glow": dict(TINY_GLOW, family="nanoflow-glow", embedding_dim=16),
+    "nanoflow-glow-appendix": dict(
+        TINY_GLOW, family="nanoflow-glow", embedding_dim=16, embedding_variant="appendix"
+    ),
     "nanoflow-glow-naive": dict(TINY_GLOW, family="nanoflow-glow", sharing="naive"),
     "nanoflow-glow-decomp": dict(TINY_GLOW, family="nanoflow-glow", sharing="decomp"),
     "nanoflow-glow-concat-rqs": dict(
@@ -83,6 +92,8 @@ def make_model(variant: str, seed: int = 0, dtype=torch.float32):
         indication = getattr(model, "flow_indication", None)
         if indication is not None and indication.log_gates is not None:
             indication.log_gates.normal_(0.0, 0.1)
+        if indication is not None and indication.residual_gates is not None:
+            indication.residual_gates.normal_(1.0, 0.1)
     return model
 
 
@@ -184,7 +195,8 @@ def test_untrained_nanoflow_is_decomp_plus_cached_per_flow_biases():
     assert isinstance(cached, CachedFlowIndication)
     n_flows, n_layers, channels = 3, 2, 8
     assert cached.bias.shape == (n_flows, n_layers, 2 * channels)
-    assert torch.equal(cached.gate, torch.ones(n_flows, n_layers, channels))
+    gate = cached.residual_gate  # the reference variant's gate: ones at init
+    assert cached.gate is None and torch.equal(gate, torch.ones(n_flows, n_layers, channels))
     assert not torch.allclose(cached.bias[0], cached.bias[1])
 
     decomp = build_model(ModelConfig(**dict(VARIANTS["nanoflow"], sharing="decomp")))
@@ -202,8 +214,8 @@ def test_untrained_nanoflow_is_decomp_plus_cached_per_flow_biases():
     assert (logdet_biased - logdet_full).abs().max().item() < 1e-5
 
 
-def test_log_prob_on_a_real_clip(ljspeech_mini):
-    wav = sorted((ljspeech_mini / "wavs").glob("*.wav"))[0]
+def test_log_prob_on_a_real_clip(ljspeech_clips):
+    wav = sorted((ljspeech_clips / "wavs").glob("*.wav"))[0]
     audio, rate = sf.read(wav, dtype="float32", frames=5003)
     assert rate == 22050
     audio = torch.from_numpy(audio).unsqueeze(0)

@@ -39,18 +39,18 @@ def make_ljspeech(root: Path, source: Path, extra_train: tuple[str, ...] = ()) -
 
 
 @pytest.fixture
-def dataset(tmp_path, ljspeech_mini) -> Path:
-    return make_ljspeech(tmp_path / "data", ljspeech_mini)
+def dataset(tmp_path, ljspeech_clips) -> Path:
+    return make_ljspeech(tmp_path / "data", ljspeech_clips)
 
 
 @pytest.fixture
-def broken_dataset(tmp_path, ljspeech_mini) -> Path:
-    root = make_ljspeech(tmp_path / "data", ljspeech_mini, extra_train=("x",))
+def broken_dataset(tmp_path, ljspeech_clips) -> Path:
+    root = make_ljspeech(tmp_path / "data", ljspeech_clips, extra_train=("x",))
     (root / "wavs" / "x.wav").write_text("this is a text file, not audio\n")
     return root
 
 
-def test_prepare_end_to_end(dataset, tmp_path, ljspeech_mini):
+def test_prepare_end_to_end(dataset, tmp_path, ljspeech_clips):
     out = tmp_path / "out"
     calls = []
     summary = prepare_dataset(
@@ -69,7 +69,7 @@ def test_prepare_end_to_end(dataset, tmp_path, ljspeech_mini):
     for path in listed:
         cached = load_mel(out / "mels" / f"{path.stem}.npy")
         assert torch.equal(cached, mel_spectrogram(load_audio(path)))
-    reference = load_mel(ljspeech_mini / "mels_tacotron2" / "LJ001-0026.npy")
+    reference = load_mel(ljspeech_clips / "mels_tacotron2" / "LJ001-0026.npy")
     assert (load_mel(out / "mels" / "LJ001-0026.npy") - reference).abs().max() < 5e-4
 
     manifest = json.loads((out / "manifest.json").read_text())
@@ -113,10 +113,10 @@ def test_bad_file_raises_then_skip_bad_lists_it(broken_dataset, tmp_path):
     assert json.loads((out / "manifest.json").read_text())["rejected"][0]["path"] == str(bad)
 
 
-def test_folder_checks_each_file(tmp_path, ljspeech_mini):
+def test_folder_checks_each_file(tmp_path, ljspeech_clips):
     voice = tmp_path / "voice"
     voice.mkdir()
-    clean = load_audio(ljspeech_mini / "wavs" / "LJ001-0008.wav")
+    clean = load_audio(ljspeech_clips / "wavs" / "LJ001-0008.wav")
     save_audio(voice / "good.wav", clean, 22050)
     stereo_8k = torch.stack([clean, 0.5 * clean])
     save_audio(voice / "stereo8k.flac", resample(stereo_8k, 22050, 8000), 8000)
@@ -157,8 +157,8 @@ def test_folder_checks_each_file(tmp_path, ljspeech_mini):
     assert load_audio(written).numel() == pytest.approx(clean.numel(), abs=4)
 
 
-def test_random_split_is_drawn_from_the_accepted_files(tmp_path, ljspeech_mini):
-    clips = sorted((ljspeech_mini / "wavs").glob("LJ001-000*.wav"))[:6]
+def test_random_split_is_drawn_from_the_accepted_files(tmp_path, ljspeech_clips):
+    clips = sorted((ljspeech_clips / "wavs").glob("*.wav"))[:6]
     clean, mixed = tmp_path / "clean", tmp_path / "mixed"
     for folder in (clean, mixed):
         folder.mkdir()

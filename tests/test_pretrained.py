@@ -241,14 +241,14 @@ STOI_MIN = 0.45
 LOG_MEL_L1_MAX = 1.3
 
 
-def _copy_synthesis_scores(synth, ljspeech_mini: Path) -> tuple[float, float]:
+def _copy_synthesis_scores(synth, ljspeech_clips: Path) -> tuple[float, float]:
     """Mean STOI and log-mel L1 of copy-synthesis of QUALITY_CLIPS against the recordings."""
     from vocoder import metrics
     from vocoder.audio import load_audio
 
     stois, l1s = [], []
     for clip in QUALITY_CLIPS:
-        audio = load_audio(ljspeech_mini / "wavs" / f"{clip}.wav", synth.sample_rate)
+        audio = load_audio(ljspeech_clips / "wavs" / f"{clip}.wav", synth.sample_rate)
         mel = synth.mel_from_audio(audio)
         fake = synth.synthesize(mel, sigma=0.8, seed=0)[: audio.numel()].clamp(-1, 1)
         stois.append(metrics.stoi(audio, fake, synth.sample_rate))
@@ -257,16 +257,16 @@ def _copy_synthesis_scores(synth, ljspeech_mini: Path) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("name", [e.name for e in SHIPPED])
-def test_each_shipped_model_copy_synthesizes_a_test_clip(name, ljspeech_mini):
+def test_each_shipped_model_copy_synthesizes_a_test_clip(name, ljspeech_clips):
     from vocoder.inference.engine import Synthesizer
 
     synth = Synthesizer.load(name, device="cpu")
-    stoi, l1 = _copy_synthesis_scores(synth, ljspeech_mini)
+    stoi, l1 = _copy_synthesis_scores(synth, ljspeech_clips)
     assert stoi >= STOI_MIN and l1 <= LOG_MEL_L1_MAX, f"{name}: STOI {stoi:.3f}, L1 {l1:.3f}"
 
 
 @pytest.mark.parametrize("name", [e.name for e in SHIPPED])
-def test_the_quality_check_fails_an_untrained_model(name, ljspeech_mini):
+def test_the_quality_check_fails_an_untrained_model(name, ljspeech_clips):
     import torch
 
     from vocoder.checkpoint import load_model
@@ -276,5 +276,5 @@ def test_the_quality_check_fails_an_untrained_model(name, ljspeech_mini):
     _, info = load_model(resolve_model_path(name))
     torch.manual_seed(0)
     synth = Synthesizer.from_model(build_model(info.model), info.features, device="cpu")
-    stoi, l1 = _copy_synthesis_scores(synth, ljspeech_mini)
+    stoi, l1 = _copy_synthesis_scores(synth, ljspeech_clips)
     assert stoi < STOI_MIN and l1 > LOG_MEL_L1_MAX, f"STOI {stoi:.3f}, L1 {l1:.3f}"

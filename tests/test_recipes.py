@@ -78,20 +78,20 @@ def test_ljspeech_stages_1_to_4_on_the_mini_set(ljspeech_mini, tmp_path):
     assert torch.isfinite(synthesized).all() and synthesized.abs().max() > 0
 
 
-def test_custom_voice_fine_tunes_on_tts_mels(male_reader, tmp_path):
+def test_custom_voice_fine_tunes_on_tts_mels(male_reader_clips, tmp_path):
     """Every stage on the male-reader recordings: stage 1 (one file at 44.1 kHz, resampled),
     stage 2 from a "pretrained" model on TTS mels, stage 3's two reports, stage 4."""
     recordings, mels = tmp_path / "recordings", tmp_path / "tts_mels"
     recordings.mkdir()
     mels.mkdir()
-    train_ids = (male_reader / "train.txt").read_text().split()[:5]
-    test_ids = (male_reader / "test.txt").read_text().split()[:1]
+    train_ids = (male_reader_clips / "train.txt").read_text().split()[:5]
+    test_ids = (male_reader_clips / "test.txt").read_text().split()[:1]
     (recordings / "train.txt").write_text("\n".join(train_ids) + "\n")
     (recordings / "test.txt").write_text("\n".join(test_ids) + "\n")
     for name in train_ids[1:] + test_ids:
-        (recordings / f"{name}.flac").symlink_to(male_reader / "wavs" / f"{name}.flac")
+        (recordings / f"{name}.flac").symlink_to(male_reader_clips / "wavs" / f"{name}.flac")
     # one recording at another rate: stage 1 must resample it to the conf's 22050 Hz
-    native = load_audio(male_reader / "wavs" / f"{train_ids[0]}.flac", sample_rate=44100)
+    native = load_audio(male_reader_clips / "wavs" / f"{train_ids[0]}.flac", sample_rate=44100)
     save_audio(recordings / f"{train_ids[0]}.wav", native, 44100)
     for name in train_ids + test_ids:
         # a stand-in for a TTS model's teacher-forced mels: the true mel, perturbed

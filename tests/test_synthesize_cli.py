@@ -22,7 +22,7 @@ from vocoder.inference.engine import Synthesizer
 from vocoder.models import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
-WAV = "LJ002-0020.wav"  # 33949 samples, the shortest clip
+WAV = "LJ002-0020.wav"  # 33949 samples, the shortest LJ Speech clip in tests/data
 MEL = "LJ001-0028.npy"  # [80, 511], a reference mel
 
 
@@ -60,11 +60,11 @@ def model_file(tmp_path_factory) -> Path:
     return folder / "tiny.safetensors"
 
 
-def test_synthesize_mels_and_audio_end_to_end(model_file, ljspeech_mini, tmp_path):
+def test_synthesize_mels_and_audio_end_to_end(model_file, ljspeech_clips, tmp_path):
     inputs = tmp_path / "in"
     (inputs / "sub").mkdir(parents=True)
-    shutil.copy(ljspeech_mini / "wavs" / WAV, inputs / "sub" / WAV)
-    mel_file = ljspeech_mini / "mels_tacotron2" / MEL
+    shutil.copy(ljspeech_clips / "wavs" / WAV, inputs / "sub" / WAV)
+    mel_file = ljspeech_clips / "mels_tacotron2" / MEL
     out = tmp_path / "out"
     result = vocoder(
         "synthesize", "--model", model_file, inputs, mel_file, "--out", out, "--seed", 1
@@ -98,13 +98,15 @@ def test_synthesize_mels_and_audio_end_to_end(model_file, ljspeech_mini, tmp_pat
 
 
 @pytest.mark.parametrize("broken", ["nan.npy", "corrupt.wav"])
-def test_a_broken_input_stops_everything_with_one_line(broken, model_file, ljspeech_mini, tmp_path):
+def test_a_broken_input_stops_everything_with_one_line(
+    broken, model_file, ljspeech_clips, tmp_path
+):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    shutil.copy(ljspeech_mini / "mels_tacotron2" / MEL, inputs / "a-good.npy")
+    shutil.copy(ljspeech_clips / "mels_tacotron2" / MEL, inputs / "a-good.npy")
     bad = inputs / broken
     if broken == "nan.npy":
-        mel = np.load(ljspeech_mini / "mels_tacotron2" / MEL)[:, :50]
+        mel = np.load(ljspeech_clips / "mels_tacotron2" / MEL)[:, :50]
         mel[3, 7] = np.nan
         np.save(bad, mel)
     else:
@@ -118,8 +120,8 @@ def test_a_broken_input_stops_everything_with_one_line(broken, model_file, ljspe
     assert not out.exists() or not any(out.rglob("*"))  # nothing written, not even the good one
 
 
-def test_a_file_list_names_inputs_relative_to_its_folder(model_file, ljspeech_mini, tmp_path):
-    mel = np.load(ljspeech_mini / "mels_tacotron2" / MEL)[:, :20]
+def test_a_file_list_names_inputs_relative_to_its_folder(model_file, ljspeech_clips, tmp_path):
+    mel = np.load(ljspeech_clips / "mels_tacotron2" / MEL)[:, :20]
     lists = tmp_path / "lists"
     (lists / "sub").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()

@@ -25,10 +25,10 @@ from vocoder.train.trainer import EMA, LogLikelihood, _init_weights, train_step
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_filelists(folder: Path, ljspeech_mini: Path, n_train: int = 6, n_valid: int = 1):
-    """train.txt / valid.txt from the mini set's TRAIN ids only (never its test ids)."""
-    ids = (ljspeech_mini / "train.txt").read_text().split()
-    wavs = ljspeech_mini / "wavs"
+def write_filelists(folder: Path, corpus: Path, n_train: int = 6, n_valid: int = 1):
+    """train.txt / valid.txt from the corpus's TRAIN ids only (never its test ids)."""
+    ids = (corpus / "train.txt").read_text().split()
+    wavs = corpus / "wavs"
     folder.mkdir(parents=True, exist_ok=True)
     parts = {"train": ids[:n_train], "valid": ids[n_train : n_train + n_valid]}
     for part, names in parts.items():
@@ -36,8 +36,8 @@ def write_filelists(folder: Path, ljspeech_mini: Path, n_train: int = 6, n_valid
     return folder
 
 
-def tiny_config(tmp_path: Path, ljspeech_mini: Path, **train) -> Path:
-    data = write_filelists(tmp_path / "data", ljspeech_mini)
+def tiny_config(tmp_path: Path, corpus: Path, **train) -> Path:
+    data = write_filelists(tmp_path / "data", corpus)
     config = {
         "features": {"preset": "tacotron2"},
         "model": {
@@ -76,10 +76,10 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, ljspeech_mini):
+def reference(tmp_path_factory, ljspeech_clips):
     """An uninterrupted 8-step run (3 batches per epoch: it crosses two epoch boundaries)."""
     tmp = tmp_path_factory.mktemp("reference")
-    conf = tiny_config(tmp, ljspeech_mini)
+    conf = tiny_config(tmp, ljspeech_clips)
     run = tmp / "run"
     assert main(["train", "--config", str(conf), "--out", str(run)]) == 0
     return conf, run
@@ -146,9 +146,9 @@ def test_reference_run_logs_and_checkpoints(reference):
     assert any("mel_synthesized" in t for t in tags["images"])
 
 
-def test_data_option_sets_the_prepared_folder(reference, tmp_path, ljspeech_mini, monkeypatch):
+def test_data_option_sets_the_prepared_folder(reference, tmp_path, ljspeech_clips, monkeypatch):
     conf, _ = reference
-    data = write_filelists(tmp_path / "yes", ljspeech_mini)  # a name YAML would read as true
+    data = write_filelists(tmp_path / "yes", ljspeech_clips)  # a name YAML would read as true
     monkeypatch.chdir(tmp_path)
     args = ["train", "--config", str(conf), "--out", "run", "--max-steps", "1"]
     assert main([*args, "data.prepared=/nowhere", "--data", "yes"]) == 0  # --data wins
@@ -167,13 +167,13 @@ def test_refuses_non_empty_run_dir(reference, tmp_path, capsys):
     assert not (run / "checkpoints").exists()
 
 
-def test_refuses_to_train_on_test_files(reference, tmp_path, capsys, ljspeech_mini):
+def test_refuses_to_train_on_test_files(reference, tmp_path, capsys, ljspeech_clips):
     conf, _ = reference
     test = tmp_path / "test.txt"
-    test.write_text(f"{ljspeech_mini / 'wavs' / 'LJ001-0001'}.wav\n")  # a training clip
+    test.write_text(f"{ljspeech_clips / 'wavs' / 'LJ001-0002'}.wav\n")  # a training clip
     args = ["train", "--config", str(conf), "--out", str(tmp_path / "run")]
     assert main([*args, f"data.test={test}"]) == 2
-    assert "1 training file(s) are in the test list: LJ001-0001" in capsys.readouterr().err
+    assert "1 training file(s) are in the test list: LJ001-0002" in capsys.readouterr().err
 
 
 def test_force_starts_over(reference, tmp_path):

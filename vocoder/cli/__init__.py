@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "synthesize": "synthesize",
     "export": "export",
+    "import": "import_",
     "info": "info",
     "models": "models",
     "demo": "demo",
@@ -36,8 +37,9 @@ COMMAND_HELP: dict[str, str] = {
     "evaluate": "test-set likelihood and copy-synthesis quality vs. Griffin-Lim",
     "synthesize": "turn mel files or audio (copy-synthesis) into waveforms",
     "export": "write a model's inference form (safetensors + JSON)",
+    "import": "convert a published WaveFlow, NanoFlow or WaveGlow checkpoint",
     "info": "size, receptive field, FLOPs of a preset, config or checkpoint",
-    "models": "list the pretrained models in the registry",
+    "models": "list the pretrained models and the published weights",
     "demo": "start the Gradio web demo",
 }
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from vocoder.errors import InputError
+from vocoder.importers import resolve_checkpoint
 from vocoder.models import build_model, list_model_presets, resolve_model_config
 from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 f"({', '.join(pretrained)})",
             )
         source = resolve_model_path(source)
-    config = resolve_model_config(source)
+    config = resolve_model_config(resolve_checkpoint(source))
     lines = describe(config)
     width = max(len(label) for label, _ in lines)
     for label, value in lines:

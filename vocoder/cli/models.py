@@ -1,19 +1,27 @@
-"""`vocoder models`: the pretrained models in the registry, and where each one is."""
+"""`vocoder models`: the pretrained models in the registry, and where each one is; then the
+weights published elsewhere, with the `vocoder import` line for each, and a download helper
+for those on a plain HTTPS host (`--download NAME`)."""
 
 from __future__ import annotations
 
 import argparse
+import urllib.parse
+from pathlib import Path
 
+from vocoder.errors import InputError
 from vocoder.pretrained import (
+    MANUAL_HOSTS,
     ModelEntry,
+    PublishedWeights,
     cache_root,
-    get_model,
+    download_published,
     list_models,
+    load_published,
     model_location,
     registry_path,
 )
 
-HELP = "list the pretrained models in the registry"
+HELP = "list the pretrained models and the published weights"
 
 # summary keys shown in the table's quality column, with their labels and formats
 QUALITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -29,13 +37,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "name",
         nargs="?",
         metavar="NAME",
-        help="show this model's details (files, checksums, card, test figures); default: list "
-        "them all",
+        help="show one model's details (files, checksums, card, test figures) or one published "
+        "entry's (URL, config, import line); default: list them all",
     )
     parser.add_argument(
         "--cache-dir",
         metavar="DIR",
         help="download cache to look in (default: $VOCODER_CACHE, else ~/.cache/vocoder)",
+    )
+    parser.add_argument(
+        "--download",
+        metavar="NAME",
+        help="download these published weights (plain HTTPS hosts only; Google Drive files "
+        "are downloaded by hand), then print the 'vocoder import' line to run",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="DIR",
+        help="with --download: the folder to save into (default: the current folder)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="with --download: replace an existing file"
     )
 
 
@@ -103,9 +125,111 @@ def _print_details(entry: ModelEntry, cache_dir: str | None) -> None:
         print(f"{label:<{width}}  {value}")
 
 
+# ---- published weights ----
+
+
+def _size(entry: PublishedWeights) -> str:
+    return f"{entry.size / 1e6:,.0f} MB" if entry.size else "?"
+
+
+def _how(entry: PublishedWeights) -> str:
+    if entry.download == "direct":
+        return "--download"
+    drive = urllib.parse.urlsplit(entry.urls[0]).hostname in MANUAL_HOSTS
+    return "by hand (Google Drive)" if drive else "by hand"
+
+
+def published_rows(entries: list[PublishedWeights]) -> list[list[str]]:
+    rows = [["name", "family", "source", "size", "test LL", "licence", "get it"]]
+    for e in entries:
+        ll = f"{e.ll:.4f}" if e.ll is not None else "-"
+        rows.append([e.name, e.family, e.source, _size(e), ll, e.licence, _how(e)])
+    return rows
+
+
+def _print_published(entries: list[PublishedWeights]) -> None:
+    print("\nPublished weights (download, then `vocoder import`):")
+    rows = published_rows(entries)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row, entry in zip(rows, [None, *entries], strict=True):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if entry is not None:
+            print(f"    {entry.import_command}")
+    print(
+        "\nsize: approximate, '?' unknown; test LL in nats per sample, as published. Details "
+        "(URL, config): vocoder models NAME; plain HTTPS hosts: vocoder models --download NAME"
+    )
+
+
+def _print_published_details(entry: PublishedWeights) -> None:
+    if entry.download == "direct":
+        check = "checked against the sha256" if entry.sha256 else "unverified: no published sha256"
+        download = f"vocoder models --download {entry.name} [--to DIR]  (plain HTTPS; {check})"
+    else:
+        download = (
+            f"{_how(entry)}, in a browser (vocoder models --download refuses it): save the file "
+            f"as {entry.file}"
+        )
+    lines = [
+        ("name", f"{entry.name}  (published elsewhere, not shipped)"),
+        ("description", entry.description),
+        ("family", entry.family),
+        ("source", entry.source),
+        ("licence", entry.licence),
+        ("data", entry.data or "-"),
+        ("page", entry.page),
+        *[("url", url) for url in entry.urls],
+        ("file", entry.file),
+        ("size", f"about {entry.size:,} bytes" if entry.size else "unknown"),
+        ("sha256", entry.sha256 or "unknown (not published: a download cannot be verified)"),
+        ("test LL", f"{entry.ll} nats/sample (as published)" if entry.ll is not None else "-"),
+        (
+            "parameters",
+            f"{entry.parameters_m} M (as published)" if entry.parameters_m is not None else "-",
+        ),
+        ("config", f"{entry.config}: {entry.config_source}" if entry.config else "- (none needed)"),
+        ("download", download),
+        ("import", entry.import_command),
+        ("notes", entry.notes or "-"),
+    ]
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        print(f"{label:<{width}}  {value}")
+
+
+def _find_published(name: str) -> PublishedWeights:
+    """The published entry `name`; else an `InputError` listing every known name."""
+    published = load_published()
+    entry = next((e for e in published if e.name == name), None)
+    if entry is None:
+        shipped = ", ".join(e.name for e in list_models()) or "none"
+        listed = ", ".join(e.name for e in published) or "none"
+        raise InputError(
+            name, f"not a pretrained model (known: {shipped}) nor published weights ({listed})"
+        )
+    return entry
+
+
+def _download(args: argparse.Namespace) -> int:
+    entry = _find_published(args.download)
+    path = download_published(entry, Path(args.to or "."), force=args.force)
+    check = "sha256 checked" if entry.sha256 else "unverified: the source publishes no sha256"
+    print(f"saved {path} ({path.stat().st_size:,} bytes; {check})")
+    print(f"next: {entry.import_line(path if args.to else None)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.download:
+        return _download(args)
+    if args.to or args.force:
+        raise InputError("--to" if args.to else "--force", "goes with --download NAME")
     if args.name:
-        _print_details(get_model(args.name), args.cache_dir)
+        entry = next((e for e in list_models() if e.name == args.name), None)
+        if entry is not None:
+            _print_details(entry, args.cache_dir)
+        else:
+            _print_published_details(_find_published(args.name))
         return 0
     entries = list_models()
     _print_table(table_rows(entries, args.cache_dir))
@@ -114,4 +238,7 @@ def run(args: argparse.Namespace) -> int:
         f"{cache_root(args.cache_dir)}; remote: downloaded on first use. "
         "Details: vocoder models NAME"
     )
+    published = load_published()
+    if published:
+        _print_published(published)
     return 0

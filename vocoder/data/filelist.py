@@ -1,7 +1,8 @@
 """Filelists: text files naming one audio file per line.
 
 Relative paths are resolved against the filelist's own folder, so a prepared data folder
-can be moved as a whole. Blank lines and lines starting with `#` are ignored.
+can be moved as a whole. Blank lines and lines starting with `#` are ignored. Paths are
+made absolute but symlinks are kept as named (a file's stem names its cached mel).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from vocoder.errors import InputError
 
 
 def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:
-    """The audio paths a filelist names, resolved; `InputError` for a missing list or entry."""
+    """The audio paths a filelist names, made absolute; `InputError` for a missing list or entry."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such filelist")
@@ -41,18 +42,24 @@ def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:
 def write_filelist(path: str | Path, paths: Iterable[str | Path], overwrite: bool = False) -> Path:
     """Write one path per line, atomically; paths inside the list's folder are made relative.
 
-    Paths outside that folder are written absolute, so the list stays valid when the
-    folder that holds it is moved on its own.
+    Paths outside that folder are written absolute (symlinks kept), so the list stays valid
+    when the folder that holds it is moved on its own. "Inside" also counts a file reached
+    through a symlinked folder: its folder's real location is inside the list's.
     """
     path = Path(path)
     base = Path(os.path.abspath(path.parent))
-    lines = []
-    for p in paths:
-        p = Path(os.path.abspath(p))
-        try:
-            lines.append(p.relative_to(base).as_posix())
-        except ValueError:
-            lines.append(str(p))
+    real_base = Path(os.path.realpath(base))
+    lines = [_entry(Path(os.path.abspath(p)), base, real_base) for p in paths]
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def _entry(path: Path, base: Path, real_base: Path) -> str:
+    """An absolute `path` as a filelist line: relative when inside `base`, else as it is."""
+    if path.is_relative_to(base):
+        return path.relative_to(base).as_posix()
+    real = Path(os.path.realpath(path.parent)) / path.name  # the file's own name kept
+    if real.is_relative_to(real_base):
+        return real.relative_to(real_base).as_posix()
+    return str(path)

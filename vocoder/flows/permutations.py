@@ -61,12 +61,21 @@ def step_permutation(kind: PermutationKind, h: int, flow_index: int, n_flows: in
     return permutation_after(kind, h, flow_index - 1, n_flows)
 
 
-def row_orders(kind: PermutationKind, h: int, n_flows: int) -> Tensor:
-    """`[n_flows, h]`: row k lists the original row seen at each position by flow k."""
+def row_orders(kind: PermutationKind, h: int, n_flows: int, first_flow: bool = False) -> Tensor:
+    """`[n_flows, h]`: row k lists the original row seen at each position by flow k.
+
+    `first_flow`: permute before flow 0 too, as the NanoFlow reference code does: flow k then
+    works after the permutations that `step_permutation` puts after flows 0 .. k (before
+    flow k: a reversal for k < n_flows // 2, else the kind's permutation).
+    """
     order = torch.arange(h)
     orders = []
     for k in range(n_flows):
-        order = order[step_permutation(kind, h, k, n_flows)]
+        if first_flow:
+            step = permutation_after(kind, h, k, n_flows)
+        else:
+            step = step_permutation(kind, h, k, n_flows)
+        order = order[step]
         orders.append(order)
     return torch.stack(orders)
 

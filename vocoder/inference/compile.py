@@ -10,10 +10,12 @@ vectors: that logic lives in `vocoder.models`) and adds what only synthesis need
     rotations, so a ring buffer of rows needs no shifting);
   - per (flow, layer) one bias vector: conv bias + conditioning conv bias + NanoFlow's
     cached additive bias W^l e^k;
-  - NanoFlow's cached gate exp(delta^{k,l}) folded into that flow's residual weights and,
-    through the skip path, into its final projection: the skip sum is linear, so
+  - NanoFlow's cached gates folded into that flow's weights. The appendix's gate
+    exp(delta^{k,l}) on the hidden state goes into the residual weights and, through the
+    skip path, into the final projection: the skip sum is linear, so
     `projection(sum_l S_l (g_l * hidden_l))` is one 1x1 conv over the stacked hidden states
-    with weights `[P S_0 diag(g_0), ..., P S_{L-1} diag(g_{L-1})]`;
+    with weights `[P S_0 diag(g_0), ..., P S_{L-1} diag(g_{L-1})]`. The reference code's
+    gate on the residual branch scales the rows of the residual weights and bias;
   - the conditioning convs of all layers stacked into one matrix, so the mel conditioning
     of every layer is one matrix product per utterance. Layers that several flows share
     (NanoFlow) form the "shared" group, computed once for all flows; a flow's own layers
@@ -308,6 +310,9 @@ def build_row_flows(model: WaveFlow, dtype: torch.dtype, device: torch.device) -
             if layer.has_residual:
                 res_w, res_b = rs_w[:C], rs_b[:C]
                 skip_w, skip_b = rs_w[C:], rs_b[C:]
+                if mod.residual_gate is not None:
+                    residual_gate = mod.residual_gate[l].detach().double()
+                    res_w, res_b = res_w * residual_gate[:, None], res_b * residual_gate
             else:
                 res_w = res_b = None
                 skip_w, skip_b = rs_w, rs_b

@@ -39,6 +39,7 @@ from vocoder import __version__, pretrained
 from vocoder.checkpoint import cast_network_weights, export_model, load_model
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.importers import resolve_checkpoint
 from vocoder.inference.compile import InferenceModel, precision_dtype, prepare_for_inference
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.denoiser import Denoiser, bias_mel
@@ -69,14 +70,16 @@ def default_batch_size(device: torch.device) -> int:
 def resolve_model_source(name_or_path: str | Path | None) -> Path:
     """The file (or training run folder) behind a `--model` value.
 
-    An existing path is taken as is; anything else is a pretrained model name (downloaded
-    when the registry says where from); None is the registry's default model.
+    An existing path is taken as is, except that a published checkpoint of another codebase
+    (NanoFlow reference, NVIDIA WaveGlow) is imported once into the cache and that import
+    returned; anything else is a pretrained model name (downloaded when the registry says
+    where from); None is the registry's default model.
     """
     if name_or_path is None:
         name_or_path = pretrained.default_model_name()
     path = Path(name_or_path)
     if path.exists():
-        return path
+        return resolve_checkpoint(path)
     return pretrained.resolve_model_path(name_or_path)
 
 
@@ -164,9 +167,12 @@ class Synthesizer:
         path = resolve_model_source(name_or_path)
         model, info = load_model(path)
         given = None if name_or_path is None else Path(name_or_path)
-        name = path.stem if given is None or given.exists() else str(name_or_path)
-        if path.is_dir():
-            name = path.name
+        if given is None:
+            name = path.stem
+        elif given.exists():  # named after what was given, not its cached import
+            name = given.name if given.is_dir() else given.stem
+        else:
+            name = str(name_or_path)
         return cls.from_model(model, info.features, name, device, precision, fast)
 
     @classmethod

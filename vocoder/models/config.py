@@ -41,8 +41,17 @@ class ModelConfig:
     sharing: Literal["naive", "decomp", "full"] = "full"
     embedding_dim: int = 512  # (nanoflow, full) D of the flow indication embedding e^k
     additive_bias: bool = True  # (nanoflow, full) W^l e^k added before each layer's gate
-    multiplicative_gate: bool = True  # (nanoflow, full) exp(delta^{k,l}) on the hidden state
+    multiplicative_gate: bool = True  # (nanoflow, full) a per-(flow, layer) channel gate
     concat_embedding: bool = False  # (nanoflow, full) e^k concatenated to the input (eq. 8)
+    # (nanoflow, full) how the embedding enters (see models/nanoflow.py). "reference": as the
+    # NanoFlow authors' code trained it (the paper's figures): bias from a weight-normed
+    # linear map with its own bias, gate a raw multiplier of each layer's residual branch
+    # (ones at init, skip not gated). "appendix": the appendix's equations as written: bias
+    # W^l e^k, gate exp(delta^{k,l}) on the hidden state (residual and skip)
+    embedding_variant: Literal["reference", "appendix"] = "reference"
+    # (waveflow/nanoflow) permute the rows before flow 0 too, as the NanoFlow reference code
+    # does (it reverses before every flow); False: only between flows (official WaveFlow)
+    permute_first_flow: bool = False
     # (nanoflow) share only the bottom N layers (and the front conv); the upper ones are per
     # flow (appendix Figure 2). None: all layers shared
     shared_layers: int | None = None
@@ -108,6 +117,8 @@ class ModelConfig:
                 fail("permutation 'bipartized' applies to waveflow/nanoflow only")
             if self.n_group % 2:
                 fail(f"permutation 'bipartized' needs an even n_group, got {self.n_group}")
+        if self.permute_first_flow and self.is_glow:
+            fail("permute_first_flow applies to waveflow/nanoflow only")
         if self.is_nanoflow:
             if self.embedding_dim < 1:
                 fail(f"embedding_dim must be positive, got {self.embedding_dim}")

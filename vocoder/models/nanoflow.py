@@ -4,13 +4,22 @@ Sharing ("sharing" in the config):
 - naive: one network and one projection serve every flow.
 - decomp: one network, a separate 1x1 projection per flow.
 - full: decomp plus the flow indication embedding e^k (`FlowIndication`), which modulates
-  the shared network per flow: an additive bias W^l e^k before each layer's gate (eq. 9), a
-  multiplicative gate exp(delta^{k,l}) on each layer's hidden state (eq. 10; delta zero-init,
-  so training starts at decomp) and, optionally, the concatenative embedding (eq. 8), which
-  for the 1x1 front conv is a bias W e^k on its output.
+  the shared network per flow: an additive bias before each layer's gate (eq. 9), a
+  multiplicative per-channel gate per (flow, layer) (eq. 10) and, optionally, the
+  concatenative embedding (eq. 8), which for the 1x1 front conv is a bias W e^k on its
+  output.
+
+Two readings of eq. 9 and 10 (`embedding_variant`):
+- "reference" (the default, and the `nanoflow-*` presets): what the authors' code computes
+  and trained for the paper's figures. Bias: a weight-normed linear map of e^k with its own
+  bias (`filter_gate_conv_h`). Gate: a raw multiplier of the layer's residual branch,
+  `h + res * g` (`fused_res_skip_multgate`), ones at init; the skip is not gated.
+- "appendix": the appendix's equations as written. Bias: W^l e^k. Gate: exp(delta^{k,l})
+  on the hidden state tanh * sigmoid, which scales residual and skip alike (delta zero at
+  init, so training starts at decomp).
 
 After training these are constants per (flow, layer): `to_inference_form` replaces the
-embedding table and the W^l projections by `CachedFlowIndication` (the bias and gate vectors
+embedding table and the projections by `CachedFlowIndication` (the bias and gate vectors
 themselves), which is how parameter counts are quoted.
 
 Partial sharing (`shared_layers = N < n_layers`, appendix Figure 2): the front conv and the
@@ -23,6 +32,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
 
 from vocoder.flows.permutations import permute_rows
 from vocoder.models.config import ModelConfig
@@ -33,8 +43,10 @@ from vocoder.nets.wavenet2d import Modulation
 class FlowIndication(nn.Module):
     """e^k = Embedding(K, D)[k] -> `Modulation` of a shared network for flow k (training form).
 
-    The gates delta^{k,l} are parameters of their own, not functions of e^k, so with the
-    gate alone (no additive bias, no concatenation) there is no embedding table at all.
+    The gates are parameters of their own, not functions of e^k, so with the gate alone (no
+    additive bias, no concatenation) there is no embedding table at all. The reference
+    variant's gates exist for the layers with a residual branch only (all but the last):
+    an unused parameter would get no gradient, which DDP rejects.
     """
 
     def __init__(
@@ -46,20 +58,31 @@ class FlowIndication(nn.Module):
         additive_bias: bool = True,
         multiplicative_gate: bool = True,
         concat_embedding: bool = False,
+        variant: str = "reference",
     ):
         super().__init__()
         self.n_flows = n_flows
+        self.variant = variant
+        reference = variant == "reference"
         # None when nothing reads e^k (gate-only ablation): an unused table would get no
         # gradient, which DDP rejects
         self.embedding = nn.Embedding(n_flows, dim) if additive_bias or concat_embedding else None
-        self.bias_projections = (
-            nn.ModuleList(nn.Linear(dim, 2 * channels, bias=False) for _ in range(n_layers))
-            if additive_bias
-            else None
-        )
-        self.log_gates = (
-            nn.Parameter(torch.zeros(n_flows, n_layers, channels)) if multiplicative_gate else None
-        )
+        if self.embedding is not None and reference:
+            nn.init.orthogonal_(self.embedding.weight)
+        self.bias_projections = None
+        if additive_bias:
+            self.bias_projections = nn.ModuleList(
+                weight_norm(nn.Linear(dim, 2 * channels))
+                if reference
+                else nn.Linear(dim, 2 * channels, bias=False)
+                for _ in range(n_layers)
+            )
+        self.log_gates = None  # appendix: delta^{k,l}, the gate is exp(delta)
+        self.residual_gates = None  # reference: the raw gates of layers 0 .. L-2
+        if multiplicative_gate and not reference:
+            self.log_gates = nn.Parameter(torch.zeros(n_flows, n_layers, channels))
+        elif multiplicative_gate and n_layers > 1:
+            self.residual_gates = nn.Parameter(torch.ones(n_flows, n_layers - 1, channels))
         self.front_projection = nn.Linear(dim, channels, bias=False) if concat_embedding else None
 
     @classmethod
@@ -73,6 +96,7 @@ class FlowIndication(nn.Module):
             c.additive_bias,
             c.multiplicative_gate,
             c.concat_embedding,
+            c.embedding_variant,
         )
 
     def forward(self, k: int) -> Modulation:
@@ -82,7 +106,12 @@ class FlowIndication(nn.Module):
         if self.bias_projections is not None:
             bias = torch.stack([p(e) for p in self.bias_projections])
         gate = None if self.log_gates is None else torch.exp(self.log_gates[k])
-        return Modulation(front, bias, gate)
+        residual_gate = None
+        if self.residual_gates is not None:
+            # the last layer has no residual branch: its row is a placeholder
+            last = self.residual_gates.new_ones(1, self.residual_gates.shape[-1])
+            residual_gate = torch.cat([self.residual_gates[k], last])
+        return Modulation(front, bias, gate, residual_gate)
 
     @torch.no_grad()
     def cached(self) -> CachedFlowIndication:
@@ -93,23 +122,38 @@ class FlowIndication(nn.Module):
             parts = [getattr(m, name) for m in mods]
             return None if parts[0] is None else torch.stack(parts)
 
-        return CachedFlowIndication(stack("front"), stack("bias"), stack("gate"))
+        return CachedFlowIndication(
+            stack("front"), stack("bias"), stack("gate"), stack("residual_gate")
+        )
 
 
 class CachedFlowIndication(nn.Module):
-    """Per-flow modulation vectors: front `[K, C]`, bias `[K, L, 2C]`, gate `[K, L, C]`."""
+    """Per-flow modulation vectors: front `[K, C]`, bias `[K, L, 2C]`, gates `[K, L, C]`."""
 
-    def __init__(self, front: Tensor | None, bias: Tensor | None, gate: Tensor | None):
+    def __init__(
+        self,
+        front: Tensor | None,
+        bias: Tensor | None,
+        gate: Tensor | None,
+        residual_gate: Tensor | None = None,
+    ):
         super().__init__()
-        self.front = None if front is None else nn.Parameter(front.detach().clone())
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
-        self.gate = None if gate is None else nn.Parameter(gate.detach().clone())
+
+        def keep(t: Tensor | None) -> nn.Parameter | None:
+            return None if t is None else nn.Parameter(t.detach().clone())
+
+        self.front = keep(front)
+        self.bias = keep(bias)
+        self.gate = keep(gate)
+        self.residual_gate = keep(residual_gate)
 
     def forward(self, k: int) -> Modulation:
         def pick(t: Tensor | None) -> Tensor | None:
             return None if t is None else t[k]
 
-        return Modulation(pick(self.front), pick(self.bias), pick(self.gate))
+        return Modulation(
+            pick(self.front), pick(self.bias), pick(self.gate), pick(self.residual_gate)
+        )
 
 
 class NanoFlow(WaveFlow):

@@ -48,7 +48,9 @@ class WaveFlow(FlowVocoder):
         super().__init__(config)
         self.upsampler = MelUpsampler2D(config.strides)
         self.coupling = RowAutoregressiveCoupling(elementwise_for(config))
-        orders = row_orders(config.permutation, config.n_group, config.n_flows)
+        orders = row_orders(
+            config.permutation, config.n_group, config.n_flows, config.permute_first_flow
+        )
         self.register_buffer("row_orders", orders, persistent=False)
         self.register_buffer("inverse_row_orders", torch.argsort(orders, dim=1), persistent=False)
         self._build_networks()

@@ -29,8 +29,12 @@ Where NanoFlow's flow indication enters (a `Modulation` passed per flow, never s
   concatenating a constant e^k to the input of a 1x1 conv adds a constant W e^k).
 - `bias[l]`: a 2C-vector added with the conditioning before the gate (additive bias, eq. 9).
 - `gate[l]`: a C-vector multiplying the gated activation tanh * sigmoid, i.e. the layer's
-  hidden state before res_skip_conv (multiplicative gating, eq. 10, already exponentiated).
-  It scales both the residual and the skip contribution, and exists for the last layer too.
+  hidden state before res_skip_conv (multiplicative gating, eq. 10, as the appendix reads
+  it, already exponentiated). It scales both the residual and the skip contribution.
+- `residual_gate[l]`: a C-vector multiplying the residual half of res_skip_conv's output
+  only (the skip is not gated): multiplicative gating as the NanoFlow reference code
+  computes it (`h + res * multgate`, a raw multiplier). The last layer has no residual, so
+  its row is never read.
 """
 
 from __future__ import annotations
@@ -49,14 +53,28 @@ class Modulation(NamedTuple):
     front: Tensor | None = None  # [C]
     bias: Tensor | None = None  # [n_layers, 2C]
     gate: Tensor | None = None  # [n_layers, C]
+    residual_gate: Tensor | None = None  # [n_layers, C]
 
     def layers(self, start: int, stop: int) -> Modulation:
         """The same modulation restricted to layers `start:stop` (front kept only at 0)."""
+
+        def part(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[start:stop]
+
         return Modulation(
             self.front if start == 0 else None,
-            None if self.bias is None else self.bias[start:stop],
-            None if self.gate is None else self.gate[start:stop],
+            part(self.bias),
+            part(self.gate),
+            part(self.residual_gate),
         )
+
+    def layer(self, i: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """`(bias, gate, residual_gate)` of layer i, each None when absent."""
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[i]
+
+        return pick(self.bias), pick(self.gate), pick(self.residual_gate)
 
 
 def channel_vector(v: Tensor, like: Tensor) -> Tensor:
@@ -71,11 +89,13 @@ def gated_residual_skip(
     has_residual: bool,
     bias: Tensor | None,
     gate: Tensor | None,
+    residual_gate: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor]:
     """The gated unit of a WaveNet layer, 1-D or 2-D, with NanoFlow's optional modulation.
 
     `a` (`[B, 2C, ...]`, the layer's pre-activation from `h` and the mel) plus `bias` ->
-    tanh * sigmoid, times `gate` -> `res_skip_conv` -> `(h + residual or None, skip)`.
+    tanh * sigmoid, times `gate` -> `res_skip_conv` -> `(h + residual * residual_gate or
+    None, skip)`.
     """
     channels = h.shape[1]
     if bias is not None:
@@ -86,7 +106,10 @@ def gated_residual_skip(
     out = res_skip_conv(hidden)
     if not has_residual:
         return None, out
-    return h + out[:, :channels], out[:, channels:]
+    residual = out[:, :channels]
+    if residual_gate is not None:
+        residual = residual * channel_vector(residual_gate, residual)
+    return h + residual, out[:, channels:]
 
 
 class GatedLayer2D(nn.Module):
@@ -125,6 +148,7 @@ class GatedLayer2D(nn.Module):
         bias: Tensor | None = None,
         gate: Tensor | None = None,
         mask: Tensor | None = None,
+        residual_gate: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor]:
         """`(next residual input or None for a last layer, skip contribution)`.
 
@@ -133,7 +157,9 @@ class GatedLayer2D(nn.Module):
         if mask is not None:  # where, not *: inf * 0 in the padding would be NaN
             h = torch.where(mask > 0, h, 0.0)
         a = self.dilated_conv(F.pad(h, self.padding)) + cond_proj
-        return gated_residual_skip(h, a, self.res_skip_conv, self.has_residual, bias, gate)
+        return gated_residual_skip(
+            h, a, self.res_skip_conv, self.has_residual, bias, gate, residual_gate
+        )
 
 
 class WaveNet2D(nn.Module):
@@ -190,9 +216,8 @@ class WaveNet2D(nn.Module):
         """
         mod = modulation or Modulation()
         for i, layer in enumerate(self.layers):
-            bias = None if mod.bias is None else mod.bias[i]
-            gate = None if mod.gate is None else mod.gate[i]
-            h, s = layer(h, cond_proj[i], bias, gate, mask)
+            bias, gate, residual_gate = mod.layer(i)
+            h, s = layer(h, cond_proj[i], bias, gate, mask, residual_gate)
             skip = skip + s
         return h, skip
 

@@ -48,9 +48,12 @@ class GatedLayer1D(nn.Module):
         cond_proj: Tensor,
         bias: Tensor | None = None,
         gate: Tensor | None = None,
+        residual_gate: Tensor | None = None,
     ) -> tuple[Tensor | None, Tensor]:
         a = self.in_conv(h) + cond_proj
-        return gated_residual_skip(h, a, self.res_skip_conv, self.has_residual, bias, gate)
+        return gated_residual_skip(
+            h, a, self.res_skip_conv, self.has_residual, bias, gate, residual_gate
+        )
 
 
 class WN(nn.Module):
@@ -87,9 +90,7 @@ class WN(nn.Module):
             h = h + channel_vector(mod.front, h)
         skip: Tensor | float = 0.0
         for i, layer in enumerate(self.layers):
-            bias = None if mod.bias is None else mod.bias[i]
-            gate = None if mod.gate is None else mod.gate[i]
-            h, s = layer(h, cond_proj[i], bias, gate)
+            h, s = layer(h, cond_proj[i], *mod.layer(i))
             skip = skip + s
         return skip
 

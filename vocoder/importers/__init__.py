@@ -1,0 +1,162 @@
+"""Published checkpoints of other codebases, converted into this toolkit's models.
+
+Formats read (detected from the file's contents, never by running its pickle):
+- the NanoFlow reference code (L0SG/NanoFlow): WaveFlow, NanoFlow full/decomp/naive,
+  affine or RQ-NSF, any h (`l0sg`);
+- NVIDIA's WaveGlow: training checkpoints (the pickled module, with or without weight norm,
+  zip or legacy serialization) and torch.hub / NGC state-dict checkpoints (`nvidia`).
+
+`import_checkpoint` converts one into a training-form model (so `train.init_from` can
+fine-tune it and `vocoder export` gives the inference form) and `write_imported` stores it
+as `<stem>.safetensors` + `<stem>.json`. `resolve_checkpoint` does both once per source
+file, into the cache (keyed by the source's sha256), for `--model OFFICIAL.pt`
+(`resolve_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vocoder import __version__
+from vocoder.checkpoint import CHECKPOINT_FORMAT, export_model
+from vocoder.errors import InputError
+from vocoder.features import MelConfig
+from vocoder.importers.l0sg import convert_l0sg, is_l0sg_checkpoint, reference_settings
+from vocoder.importers.nvidia import convert_nvidia_waveglow, is_nvidia_waveglow
+from vocoder.importers.safe_pickle import load_foreign_checkpoint
+from vocoder.models import FlowVocoder, build_model
+from vocoder.pretrained import cache_root, sha256_file
+
+logger = logging.getLogger(__name__)
+
+FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", "")
+IMPORT_CACHE = "imported"
+
+
+@dataclass
+class ImportedModel:
+    """A converted model (training form) with its mel convention and provenance."""
+
+    model: FlowVocoder
+    features: MelConfig
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def read_reference_config(path: str | Path) -> dict[str, Any]:
+    """A reference codebase's JSON config file, as a mapping."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(path, f"not a readable JSON config ({e})") from None
+    if not isinstance(document, dict):
+        raise InputError(path, "expected a JSON object")
+    return document
+
+
+def is_vocoder_checkpoint(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
+
+
+def import_checkpoint(
+    source: str | Path,
+    config: str | Path | None = None,
+    n_height: int = 16,
+    data: Any = None,
+) -> ImportedModel:
+    """Convert a published checkpoint; `config` is the reference's JSON config, if any.
+
+    `n_height` is the squeeze height of an L0SG checkpoint when no config says it (no tensor
+    records it). `data`: the file's contents when already read (`load_foreign_checkpoint`).
+    """
+    source = Path(source)
+    if not source.is_file():
+        raise InputError(source, "no such file")
+    if data is None:
+        data = load_foreign_checkpoint(source)
+    document = None if config is None else read_reference_config(config)
+    if is_vocoder_checkpoint(data):
+        raise InputError(source, "already a vocoder checkpoint; use it as it is (no import)")
+    try:
+        if is_l0sg_checkpoint(data):
+            settings = None if document is None else reference_settings(document, config)
+            model_config, state = convert_l0sg(data, source, settings, n_height)
+            origin = "L0SG/NanoFlow"
+        elif is_nvidia_waveglow(data):
+            model_config, state = convert_nvidia_waveglow(data, source, document)
+            origin = "NVIDIA/waveglow"
+        else:
+            raise InputError(
+                source,
+                "not a checkpoint format this toolkit imports (NanoFlow reference code, "
+                "NVIDIA WaveGlow)",
+            )
+    except KeyError as e:
+        raise InputError(source, f"incomplete checkpoint: no tensor {e.args[0]!r}") from None
+    model = build_model(model_config)
+    model.load_state_dict(state, strict=True)
+    features = MelConfig.preset("tacotron2", n_mels=model_config.n_mels)
+    metadata = {
+        "imported_from": origin,
+        "source_file": source.name,
+        "source_sha256": sha256_file(source),
+        "imported_by": f"vocoder {__version__}",
+    }
+    if document is not None:
+        metadata["reference_config"] = document
+    return ImportedModel(model.eval(), features, metadata)
+
+
+def write_imported(
+    imported: ImportedModel, out_stem: str | Path, overwrite: bool = False
+) -> tuple[Path, Path]:
+    """`<out_stem>.safetensors` + `<out_stem>.json`, loadable by `checkpoint.load_model`."""
+    metadata = {"name": Path(out_stem).name, **imported.metadata}  # a given name stays
+    return export_model(imported.model, imported.features, out_stem, metadata, overwrite)
+
+
+def resolve_checkpoint(
+    path: str | Path, config: str | Path | None = None, cache_dir: str | Path | None = None
+) -> Path:
+    """`path` itself, or for a published checkpoint its cached import (made once).
+
+    The import lives at `<cache>/imported/<sha256 of the file>.safetensors` (+ `.json`), so
+    a file renamed or moved is not converted again. This toolkit's own files, run folders
+    and anything not a `.pt`/`.pth`/`.ckpt` file come back unchanged.
+    """
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in FOREIGN_SUFFIXES:
+        return path
+    key = sha256_file(path)
+    if config is not None:
+        key += "-" + sha256_file(config)[:16]
+    stem = cache_root(cache_dir) / IMPORT_CACHE / key
+    weights = stem.with_name(f"{key}.safetensors")
+    if weights.is_file() and stem.with_name(f"{key}.json").is_file():
+        return weights
+    data = load_foreign_checkpoint(path)
+    if is_vocoder_checkpoint(data):
+        return path
+    imported = import_checkpoint(path, config, data=data)
+    imported.metadata["name"] = path.stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights, _ = write_imported(imported, stem, overwrite=True)
+    origin = imported.metadata["imported_from"]
+    logger.info(f"imported {path} ({origin} checkpoint) into {weights}")
+    return weights
+
+
+__all__ = [
+    "ImportedModel",
+    "import_checkpoint",
+    "write_imported",
+    "resolve_checkpoint",
+    "is_vocoder_checkpoint",
+    "read_reference_config",
+]
