@@ -86,6 +86,11 @@ def convert_l0sg(
     read off the tensor shapes, with `n_height` rows (the squeeze height is in no tensor).
     """
     settings = dict(settings or {})
+    for name in ("n_flow", "n_height", "n_layer_per_cycle", "n_layer", "res_channels"):
+        if name in settings and not str(settings[name]).strip().isdigit():
+            raise InputError(
+                source, f"the config's {name} is not a whole number: {settings[name]!r}"
+            )
     state = strip_prefix(data["model"])
     src = SourceState(state, source)
     keys = list(state)
