@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from vocoder.checkpoint import load_model
-from vocoder.cli.export import output_stem
-from vocoder.cli.outputs import output_folders
+from vocoder.cli.outputs import add_stem_argument, output_folders, output_stem
 from vocoder.importers import import_checkpoint, write_imported
 
 HELP = "convert a published WaveFlow, NanoFlow or WaveGlow checkpoint"
@@ -20,14 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the published checkpoint: the NanoFlow reference code's .pt (WaveFlow, "
         "NanoFlow), NVIDIA's WaveGlow training checkpoint or its torch.hub/NGC file",
     )
-    parser.add_argument(
-        "--out",
-        "-o",
-        required=True,
-        metavar="STEM",
-        help="output path without extension: writes STEM.safetensors and STEM.json (a "
-        "folder, or a path ending in /, gets SRC's name)",
-    )
+    add_stem_argument(parser, "SRC")
     parser.add_argument(
         "--config",
         metavar="REF_CONFIG.json",

@@ -15,6 +15,7 @@ from vocoder.pretrained import (
     PublishedWeights,
     cache_root,
     download_published,
+    get_published,
     list_models,
     load_published,
     model_location,
@@ -199,11 +200,10 @@ def _print_published_details(entry: PublishedWeights) -> None:
 
 def _find_published(name: str) -> PublishedWeights:
     """The published entry `name`; else an `InputError` listing every known name."""
-    published = load_published()
-    entry = next((e for e in published if e.name == name), None)
+    entry = get_published(name)
     if entry is None:
         shipped = ", ".join(e.name for e in list_models()) or "none"
-        listed = ", ".join(e.name for e in published) or "none"
+        listed = ", ".join(e.name for e in load_published()) or "none"
         raise InputError(
             name, f"not a pretrained model (known: {shipped}) nor published weights ({listed})"
         )

@@ -2,12 +2,15 @@
 
 A folder that cannot be created or written in fails the command up front, with one line
 naming it, instead of after minutes of synthesis or evaluation; a folder the command made
-is removed again when the command fails and leaves it empty.
+is removed again when the command fails and leaves it empty. Commands that write a model
+(`export`, `import`) share their `--out STEM` argument and its folder rule here.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -58,3 +61,24 @@ def _make(folder: Path, made: list[Path]) -> None:
 def _reason(error: OSError) -> str:
     text = error.strerror or str(error)
     return text[0].lower() + text[1:] if text else type(error).__name__
+
+
+def add_stem_argument(parser: argparse.ArgumentParser, source: str) -> None:
+    """`--out STEM` of the commands that write a `.safetensors` + `.json` pair."""
+    parser.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="STEM",
+        help="output path without extension: writes STEM.safetensors and STEM.json (a "
+        f"folder, or a path ending in /, gets {source}'s name: DIR/NAME.safetensors)",
+    )
+
+
+def output_stem(model: str, out: str) -> Path:
+    """`out`, or inside the folder `out` (or `out` ending in a slash) the model's name."""
+    if not (Path(out).is_dir() or out.endswith(("/", os.sep))):
+        return Path(out)
+    source = Path(model)
+    name = source.stem if source.is_file() else source.name if source.is_dir() else model
+    return Path(out) / name

@@ -69,11 +69,13 @@ def import_checkpoint(
     config: str | Path | None = None,
     n_height: int = 16,
     data: Any = None,
+    sha256: str | None = None,
 ) -> ImportedModel:
     """Convert a published checkpoint; `config` is the reference's JSON config, if any.
 
-    `n_height` is the squeeze height of an L0SG checkpoint when no config says it (no tensor
-    records it). `data`: the file's contents when already read (`load_foreign_checkpoint`).
+        `n_height` is the squeeze height of an L0SG checkpoint when no config says it (no tensor
+        records it). `data`, `sha256`: the file's contents (`load_foreign_checkpoint`) and digest,
+    when the caller already has them.
     """
     source = Path(source)
     if not source.is_file():
@@ -105,7 +107,7 @@ def import_checkpoint(
     metadata = {
         "imported_from": origin,
         "source_file": source.name,
-        "source_sha256": sha256_file(source),
+        "source_sha256": sha256 or sha256_file(source),
         "imported_by": f"vocoder {__version__}",
     }
     if document is not None:
@@ -133,7 +135,7 @@ def resolve_checkpoint(
     path = Path(path)
     if not path.is_file() or path.suffix.lower() not in FOREIGN_SUFFIXES:
         return path
-    key = sha256_file(path)
+    digest = key = sha256_file(path)
     if config is not None:
         key += "-" + sha256_file(config)[:16]
     stem = cache_root(cache_dir) / IMPORT_CACHE / key
@@ -143,7 +145,7 @@ def resolve_checkpoint(
     data = load_foreign_checkpoint(path)
     if is_vocoder_checkpoint(data):
         return path
-    imported = import_checkpoint(path, config, data=data)
+    imported = import_checkpoint(path, config, data=data, sha256=digest)
     imported.metadata["name"] = path.stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     weights, _ = write_imported(imported, stem, overwrite=True)

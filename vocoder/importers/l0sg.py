@@ -28,7 +28,6 @@ Differences of parameterisation, folded into the weights exactly (up to float ro
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from torch import Tensor
 
 from vocoder.errors import InputError
 from vocoder.flows.splines import DEFAULT_MIN_DERIVATIVE, identity_derivative_logit
-from vocoder.importers.weights import SourceState, TargetState, strip_prefix
+from vocoder.importers.weights import SourceState, TargetState, count_indexed, strip_prefix
 from vocoder.models import ModelConfig, build_model
 
 RESIDUAL_SCALE = math.sqrt(0.5)
@@ -69,11 +68,6 @@ def _flag(value: Any) -> bool:
     return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
 
 
-def _count(keys, pattern: str) -> int:
-    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
-
-
 def convert_l0sg(
     data: dict[str, Any],
     source: str | Path,
@@ -102,7 +96,7 @@ def convert_l0sg(
     else:
         kind, net = "waveflow", "flows.0.coupling.net"
 
-    n_layers = _count(keys, re.escape(net) + r"\.res_blocks\.(\d+)\.")
+    n_layers = count_indexed(keys, f"{net}.res_blocks.{{}}.")
     channels = src.state[f"{net}.front_conv.0.conv.bias"].shape[0]
     n_mels = _weight_shape(state, f"{net}.res_blocks.0.filter_gate_conv_c")[1]
     embedding_dim = _weight_shape(state, "flow_embedding")[1] if kind == "full" else 512
@@ -115,7 +109,7 @@ def convert_l0sg(
             )
         n_flows = int(settings["n_flow"])
     else:
-        n_flows = _count(keys, r"flows\.(\d+)\.")
+        n_flows = count_indexed(keys, "flows.{}.")
     flow_prefix = (
         "flow.coupling"
         if kind == "naive"

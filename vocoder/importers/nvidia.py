@@ -34,7 +34,7 @@ from torch import Tensor
 
 from vocoder.errors import ConfigError, InputError
 from vocoder.importers.safe_pickle import ModuleRecord, module_state_dict
-from vocoder.importers.weights import SourceState, TargetState, strip_prefix
+from vocoder.importers.weights import SourceState, TargetState, count_indexed, strip_prefix
 from vocoder.models import ModelConfig, build_model
 
 HOP_LENGTH = 256  # NVIDIA's upsampler: ConvTranspose1d(n_mels, n_mels, 1024, stride=256)
@@ -124,29 +124,22 @@ def _int(hints: dict[str, Any], key: str, default: int, source: Path) -> int:
     return value
 
 
-def _count(state: Mapping[str, Tensor], pattern: str) -> int:
-    n = 0
-    while any(k.startswith(pattern.format(n)) for k in state):
-        n += 1
-    return n
-
-
 def _model_config(state: dict[str, Tensor], hints: dict[str, Any], source: Path) -> ModelConfig:
     """The `ModelConfig` read from the tensor shapes, checked against `hints`."""
     n_mels, _, kernel = _shape(state, "upsample", source)
     if kernel != 4 * HOP_LENGTH:
         raise InputError(source, f"upsampler kernel {kernel}, expected {4 * HOP_LENGTH} (hop 256)")
-    n_flows = _count(state, "convinv.{}.")
+    n_flows = count_indexed(state, "convinv.{}.")
     widths = [_shape(state, f"convinv.{k}.conv", source)[0] for k in range(n_flows)]
-    if n_flows == 0 or _count(state, "WN.{}.") != n_flows:
-        raise InputError(source, f"{n_flows} 1x1 convs but {_count(state, 'WN.{}.')} WNs")
+    if n_flows == 0 or count_indexed(state, "WN.{}.") != n_flows:
+        raise InputError(source, f"{n_flows} 1x1 convs but {count_indexed(state, 'WN.{}.')} WNs")
     drops = [k for k in range(1, n_flows) if widths[k] != widths[k - 1]]
     # early outputs: where the 1x1 convs narrow, unless the checkpoint or config says
     step = drops[0] if drops else 0
     every = _int(hints, "n_early_every", step, source)
     size = _int(hints, "n_early_size", widths[step - 1] - widths[step] if drops else 2, source)
     channels, _, _ = _shape(state, "WN.0.start", source)
-    n_layers = _count(state, "WN.0.in_layers.{}.")
+    n_layers = count_indexed(state, "WN.0.in_layers.{}.")
     kernel_size = _shape(state, "WN.0.in_layers.0", source)[2] if n_layers else 0
     config = ModelConfig(
         family="waveglow",

@@ -10,7 +10,7 @@ key of the model is written exactly once and with the shape it expects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -24,6 +24,15 @@ def strip_prefix(state: Mapping[str, Tensor], prefix: str = "module.") -> dict[s
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix) :]: v for k, v in state.items()}
     return dict(state)
+
+
+def count_indexed(keys: Iterable[str], pattern: str) -> int:
+    """How many numbered modules `pattern` (e.g. "WN.{}.") names: indices 0, 1, ... present."""
+    keys = list(keys)
+    n = 0
+    while any(k.startswith(pattern.format(n)) for k in keys):
+        n += 1
+    return n
 
 
 def weight_norm_g(weight: Tensor, dim: int = 0) -> Tensor:
@@ -99,4 +108,4 @@ class TargetState:
         return self.values
 
 
-__all__ = ["strip_prefix", "weight_norm_g", "SourceState", "TargetState"]
+__all__ = ["strip_prefix", "count_indexed", "weight_norm_g", "SourceState", "TargetState"]
