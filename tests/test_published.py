@@ -284,7 +284,7 @@ def test_an_interrupted_download_leaves_nothing(server, tmp_path, monkeypatch):
         out.write(PAYLOAD[:100])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrained, "_fetch", interrupted)
+    monkeypatch.setattr(pretrained.download, "_fetch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         download_published(entry, tmp_path / "downloads")
     assert not (tmp_path / "downloads").exists()

@@ -1,0 +1,118 @@
+"""Fetching files over HTTP(S) into a folder: the cache root, sha256, and staged downloads.
+
+A download goes to a temporary file inside its destination folder and is moved into place by
+the caller (`os.replace`) once checked; on any failure, Ctrl-C included, the temporary files
+are removed, and the folder too if the download created it and it is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from vocoder.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The download cache: `cache_dir`, else `$VOCODER_CACHE`, else `~/.cache/vocoder`."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("VOCODER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "vocoder"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Staging:
+    """Temporary download files inside one folder (see `staged_downloads`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.temps: list[Path] = []
+
+    def fetch(self, url: str | None, name: str, limit: int | None = None) -> Path:
+        """Download `url` into a new temporary file named after `name`; its path.
+
+        More than `limit` bytes is an `InputError`. The file gets the mode a plain `open`
+        would give it (mkstemp makes it 0600).
+        """
+        fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".part")
+        tmp = Path(tmp_name)
+        self.temps.append(tmp)
+        with os.fdopen(fd, "wb") as out:
+            _fetch(url, out, limit)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        return tmp
+
+
+@contextlib.contextmanager
+def staged_downloads(folder: Path) -> Iterator[Staging]:
+    """Temporary download files in `folder` (created if need be), for the caller to check
+    and `os.replace` into place; on any failure the temporary files are removed, and `folder`
+    too if this call created it and it is empty.
+    """
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Staging(folder)
+    try:
+        yield staging
+    except BaseException:
+        for tmp in staging.temps:
+            tmp.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+        raise
+
+
+def _fetch(url: str | None, out, limit: int | None = None) -> int:
+    """Copy `url`'s body into `out`; returns the number of bytes.
+
+    More than `limit` bytes, fewer than the server's Content-Length (a cut connection) or any
+    transport error is an `InputError` naming the URL.
+    """
+    if limit is None:
+        logger.info("downloading %s", url)
+    else:
+        logger.info("downloading %s (%.1f MB)", url, limit / 1e6)
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            declared = response.headers.get("Content-Length")
+            copied = 0
+            while chunk := response.read(_CHUNK):
+                copied += len(chunk)
+                if limit is not None and copied > limit:
+                    raise InputError(url, f"sends more than the registry's {limit} bytes")
+                out.write(chunk)
+    except urllib.error.HTTPError as e:
+        raise InputError(url, f"download failed (HTTP {e.code} {e.reason})") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise InputError(url, f"download failed ({reason})") from None
+    if declared is not None and declared.isdigit() and copied < int(declared):
+        raise InputError(
+            url, f"download failed (the connection closed after {copied} of {declared} bytes)"
+        )
+    return copied
