@@ -21,9 +21,10 @@ from vocoder.inference.cuda import (
     relative_error,
 )
 from vocoder.inference.denoiser import Denoiser
-from vocoder.inference.engine import Synthesizer, resolve_model_source
+from vocoder.inference.engine import Synthesizer
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
+from vocoder.model_source import resolve_model_source
 from vocoder.models import ModelConfig, build_model
 
 TINY = dict(n_flows=3, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=16)
@@ -325,7 +326,7 @@ def test_engine_denoise_runs_and_keeps_length(synthesizers):
 
 def test_export_round_trip(tmp_path, synthesizers):
     from vocoder.checkpoint import export_model, load_model
-    from vocoder.inference.engine import export_inference_model
+    from vocoder.inference.export import export_inference_model
 
     model, synth = synthesizers("nanoflow-rqs")
     mel_config = MelConfig(sample_rate=22050, hop_length=16, n_mels=8)

@@ -18,7 +18,8 @@ from vocoder.data.filelist import read_filelist
 from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
 from vocoder.inference.compile import resolve_device
-from vocoder.inference.engine import Synthesizer, default_batch_size, resolve_model_source
+from vocoder.inference.engine import Synthesizer, default_batch_size
+from vocoder.model_source import resolve_model_source
 
 HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
 

@@ -6,7 +6,7 @@ import argparse
 
 from vocoder.checkpoint import load_model
 from vocoder.cli.outputs import add_stem_argument, output_folders, output_stem
-from vocoder.inference.engine import export_inference_model
+from vocoder.inference.export import export_inference_model
 
 HELP = "write a model's inference form (safetensors + JSON)"
 

@@ -29,18 +29,15 @@ import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vocoder import __version__, pretrained
-from vocoder.checkpoint import cast_network_weights, export_model, load_model
+from vocoder.checkpoint import load_model
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram
-from vocoder.importers import resolve_checkpoint
-from vocoder.inference.compile import InferenceModel, precision_dtype, prepare_for_inference
+from vocoder.inference.compile import InferenceModel, prepare_for_inference
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.denoiser import Denoiser, bias_mel
 from vocoder.inference.longform import (
@@ -51,6 +48,7 @@ from vocoder.inference.longform import (
     synthesize_in_windows,
 )
 from vocoder.melio import check_mel_range
+from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
 
 log = logging.getLogger(__name__)
@@ -65,51 +63,6 @@ def default_batch_size(device: torch.device) -> int:
     """Utterances per pass when none is asked for: 8 on a GPU, 1 on a CPU, where padded
     batches cost more than they save (measured: see the README)."""
     return 8 if device.type == "cuda" else 1
-
-
-def resolve_model_source(name_or_path: str | Path | None) -> Path:
-    """The file (or training run folder) behind a `--model` value.
-
-    An existing path is taken as is, except that a published checkpoint of another codebase
-    (NanoFlow reference, NVIDIA WaveGlow) is imported once into the cache and that import
-    returned; anything else is a pretrained model name (downloaded when the registry says
-    where from); None is the registry's default model.
-    """
-    if name_or_path is None:
-        name_or_path = pretrained.default_model_name()
-    path = Path(name_or_path)
-    if path.exists():
-        return resolve_checkpoint(path)
-    return pretrained.resolve_model_path(name_or_path)
-
-
-def export_inference_model(
-    name_or_path: str | Path | None,
-    out_stem: str | Path,
-    precision: str = "fp32",
-    overwrite: bool = False,
-) -> tuple[Path, Path]:
-    """Write the inference form of a model (weight norm folded, NanoFlow biases cached) as
-    `<out_stem>.safetensors` + `<out_stem>.json`, loadable by `Synthesizer.load`.
-
-    `precision` "fp16"/"bf16" stores the network weights at half size; the mel upsampler,
-    WaveGlow's 1x1 convolutions and all bias vectors stay float32.
-    """
-    dtype = precision_dtype(precision)
-    source = resolve_model_source(name_or_path)
-    model, info = load_model(source)
-    inference = model if model.inference_form else model.to_inference_form()
-    cast_network_weights(inference, dtype)
-    metadata: dict[str, Any] = {
-        "name": Path(out_stem).name,
-        "precision": precision,
-        "parameters": sum(p.numel() for p in inference.parameters()),
-        "source": str(source),
-        "exported_by": f"vocoder {__version__}",
-    }
-    if info.step is not None:
-        metadata["step"] = info.step
-    return export_model(inference, info.features, out_stem, metadata, overwrite=overwrite)
 
 
 class Synthesizer:
@@ -529,6 +482,4 @@ __all__ = [
     "DEFAULT_SIGMA",
     "Synthesizer",
     "default_batch_size",
-    "export_inference_model",
-    "resolve_model_source",
 ]

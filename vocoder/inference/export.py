@@ -1,0 +1,44 @@
+"""The inference form of a model written to disk: weight norm folded, NanoFlow biases cached,
+network weights at the chosen precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vocoder import __version__
+from vocoder.checkpoint import cast_network_weights, export_model, load_model
+from vocoder.inference.compile import precision_dtype
+from vocoder.model_source import resolve_model_source
+
+
+def export_inference_model(
+    name_or_path: str | Path | None,
+    out_stem: str | Path,
+    precision: str = "fp32",
+    overwrite: bool = False,
+) -> tuple[Path, Path]:
+    """Write the inference form of a model (weight norm folded, NanoFlow biases cached) as
+    `<out_stem>.safetensors` + `<out_stem>.json`, loadable by `Synthesizer.load`.
+
+    `precision` "fp16"/"bf16" stores the network weights at half size; the mel upsampler,
+    WaveGlow's 1x1 convolutions and all bias vectors stay float32.
+    """
+    dtype = precision_dtype(precision)
+    source = resolve_model_source(name_or_path)
+    model, info = load_model(source)
+    inference = model if model.inference_form else model.to_inference_form()
+    cast_network_weights(inference, dtype)
+    metadata: dict[str, Any] = {
+        "name": Path(out_stem).name,
+        "precision": precision,
+        "parameters": sum(p.numel() for p in inference.parameters()),
+        "source": str(source),
+        "exported_by": f"vocoder {__version__}",
+    }
+    if info.step is not None:
+        metadata["step"] = info.step
+    return export_model(inference, info.features, out_stem, metadata, overwrite=overwrite)
+
+
+__all__ = ["export_inference_model"]
