@@ -26,8 +26,8 @@ from app.plots import mel_image, waveform_image
 from vocoder import pretrained
 from vocoder.audio import audio_info, load_audio, resample
 from vocoder.errors import InputError, VocoderError
-from vocoder.evaluate import griffin_lim
 from vocoder.features import MelConfig
+from vocoder.griffin_lim import griffin_lim
 from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
 from vocoder.melio import check_mel_range, load_mel
 

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from vocoder.inference.compile import prepare_for_inference, resolve_device
+from vocoder.devices import resolve_device
+from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cuda import GraphedRowInverse, graphs_available
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.models import build_model, load_model_preset

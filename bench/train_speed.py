@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vocoder.devices import resolve_device  # noqa: E402
 from vocoder.models import build_model, load_model_preset  # noqa: E402
 from vocoder.train.config import load_experiment_config  # noqa: E402
-from vocoder.train.distributed import resolve_device  # noqa: E402
 from vocoder.train.trainer import LogLikelihood, train_step  # noqa: E402
 
 

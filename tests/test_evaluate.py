@@ -20,11 +20,11 @@ from vocoder.evaluate import (
     FileScores,
     batched_log_prob,
     evaluate,
-    griffin_lim,
     quality,
     write_report,
 )
 from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.griffin_lim import griffin_lim
 from vocoder.models import ModelConfig, build_model
 
 CLIP = "LJ050-0030"  # a 1.9 s test clip: evaluation may read test clips, training never

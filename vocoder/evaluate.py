@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from vocoder import metrics
@@ -29,54 +28,11 @@ from vocoder.audio import atomic_output, save_audio
 from vocoder.data.segments import UtteranceDataset
 from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
 from vocoder.models import FlowVocoder
 
 SYSTEMS = ("model", "griffin_lim")
 METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi", "rtf")
-GRIFFIN_LIM_ITERATIONS = 60
-
-
-def griffin_lim(
-    log_mel: torch.Tensor,
-    config: MelConfig,
-    n_iter: int = GRIFFIN_LIM_ITERATIONS,
-    length: int | None = None,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Audio `[samples]` from an ln-mel `[n_mels, frames]` by Griffin-Lim (librosa).
-
-    exp(ln-mel) -> magnitude STFT through librosa's non-negative least-squares inverse of the
-    same Slaney filterbank -> `librosa.griffinlim` with the same hop, window and centering.
-    """
-    import librosa  # imported here: heavy, and only evaluation needs it
-
-    mel = np.exp(log_mel.double().cpu().numpy())
-    magnitude = librosa.feature.inverse.mel_to_stft(
-        mel,
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        power=1.0,
-        fmin=config.fmin,
-        fmax=config.fmax,
-        htk=False,
-        norm="slaney",
-    )
-    pad = 0 if config.center else (config.n_fft - config.hop_length) // 2
-    audio = librosa.griffinlim(
-        magnitude,
-        n_iter=n_iter,
-        hop_length=config.hop_length,
-        win_length=config.win_length,
-        n_fft=config.n_fft,
-        window="hann",
-        center=config.center,
-        random_state=seed,
-    )
-    audio = audio[pad:]  # the uncentered (HiFi-GAN) convention pads the audio itself
-    if length is not None:
-        # librosa's own `length` must match the frame count exactly; pad or trim afterwards
-        audio = np.pad(audio[:length], (0, max(0, length - audio.shape[0])))
-    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
 
 
 def quality(
@@ -304,7 +260,6 @@ def _json_safe(value: Any) -> Any:
 
 
 __all__ = [
-    "griffin_lim",
     "quality",
     "batched_log_prob",
     "evaluate",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from vocoder.devices import resolve_device
 from vocoder.errors import VocoderError
-from vocoder.inference.compile import resolve_device
 
 HELP = "start the Gradio web demo"
 

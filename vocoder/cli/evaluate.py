@@ -15,9 +15,9 @@ from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.config import to_dict
 from vocoder.data.filelist import read_filelist
+from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
-from vocoder.inference.compile import resolve_device
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.model_source import resolve_model_source
 

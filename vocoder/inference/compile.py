@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError
 from vocoder.flows.coupling import Elementwise
 from vocoder.models.base import FlowVocoder
@@ -54,26 +55,6 @@ PRECISIONS: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto" -> the first CUDA GPU when there is one, else the CPU; checks "cuda" exists."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
-        resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except RuntimeError:
-            raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested, but no CUDA GPU is available here")
-    if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {resolved}; use auto, cpu or cuda")
-    if resolved.type == "cuda" and resolved.index is None:
-        resolved = torch.device("cuda", torch.cuda.current_device())
-    return resolved
 
 
 def precision_dtype(precision: str) -> torch.dtype:
@@ -362,5 +343,4 @@ __all__ = [
     "build_row_flows",
     "precision_dtype",
     "prepare_for_inference",
-    "resolve_device",
 ]

@@ -17,7 +17,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from vocoder.errors import ConfigError, VocoderError
+from vocoder.devices import resolve_device
+from vocoder.errors import VocoderError
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> cuda:LOCAL_RANK when CUDA is present, else cpu; "cuda" -> cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
-        return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
-    return torch.device(name)
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -137,7 +127,6 @@ def check_replicas_equal(model: nn.Module, info: DistInfo) -> str:
 
 __all__ = [
     "DistInfo",
-    "resolve_device",
     "setup",
     "cleanup",
     "wrap",
