@@ -14,8 +14,8 @@ from vocoder.flows.coupling import (
     shift_down,
 )
 from vocoder.flows.invconv import InvertibleConv1x1
-from vocoder.flows.permutations import RowPermutation, permute_rows, row_orders
-from vocoder.flows.squeeze import Squeeze, squeeze, unsqueeze
+from vocoder.flows.permutations import permute_rows, row_orders
+from vocoder.flows.squeeze import squeeze, unsqueeze
 
 
 def test_squeeze_is_column_major_and_invertible():
@@ -27,8 +27,6 @@ def test_squeeze_is_column_major_and_invertible():
     assert torch.equal(unsqueeze(s), x)
     cond = torch.randn(2, 3, 8)
     assert torch.equal(squeeze(cond, 4)[:, 2], squeeze(cond[:, 2], 4))
-    y, logdet = Squeeze(4)(x)
-    assert torch.equal(Squeeze(4).inverse(y)[0], x) and logdet.item() == 0
     with pytest.raises(ValueError):
         squeeze(torch.zeros(1, 10), 4)
 
@@ -38,10 +36,7 @@ def test_row_orders():
     assert rev.tolist() == [[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3]]
     assert row_orders("reverse", 16, 8)[1::2].eq(torch.arange(15, -1, -1)).all()
     x = torch.randn(2, 5, 3, 8)
-    perm = RowPermutation(torch.tensor([2, 0, 1]))
-    y, _ = perm(x)
-    assert torch.equal(y, permute_rows(x, torch.tensor([2, 0, 1])))
-    assert torch.equal(perm.inverse(y)[0], x)
+    assert torch.equal(permute_rows(x, torch.tensor([2, 0, 1])), x[:, :, [2, 0, 1]])
 
 
 def test_bipartized_row_orders_match_official_waveflow():

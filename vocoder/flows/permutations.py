@@ -13,8 +13,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from vocoder.flows.base import Transform
-
 PermutationKind = Literal["reverse", "bipartized"]
 
 
@@ -85,21 +83,6 @@ def permute_rows(x: Tensor, order: Tensor) -> Tensor:
     return x.index_select(-2, order)
 
 
-class RowPermutation(Transform):
-    """A fixed permutation of the rows of `[B, h, W]` (log-determinant 0)."""
-
-    def __init__(self, order: Tensor):
-        super().__init__()
-        self.register_buffer("order", order.clone(), persistent=False)
-        self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return permute_rows(x, self.order), x.new_zeros(x.shape[0])
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return permute_rows(y, self.inverse_order), y.new_zeros(y.shape[0])
-
-
 __all__ = [
     "PermutationKind",
     "reverse_rows",
@@ -108,5 +91,4 @@ __all__ = [
     "step_permutation",
     "row_orders",
     "permute_rows",
-    "RowPermutation",
 ]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vocoder.flows.base import Transform
-
 
 def squeeze(x: Tensor, h: int) -> Tensor:
     """`[..., T]` -> `[..., h, T/h]`, column-major (each column = h consecutive samples)."""
@@ -27,18 +25,4 @@ def unsqueeze(x: Tensor) -> Tensor:
     return x.transpose(-1, -2).reshape(*x.shape[:-2], h * width)
 
 
-class Squeeze(Transform):
-    """`squeeze` as a volume-preserving transform (log-determinant 0)."""
-
-    def __init__(self, h: int):
-        super().__init__()
-        self.h = h
-
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return squeeze(x, self.h), x.new_zeros(x.shape[0])
-
-    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return unsqueeze(y), y.new_zeros(y.shape[0])
-
-
-__all__ = ["squeeze", "unsqueeze", "Squeeze"]
+__all__ = ["squeeze", "unsqueeze"]

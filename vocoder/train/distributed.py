@@ -91,15 +91,6 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's `flag` on every rank (for decisions only rank 0 can take)."""
-    if not info.enabled:
-        return flag
-    tensor = torch.tensor([int(flag)], device=info.device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
-
-
 def weights_digest(model: nn.Module) -> str:
     """A SHA-256 of all parameters and buffers, in state-dict order."""
     digest = hashlib.sha256()
@@ -133,7 +124,6 @@ __all__ = [
     "unwrap",
     "barrier",
     "all_reduce_mean",
-    "broadcast_flag",
     "weights_digest",
     "check_replicas_equal",
 ]
