@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from variants import ROW_VARIANTS, VARIANTS
 
 from vocoder.audio import load_audio
 from vocoder.errors import ConfigError, InputError, VocoderError
@@ -26,35 +27,6 @@ from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
 from vocoder.model_source import resolve_model_source
 from vocoder.models import ModelConfig, build_model
-
-TINY = dict(n_flows=3, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=16)
-TINY_GLOW = dict(TINY, n_flows=4, n_group=8, n_early_every=2, n_early_size=2)
-
-VARIANTS = {
-    "waveflow": dict(TINY, family="waveflow"),
-    "waveflow-rqs": dict(TINY, family="waveflow", coupling="rqs", spline_bins=8),
-    "waveflow-bipartized": dict(TINY, family="waveflow", permutation="bipartized", n_flows=4),
-    "nanoflow-naive": dict(TINY, family="nanoflow", sharing="naive"),
-    "nanoflow-decomp": dict(TINY, family="nanoflow", sharing="decomp"),
-    "nanoflow": dict(TINY, family="nanoflow", embedding_dim=16),
-    "nanoflow-appendix": dict(
-        TINY, family="nanoflow", embedding_dim=16, embedding_variant="appendix"
-    ),
-    "nanoflow-first-flow-permuted": dict(
-        TINY, family="nanoflow", embedding_dim=16, permute_first_flow=True
-    ),
-    "nanoflow-rqs": dict(TINY, family="nanoflow", coupling="rqs", spline_bins=8, embedding_dim=16),
-    "nanoflow-partial-concat": dict(
-        TINY, family="nanoflow", shared_layers=1, concat_embedding=True, embedding_dim=16
-    ),
-    "waveglow": dict(TINY_GLOW, family="waveglow"),
-    "waveglow-rqs": dict(TINY_GLOW, family="waveglow", coupling="rqs", spline_bins=8),
-    "nanoflow-glow": dict(TINY_GLOW, family="nanoflow-glow", embedding_dim=16),
-    "nanoflow-glow-appendix": dict(
-        TINY_GLOW, family="nanoflow-glow", embedding_dim=16, embedding_variant="appendix"
-    ),
-}
-ROW_VARIANTS = [v for v in VARIANTS if "glow" not in v]
 
 
 def tiny_model(variant: str, seed: int = 0, **changes):
