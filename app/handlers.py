@@ -28,8 +28,9 @@ from vocoder.audio import audio_info, load_audio, resample
 from vocoder.errors import InputError, VocoderError
 from vocoder.features import MelConfig
 from vocoder.griffin_lim import griffin_lim
-from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer
+from vocoder.inference.engine import Synthesizer
 from vocoder.melio import check_mel_range, load_mel
+from vocoder.sigma import DEFAULT_SIGMA
 
 MEL_SUFFIXES = (".npy", ".pt")
 GRIFFIN_LIM = "griffin-lim"

@@ -23,7 +23,7 @@ from app.handlers import (
 )
 from vocoder.audio import audio_info
 from vocoder.errors import VocoderError
-from vocoder.inference.engine import DEFAULT_SIGMA
+from vocoder.sigma import DEFAULT_SIGMA
 
 logger = logging.getLogger(__name__)
 

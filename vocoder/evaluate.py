@@ -30,6 +30,7 @@ from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
 from vocoder.models import FlowVocoder
+from vocoder.sigma import DEFAULT_SIGMA
 
 SYSTEMS = ("model", "griffin_lim")
 METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi", "rtf")
@@ -135,7 +136,7 @@ def evaluate(
     model: FlowVocoder,
     features: MelConfig,
     files: list[Path],
-    sigma: float = 0.8,
+    sigma: float = DEFAULT_SIGMA,
     synthesis: bool = True,
     device: str | torch.device = "cpu",
     seed: int = 0,

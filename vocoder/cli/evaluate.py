@@ -20,12 +20,13 @@ from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.model_source import resolve_model_source
+from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
 
 log = logging.getLogger(__name__)
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   vocoder evaluate --checkpoint exp/waveflow-r64 --filelist data/ljspeech/test.txt \\
       --out exp/waveflow-r64/eval/report.json
@@ -34,9 +35,10 @@ examples:
 
 LL: mean log-density of each whole test utterance in nats per sample, averaged over clips
 (--batch-size utterances per pass, zero-padded with the padding masked: the same figures).
-Copy-synthesis (sigma 0.8 by default) and Griffin-Lim (60 iterations, the floor) from the
-same mels are scored against the recordings: log-mel L1, MCD (dB; DCT mel-cepstra 1..24,
-no DTW), PESQ wideband (at 16 kHz), STOI, real-time factor (synthesis time / duration).
+Copy-synthesis (sigma {DEFAULT_SIGMA} by default) and Griffin-Lim (60 iterations, the floor)
+from the same mels are scored against the recordings: log-mel L1, MCD (dB; DCT mel-cepstra
+1..24, no DTW), PESQ wideband (at 16 kHz), STOI, real-time factor (synthesis time /
+duration).
 The report is JSON, with a CSV of the same stem (one row per file and system).
 """
 
@@ -65,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="REPORT.json",
         help="write the report here (JSON, and a CSV beside it)",
     )
-    parser.add_argument("--sigma", type=float, default=0.8, help="prior temperature (default 0.8)")
+    parser.add_argument(
+        "--sigma",
+        type=float,
+        default=DEFAULT_SIGMA,
+        help=f"prior temperature (default {DEFAULT_SIGMA})",
+    )
     parser.add_argument(
         "--device",
         default="auto",
@@ -120,8 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.sigma <= 0:
-        raise ConfigError(f"--sigma must be positive, got {args.sigma}")
+    check_sigma(args.sigma, "--sigma")
     if args.max_files is not None and args.max_files < 1:
         raise ConfigError(f"--max-files must be positive, got {args.max_files}")
     if args.average < 1:

@@ -25,8 +25,9 @@ from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.errors import ConfigError, InputError, first_line
-from vocoder.inference.engine import DEFAULT_SIGMA, Synthesizer, default_batch_size
+from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.melio import MEL_FORMATS, load_mel, load_stats
+from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,7 @@ def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
 def _check_options(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.sigma >= 0:
-        raise ConfigError(f"--sigma must be >= 0, got {args.sigma}")
+    check_sigma(args.sigma, "--sigma")
     if not args.denoise >= 0:
         raise ConfigError(f"--denoise must be >= 0, got {args.denoise}")
     if args.chunk_seconds is not None and not args.chunk_seconds > 0:

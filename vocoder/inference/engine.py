@@ -13,10 +13,7 @@ to a batch exactly: each mel is upsampled alone (the upsampler looks a frame ahe
 padded, and the row engine masks the padding (see `incremental`); the Glow families batch
 utterances of equal length only.
 
-sigma (default 0.8): the standard deviation of the latent z ~ N(0, sigma^2). Models are
-trained with sigma = 1; the references synthesize with 0.6 to 1.0. Lower gives cleaner but
-flatter, slightly muffled speech, higher sharper but noisier; 0.8 is the middle of that
-range.
+sigma: the prior temperature, default `DEFAULT_SIGMA` (see `vocoder.sigma`).
 
 Audio comes back as float32 on the CPU, `F * hop_length` samples per `F` mel frames.
 A `Synthesizer` may be shared between threads; their device work runs one at a time.
@@ -50,10 +47,10 @@ from vocoder.inference.longform import (
 from vocoder.melio import check_mel_range
 from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
+from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGMA = 0.8
 MAX_BATCH = 16  # utterances or windows synthesized together at most
 CPU_MEMORY_BUDGET = 2 << 30  # bytes of working memory per synthesis step on the CPU
 GPU_MEMORY_FRACTION = 0.25  # of the GPU's memory
@@ -344,8 +341,7 @@ class Synthesizer:
         denoise: float,
         chunk_frames: int | None,
     ) -> list[Tensor]:
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}")
+        check_sigma(sigma)
         if not (math.isfinite(denoise) and denoise >= 0):
             raise ConfigError(f"denoise strength must be >= 0, got {denoise}")
         if chunk_frames is not None and chunk_frames < 1:
@@ -479,7 +475,6 @@ def _default_budget(device: torch.device) -> int:
 
 
 __all__ = [
-    "DEFAULT_SIGMA",
     "Synthesizer",
     "default_batch_size",
 ]

@@ -27,6 +27,7 @@ from vocoder.errors import ConfigError
 from vocoder.features import PRESETS, MelConfig
 from vocoder.models.config import ModelConfig
 from vocoder.models.registry import model_config_from_section
+from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 SECTIONS = ("features", "model", "data", "train")
 
@@ -90,7 +91,7 @@ class TrainConfig:
     seed: int = 1234
     init_from: str | None = None  # weights to start from (fine-tuning): .pt or .safetensors
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    valid_sigma: float = 0.8  # prior temperature of the validation clips synthesized
+    valid_sigma: float = DEFAULT_SIGMA  # prior temperature of the validation clips synthesized
 
     def validate(self) -> None:
         positive = ("max_steps", "lr_halve_every", "log_every", "valid_every", "checkpoint_every")
@@ -105,8 +106,7 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must not be negative, got {self.keep_last}")
-        if not self.valid_sigma > 0:
-            raise ConfigError(f"train.valid_sigma must be positive, got {self.valid_sigma}")
+        check_sigma(self.valid_sigma, "train.valid_sigma")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device}")
 
