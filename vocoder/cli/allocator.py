@@ -1,13 +1,13 @@
 """Keep freed memory in the process instead of handing it back to the OS (glibc only).
 
 CPU inference allocates and frees tensors of hundreds of MB. glibc serves each from a
-fresh mmap and unmaps it on free, so the next one page-faults its way in again: on 2 cores,
-`vocoder evaluate --no-synthesis` of 8 LJ Speech clips spent 24 of its 33 s in the kernel.
-With mmap off and a high trim threshold it took 17 s, and `vocoder synthesize` of the 16
-LJ test clips went from 3.4x to 4.0x real time (training: unchanged). The price: the
-process keeps its peak memory until it exits, so only the batch commands (`synthesize`,
-`evaluate`) ask for it, not the long-running demo server. Setting MALLOC_MMAP_MAX_ or
-MALLOC_TRIM_THRESHOLD_ in the environment leaves glibc as configured there.
+fresh mmap and unmaps it on free, so the next one page-faults its way in again, and the
+batch commands spend much of their time in the kernel. With mmap off and a high trim
+threshold they run faster (the README's performance section has the measured figures;
+training is unchanged). The price: the process keeps its peak memory until it exits, so
+only the batch commands (`synthesize`, `evaluate`) ask for it, not the long-running demo
+server. Setting MALLOC_MMAP_MAX_ or MALLOC_TRIM_THRESHOLD_ in the environment leaves glibc
+as configured there.
 """
 
 from __future__ import annotations
