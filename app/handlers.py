@@ -21,8 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.cache import ModelCache
-from app.plots import mel_image, waveform_image
 from vocoder import pretrained
 from vocoder.audio import audio_info, load_audio, resample
 from vocoder.errors import InputError, VocoderError
@@ -31,6 +29,9 @@ from vocoder.griffin_lim import griffin_lim
 from vocoder.inference.engine import Synthesizer
 from vocoder.melio import check_mel_range, load_mel
 from vocoder.sigma import DEFAULT_SIGMA
+
+from .cache import ModelCache
+from .plots import mel_image, waveform_image
 
 MEL_SUFFIXES = (".npy", ".pt")
 GRIFFIN_LIM = "griffin-lim"

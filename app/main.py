@@ -12,7 +12,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from app.handlers import (
+from vocoder.audio import audio_info
+from vocoder.errors import VocoderError
+from vocoder.sigma import DEFAULT_SIGMA
+
+from .handlers import (
     EXAMPLES_DIR,
     MEL_SUFFIXES,
     NO_COMPARISON,
@@ -21,9 +25,6 @@ from app.handlers import (
     VocoderDemo,
     example_files,
 )
-from vocoder.audio import audio_info
-from vocoder.errors import VocoderError
-from vocoder.sigma import DEFAULT_SIGMA
 
 logger = logging.getLogger(__name__)
 

@@ -315,9 +315,10 @@ def test_demo_command_line(tmp_path, monkeypatch, capsys):
 def test_demo_checks_its_models_and_device_before_serving(
     tiny_models, tmp_path, monkeypatch, capsys
 ):
-    import app
     from vocoder.cli import main
+    from vocoder.cli.demo import demo_package
 
+    app = demo_package()  # what `vocoder demo` serves: vocoder.app installed, app/ in place
     served = []
     monkeypatch.setattr(app, "launch", lambda settings, **options: served.append(options))
     broken = tmp_path / "broken.pt"

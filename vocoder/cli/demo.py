@@ -1,10 +1,19 @@
-"""`vocoder demo`: serve the Gradio web demo (the `app` package) on this machine."""
+"""`vocoder demo`: serve the Gradio web demo on this machine.
+
+The demo lives in the repository's `app/` folder; an install puts it at `vocoder.app`
+(setup.cfg), so that nothing named `app` lands beside the user's own packages. A clone run
+in place (no install) imports the folder as `app`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+from pathlib import Path
+from types import ModuleType
 
+import vocoder
 from vocoder.devices import resolve_device
 from vocoder.errors import VocoderError
 
@@ -61,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise VocoderError("the demo needs Gradio: pip install 'vocoder[demo]'") from None
-    from app import DemoSettings, VocoderDemo, launch
+    app = demo_package()
 
     for name, value in (
         ("--max-upload-mb", args.max_upload_mb),
@@ -72,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise VocoderError(f"--concurrency must be at least 1, got {args.concurrency}")
     resolve_device(args.device)  # a bad --device fails now, not on every request
-    settings = DemoSettings(
+    settings = app.DemoSettings(
         models=tuple(args.model or ()),
         device=args.device,
         max_upload_mb=args.max_upload_mb,
         max_seconds=args.max_seconds,
     )
-    demo = VocoderDemo(settings)
+    demo = app.VocoderDemo(settings)
     if not demo.model_choices():
         raise VocoderError(
             "no models to serve: the registry lists none on this machine; pass --model with "
@@ -91,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     # Gradio checks its own server over HTTP at startup; those requests are not news to people.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     print(f"Serving the demo on http://{args.host}:{args.port} (Ctrl+C stops it)")
-    launch(
+    app.launch(
         settings,
         host=args.host,
         port=args.port,
@@ -100,3 +109,17 @@ def run(args: argparse.Namespace) -> int:
         demo=demo,
     )
     return 0
+
+
+def demo_package() -> ModuleType:
+    """The demo's package: `vocoder.app` when installed, else `app/` beside `vocoder/`."""
+    try:
+        return importlib.import_module("vocoder.app")
+    except ModuleNotFoundError as e:
+        if e.name != "vocoder.app":
+            raise
+    folder = Path(vocoder.__file__).resolve().parents[1] / "app"
+    package = importlib.import_module("app") if (folder / "__init__.py").is_file() else None
+    if package is None or Path(package.__file__).resolve().parent != folder:
+        raise VocoderError(f"the demo is not installed: no vocoder.app, and no {folder}")
+    return package
