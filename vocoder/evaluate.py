@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from vocoder import metrics
-from vocoder.audio import atomic_output, save_audio
+from vocoder.audio import save_audio
 from vocoder.data.segments import UtteranceDataset
 from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.files import atomic_output
 from vocoder.models import FlowVocoder
 
 SYSTEMS = ("model", "griffin_lim")
