@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -425,3 +426,32 @@ def test_resume_before_the_first_checkpoint_uses_the_run_config(reference, tmp_p
     assert (run / "config.yaml").is_file()
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "2"]) == 0
     assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    base = ["train", "--config", str(conf), "--out", str(run)]
+    assert main([*base, "--max-steps", "2", "train.valid_every=100"]) == 0
+    earlier = checkpoint_path(run, 2).read_bytes()
+
+    def no_room() -> None:  # files over 20 kB fail to write (EFBIG), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    command = [sys.executable, "-m", "vocoder", "train", "--out", str(run), "--resume"]
+    result = subprocess.run(
+        [*command, "--max-steps", "4", "train.checkpoint_every=2"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=no_room,
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {checkpoint_path(run, 4)}: could not be written"), last
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000002.pt"]
+    assert checkpoint_path(run, 2).read_bytes() == earlier
