@@ -14,7 +14,7 @@ from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
 from vocoder.train.trainer import CONFIG_FILE
 
-HELP = "size, receptive field, FLOPs of a preset, config, checkpoint or run folder"
+HELP = "size, receptive field, FLOPs of a model, config or run folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
