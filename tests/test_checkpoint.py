@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import re
+import struct
+import zipfile
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from vocoder.checkpoint import (
@@ -19,6 +24,7 @@ from vocoder.checkpoint import (
     load_averaged_model,
     load_checkpoint,
     load_model,
+    non_finite_tensor,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
@@ -87,7 +93,7 @@ def test_save_refuses_overwrite_and_failed_write_keeps_old_file(tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", dies_half_way)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="step-00000001.pt: could not be written: disk full"):
         save_checkpoint(path, checkpoint_state(tiny_model(seed=3), 1), overwrite=True)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
@@ -130,6 +136,93 @@ def test_corrupt_or_missing_files_raise_input_error(tmp_path):
         load_model(tmp_path / "empty")
 
 
+def flip_a_byte(path, offset_from_end=None):
+    """Invert one byte in the middle of a file's data (or `offset_from_end` bytes before
+    its end), as a bad disk or transfer would."""
+    data = bytearray(path.read_bytes())
+    where = len(data) // 2 if offset_from_end is None else len(data) - offset_from_end
+    data[where] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_prune_never_deletes_the_last_finite_checkpoint(tmp_path):
+    model = tiny_model()
+    save_checkpoint(checkpoint_path(tmp_path, 1), checkpoint_state(model, 1))
+    poisoned = tiny_model()
+    with torch.no_grad():
+        next(poisoned.parameters())[0].fill_(float("nan"))
+    for step in (2, 3, 4):
+        save_checkpoint(checkpoint_path(tmp_path, step), checkpoint_state(poisoned, step))
+    assert non_finite_tensor(load_checkpoint(checkpoint_path(tmp_path, 4))).startswith("model.")
+    removed = prune_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in removed] == ["step-00000002.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "step-00000001.pt",
+        "step-00000003.pt",
+        "step-00000004.pt",
+    ]
+    # once a finite checkpoint is among the newest, the old one goes as usual
+    save_checkpoint(checkpoint_path(tmp_path, 5), checkpoint_state(model, 5))
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000004.pt", "step-00000005.pt"]
+
+
+def test_flipped_bytes_in_a_checkpoint_are_caught(tmp_path):
+    model = tiny_model()
+    path = save_checkpoint(checkpoint_path(tmp_path, 1), checkpoint_state(model, 1))
+    data = path.read_bytes()
+    # a byte inside the largest tensor's stored data: torch alone would load it silently
+    info = max(
+        (i for i in zipfile.ZipFile(path).infolist() if "/data/" in i.filename),
+        key=lambda i: i.file_size,
+    )
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 :][:4])
+    start = info.header_offset + 30 + name_length + extra_length
+    corrupt = bytearray(data)
+    corrupt[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(corrupt))
+    assert torch.load(path, weights_only=True)["step"] == 1  # what torch does without a check
+    with pytest.raises(InputError, match=r"step-00000001.pt: corrupt checkpoint: record .* CRC"):
+        load_model(path)
+    with pytest.raises(InputError, match="corrupt checkpoint"):
+        load_model(tmp_path)  # a run folder: its latest checkpoint
+    with pytest.raises(InputError, match="corrupt checkpoint"):
+        resolve_model_config(path)
+
+
+def test_flipped_bytes_in_an_export_are_caught_and_old_exports_load(tmp_path):
+    weights, meta = export_model(tiny_model(), MelConfig(), tmp_path / "voc")
+    assert (
+        json.loads(meta.read_text())["weights_sha256"]
+        == hashlib.sha256(weights.read_bytes()).hexdigest()
+    )
+    flip_a_byte(weights, offset_from_end=10)
+    safetensors.torch.load_file(str(weights))  # loads without a word on its own
+    with pytest.raises(InputError, match="voc.safetensors: corrupt: its sha256 differs"):
+        load_model(weights)
+    flip_a_byte(weights, offset_from_end=10)  # back as it was
+    document = json.loads(meta.read_text())
+    del document["weights_sha256"]  # an export made before the record existed
+    meta.write_text(json.dumps(document))
+    assert load_model(weights)[1].model == tiny_model().config
+
+
+def test_shape_mismatch_is_one_line_naming_the_tensor(tmp_path):
+    weights, meta = export_model(tiny_model(), MelConfig(), tmp_path / "voc")
+    document = json.loads(meta.read_text())
+    document["model"]["channels"] = 16
+    meta.write_text(json.dumps(document))
+    with pytest.raises(InputError) as e:
+        load_model(weights)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 300, message
+    assert re.search(
+        r"weights do not fit .*: \S+ has shape \(8,.*\), the model's is \(16,.*\) "
+        r"\(and \d+ more\)$",
+        message,
+    )
+
+
 @pytest.mark.parametrize("family", ["waveflow", "nanoflow"])
 def test_export_training_form_round_trip(tmp_path, family):
     model = tiny_model(family)
@@ -169,6 +262,11 @@ def test_export_refuses_overwrite_and_bad_files_are_reported(tmp_path):
         export_model(model, MelConfig(), tmp_path / "voc")
     export_model(model, MelConfig(), tmp_path / "voc", overwrite=True)
     weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(InputError, match="voc.safetensors: corrupt: its sha256 differs"):
+        load_model(weights)
+    document = json.loads(meta.read_text())
+    del document["weights_sha256"]  # as in an export made before the record existed
+    meta.write_text(json.dumps(document))
     with pytest.raises(InputError, match="not a readable safetensors file"):
         load_model(weights)
     meta.unlink()

@@ -23,14 +23,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from vocoder import __version__
-from vocoder.checkpoint import export_model
+from vocoder.checkpoint import checkpoint_path, export_model, save_checkpoint
 from vocoder.cli import COMMAND_HELP, COMMANDS, build_parser, main
 from vocoder.cli.models import summary_lines
+from vocoder.config import to_dict
 from vocoder.errors import InputError
 from vocoder.features import MelConfig
-from vocoder.models import ModelConfig, build_model
+from vocoder.models import ModelConfig, build_model, resolve_model_config
 from vocoder.pretrained import default_model_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -345,6 +347,40 @@ def test_info_takes_a_pretrained_name_and_lists_every_kind_on_a_bad_one(capsys):
     assert main(["info", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "model preset (" in err and f"pretrained model ({name}" in err
+
+
+def test_info_takes_a_run_folder_and_shows_rate_and_hop(tmp_path, capsys):
+    config = ModelConfig(family="waveflow", n_flows=2, n_layers=2, n_group=8, channels=8)
+    run = tmp_path / "run"
+    state = {
+        "config": {"model": to_dict(config), "features": to_dict(MelConfig())},
+        "model": build_model(config).state_dict(),
+        "step": 3,
+    }
+    save_checkpoint(checkpoint_path(run, 3), state)
+    assert main(["info", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^audio +22050 Hz, hop 256 samples \(11\.6 ms per mel frame\)$", out, re.M)
+    assert "parameters (training)" in out
+    # before its first checkpoint, a run folder has its config.yaml
+    (run / "checkpoints" / "step-00000003.pt").unlink()
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": to_dict(config)}))
+    assert main(["info", str(run)]) == 0
+    assert "22050 Hz, hop 256" in capsys.readouterr().out
+
+
+def test_torch_hint_to_unpickle_never_leaks(tmp_path, capsys):
+    mel = tmp_path / "mel.pt"
+    torch.save({"mel": np.zeros((80, 10), dtype=np.float32)}, mel)  # a numpy array: a pickle
+    assert main(["synthesize", str(mel), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "mel.pt: not a readable mel file" in err and "never unpickled" in err
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"config": {"model": np.zeros(3)}}, checkpoint)
+    with pytest.raises(InputError) as e:
+        resolve_model_config(checkpoint)
+    for message in (err, str(e.value)):
+        assert "weights_only" not in message and "will likely succeed" not in message
 
 
 def test_other_exits_of_a_command(monkeypatch, capsys):

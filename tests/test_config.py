@@ -72,3 +72,10 @@ def test_mel_config_validates_on_load():
     assert from_dict(MelConfig, {"hop_length": 256}) == MelConfig()
     with pytest.raises(ConfigError, match="fmax"):
         from_dict(MelConfig, {"sample_rate": 8000})
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "conf.yaml"
+    path.write_text("train:\n  lr: 1.0e-3\n  max_steps: 10\n  lr: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=r"conf.yaml: .*duplicate key 'lr' at line 4"):
+        load_mapping(path)

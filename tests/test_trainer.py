@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +16,15 @@ import pytest
 import torch
 import yaml
 
-from vocoder.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, load_model
+from vocoder.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model,
+    non_finite_tensor,
+    save_checkpoint,
+)
 from vocoder.cli import main
 from vocoder.errors import ConfigError
 from vocoder.models import build_model
@@ -355,3 +365,93 @@ def test_bf16_autocast_on_cpu_trains(reference, tmp_path):
     args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "2"]
     assert main([*args, "train.precision=bf16", "train.valid_every=100"]) == 0
     assert all(math.isfinite(v) for v in losses(run).values())
+
+
+# ---- what a resume resumes ----
+
+
+def poison_optimizer(path: Path) -> None:
+    """One NaN in a checkpoint's Adam state, as a bad step or a bad disk would leave it."""
+    state = load_checkpoint(path)
+    first = next(iter(state["optimizer"]["state"].values()))
+    first["exp_avg"].view(-1)[0] = float("nan")
+    save_checkpoint(path, state, overwrite=True)
+
+
+def test_resume_falls_back_from_a_non_finite_checkpoint(reference, tmp_path, caplog):
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "4"]
+    assert main([*args, "train.checkpoint_every=2", "train.valid_every=100"]) == 0
+    poison_optimizer(checkpoint_path(run, 4))
+    # a checkpoint named explicitly is refused
+    explicit = ["train", "--out", str(run), "--resume", str(checkpoint_path(run, 4))]
+    assert main([*explicit, "--max-steps", "6"]) == 2
+    # the run folder falls back to its newest finite checkpoint, saying so
+    caplog.clear()
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "6"]) == 0
+    assert "resuming from " in caplog.text and "step-00000002.pt" in caplog.text
+    got = losses(run)
+    assert all(math.isfinite(got[step]) for step in (3, 4, 5, 6)), got
+    assert non_finite_tensor(load_checkpoint(latest_checkpoint(run))) is None
+
+
+def test_explicit_non_finite_checkpoint_is_refused(reference, tmp_path, capsys):
+    conf, ref_run = reference
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = run / "step-00000008.pt"
+    shutil.copy(latest_checkpoint(ref_run), bad)
+    poison_optimizer(bad)
+    assert main(["train", "--out", str(tmp_path / "new"), "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "step-00000008.pt: cannot resume: it holds non-finite values (optimizer.state." in err
+
+
+def test_a_run_whose_steps_are_all_skipped_fails(reference, tmp_path, capsys):
+    conf, _ = reference
+    run = tmp_path / "run"
+    # an absurd rate: step 1 updates the weights to overflow, every later step is non-finite
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]
+    assert main([*args, "train.lr=1.0e30", "train.valid_every=100"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "3"]) == 2
+    assert "all 2 steps were skipped" in capsys.readouterr().err
+
+
+def test_resume_before_the_first_checkpoint_uses_the_run_config(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]) == 0
+    shutil.rmtree(run / "checkpoints")  # as a kill before the first checkpoint leaves it
+    assert (run / "config.yaml").is_file()
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "2"]) == 0
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt"]
+
+
+def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints(reference, tmp_path):
+    conf, _ = reference
+    run = tmp_path / "run"
+    base = ["train", "--config", str(conf), "--out", str(run)]
+    assert main([*base, "--max-steps", "2", "train.valid_every=100"]) == 0
+    earlier = checkpoint_path(run, 2).read_bytes()
+
+    def no_room() -> None:  # files over 20 kB fail to write (EFBIG), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    command = [sys.executable, "-m", "vocoder", "train", "--out", str(run), "--resume"]
+    result = subprocess.run(
+        [*command, "--max-steps", "4", "train.checkpoint_every=2"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=no_room,
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {checkpoint_path(run, 4)}: could not be written"), last
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000002.pt"]
+    assert checkpoint_path(run, 2).read_bytes() == earlier

@@ -3,17 +3,14 @@
 Loaded audio is a float32 tensor `[samples]` in [-1, 1]. 16-bit PCM (wav or flac) is read as
 int16 and divided by 32768, exactly as the Tacotron 2 / WaveGlow reference pipeline does, so
 mels computed from it match reference mels; other encodings are read as float. Every problem
-with a file raises `InputError(path, problem)`. Writes are atomic (a temporary file in the same
-folder, then `os.replace`) and never replace an existing file unless asked to.
+with a file raises `InputError(path, problem)`. A file whose header leaves its length open (a
+streamed FLAC, total samples 0) is read by decoding it to the end. Writes are atomic (see
+`vocoder.files.atomic_output`) and never replace an existing file unless asked to.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import torch
 import torchaudio
 
 from vocoder.errors import InputError
+from vocoder.files import atomic_output
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 """File name extensions treated as audio when scanning folders."""
@@ -52,10 +50,13 @@ def audio_info(path: str | Path) -> AudioInfo:
     except (sf.LibsndfileError, RuntimeError) as e:
         raise InputError(path, f"not a readable audio file ({_reason(e)})") from None
     _check_complete(path, info.extra_info)
+    frames = int(info.frames)
+    if frames >= _UNKNOWN_LENGTH:  # a streamed file: its length is known by decoding only
+        frames = _read_until_end(path, "float32").shape[0]
     return AudioInfo(
         sample_rate=int(info.samplerate),
         channels=int(info.channels),
-        frames=int(info.frames),
+        frames=frames,
         format=str(info.format),
         subtype=str(info.subtype),
     )
@@ -77,7 +78,10 @@ def load_audio(
             file_rate, channels, subtype = f.samplerate, f.channels, f.subtype
             # int16 / 32768 is what the reference pipeline feeds its STFT.
             dtype = "int16" if subtype == "PCM_16" else "float32"
-            data = f.read(dtype=dtype, always_2d=True)
+            if f.frames >= _UNKNOWN_LENGTH:
+                data = _read_blocks(f, dtype)
+            else:
+                data = f.read(dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise InputError(path, f"not a readable audio file ({_reason(e)})") from None
     if data.shape[0] == 0:
@@ -138,32 +142,38 @@ def save_audio(
     return path
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success move it onto `path` atomically.
+# libsndfile's frame count of a file whose header leaves the length open (a FLAC streamed
+# with total samples 0): SF_COUNT_MAX, which no real file reaches.
+_UNKNOWN_LENGTH = 2**62
+_BLOCK_FRAMES = 1 << 16
 
-    Raises `InputError` up front when `path` exists and `overwrite` is False. On an
-    exception (or a kill) the destination is untouched and the temporary file removed.
+
+def _read_blocks(f: sf.SoundFile, dtype: str) -> np.ndarray:
+    """Every frame of an open file, read block by block until the end of the stream.
+
+    soundfile's `read` seeks after each block to keep its position, which libFLAC refuses
+    in a stream of unknown length, so the blocks come from libsndfile's `sf_readf_*` itself.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(path, "already exists; refusing to overwrite it")
-    if path.is_dir():
-        raise InputError(path, "is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    ctype = {"int16": "short", "float32": "float"}[dtype]
+    readf = getattr(sf._snd, f"sf_readf_{ctype}")
+    blocks = []
+    while True:
+        block = np.empty((_BLOCK_FRAMES, f.channels), dtype=dtype)
+        count = readf(f._file, sf._ffi.cast(f"{ctype} *", block.ctypes.data), _BLOCK_FRAMES)
+        if count <= 0:
+            break
+        blocks.append(block[:count])
+    if not blocks:
+        return np.zeros((0, f.channels), dtype=dtype)
+    return np.concatenate(blocks)
+
+
+def _read_until_end(path: Path, dtype: str) -> np.ndarray:
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp creates 0600; give the result the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with sf.SoundFile(str(path)) as f:
+            return _read_blocks(f, dtype)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise InputError(path, f"not a readable audio file ({_reason(e)})") from None
 
 
 def _format_of(path: Path) -> str:

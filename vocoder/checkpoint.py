@@ -8,7 +8,11 @@ Two kinds of file:
   None), "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng"}.
 - An exported model `<stem>.safetensors` (weights only, no pickle) with `<stem>.json` beside
   it: {"format", "version", "form" ("training": weight norm kept; "inference": folded),
-  "model": ModelConfig, "features": MelConfig, "metadata": {...}}.
+  "model": ModelConfig, "features": MelConfig, "metadata": {...}, "weights_sha256"}.
+
+Corruption is caught at load: a checkpoint's zip CRCs are checked, an export's sha256 is
+compared with the one its JSON records (exports made before it was recorded, and the shipped
+models, which the pretrained registry's sha256s check, load without it).
 
 `load_model` reads either (or a run folder: its latest checkpoint) and rebuilds the model.
 Every write is atomic (a temporary file in the same folder, fsync, then `os.replace`), so a
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 import re
 from dataclasses import dataclass, field
@@ -33,10 +36,10 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from vocoder.audio import atomic_output
 from vocoder.config import from_dict, to_dict
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.features import MelConfig
+from vocoder.files import atomic_output, file_sha256, load_torch_file
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
 
 CHECKPOINT_FORMAT = "vocoder-checkpoint"
@@ -102,23 +105,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], overwrite: bool = F
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint (no arbitrary unpickling); `InputError` when unusable."""
+    """Read a training checkpoint (no arbitrary unpickling, zip CRCs checked); `InputError`
+    when unusable."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's message suggests weights_only=False, which would run code from the file
-        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
-        raise InputError(
-            path,
-            "not a readable checkpoint: not a PyTorch file, corrupt, or holding objects other "
-            "than tensors and plain data, which are never unpickled"
-            + (f" ({detail})" if detail else ""),
-        ) from None
-    except Exception as e:  # torch raises many kinds for truncated or foreign files
-        raise InputError(path, f"not a readable checkpoint ({first_line(e)})") from None
+    state = load_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(path, "not a vocoder training checkpoint")
     if state.get("version", 0) > VERSION:
@@ -130,13 +122,52 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns those deleted."""
+    """Delete all but the newest `keep_last` checkpoints (0 keeps all); returns those deleted.
+
+    A finite checkpoint is never deleted in favour of non-finite ones: when none of the
+    newest `keep_last` is finite, the newest finite older one stays as well.
+    """
     if keep_last <= 0:
         return []
-    old = list_checkpoints(run_dir)[:-keep_last]
+    checkpoints = list_checkpoints(run_dir)
+    old, kept = checkpoints[:-keep_last], checkpoints[-keep_last:]
+    if old and not any(checkpoint_is_finite(p) for p in reversed(kept)):
+        finite = next((p for p in reversed(old) if checkpoint_is_finite(p)), None)
+        old = [p for p in old if p != finite]
     for p in old:
         p.unlink(missing_ok=True)
     return old
+
+
+def non_finite_tensor(state: Any, prefix: str = "") -> str | None:
+    """The name of the first floating tensor holding NaN or infinity in a (nested) state,
+    e.g. "optimizer.state.3.exp_avg"; None when all are finite."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return prefix or "tensor" if bad else None
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, list | tuple):
+        items = enumerate(state)
+    else:
+        return None
+    for key, value in items:
+        if key == "rng" and not prefix:  # a checkpoint's generator states are bytes
+            continue
+        found = non_finite_tensor(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def checkpoint_is_finite(path: str | Path) -> bool:
+    """Whether a checkpoint's weights and optimizer state are all finite (False when it
+    cannot be read)."""
+    try:
+        state = load_checkpoint(path)
+    except InputError:
+        return False
+    return non_finite_tensor(state) is None
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -248,16 +279,17 @@ def export_model(
         "metadata": dict(metadata or {}),
     }
     try:
-        text = json.dumps(document, indent=2, sort_keys=False) + "\n"
+        json.dumps(document)
     except TypeError as e:
         raise ConfigError(f"export_model: metadata is not JSON-serialisable ({e})") from None
     # clone: safetensors refuses tensors sharing storage
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_output(weights_path, overwrite=True) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT})
+        document["weights_sha256"] = file_sha256(tmp)  # checked at load: no silent corruption
     # The JSON goes last: a weights file without its JSON is never taken for a finished export.
     with atomic_output(meta_path, overwrite=True) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return weights_path, meta_path
 
 
@@ -358,6 +390,11 @@ def _read_export(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     form = document.get("form", "training")
     if form not in ("training", "inference"):
         raise InputError(meta_path, f"unknown form {form!r} (training or inference)")
+    recorded = document.get("weights_sha256")
+    if recorded is not None and file_sha256(path) != recorded:
+        raise InputError(
+            path, f"corrupt: its sha256 differs from the one {meta_path.name} records at export"
+        )
     try:
         state = safetensors.torch.load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt headers
@@ -384,13 +421,31 @@ def _build(info: ModelInfo) -> FlowVocoder:
 
 
 def _load_state(model: FlowVocoder, state: dict[str, torch.Tensor], path: Path) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise InputError(path, f"weights do not fit the model its config describes ({e})") from None
+    mismatch = weights_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise InputError(path, f"weights do not fit the model its config describes: {mismatch}")
+    model.load_state_dict(state, strict=True)
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise InputError(path, f"weights contain NaN or infinite values ({name})")
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """One line saying how the weights `found` differ from those a model `expected` (the
+    first differing tensor and how many more), or "" when they fit."""
+    problems = []
+    for name, tensor in expected.items():
+        if name not in found:
+            problems.append(f"{name} {tuple(tensor.shape)} is missing")
+        elif tuple(found[name].shape) != tuple(tensor.shape):
+            problems.append(
+                f"{name} has shape {tuple(found[name].shape)}, the model's is {tuple(tensor.shape)}"
+            )
+    problems += [f"{name} is not a weight of this model" for name in found if name not in expected]
+    if not problems:
+        return ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
 
 
 def _model_config(data: Any, source: Path) -> ModelConfig:
@@ -419,6 +474,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "prune_checkpoints",
+    "non_finite_tensor",
+    "checkpoint_is_finite",
+    "weights_mismatch",
     "capture_rng_state",
     "restore_rng_state",
     "average_checkpoints",

@@ -24,10 +24,11 @@ from typing import Any
 import torch
 
 from vocoder import metrics
-from vocoder.audio import atomic_output, save_audio
+from vocoder.audio import save_audio
 from vocoder.data.segments import UtteranceDataset
 from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.files import atomic_output
 from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
 from vocoder.models import FlowVocoder
 from vocoder.sigma import DEFAULT_SIGMA

@@ -35,8 +35,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vocoder.audio import atomic_output
 from vocoder.errors import InputError
+from vocoder.files import atomic_output, load_torch_file
 
 MelFormat = Literal["ln", "log10", "db-normalized", "meanvar"]
 MEL_FORMATS: tuple[str, ...] = ("ln", "log10", "db-normalized", "meanvar")
@@ -271,7 +271,7 @@ def _read_array(path: Path) -> torch.Tensor:
                 raise InputError(path, f"holds complex numbers ({array.dtype}); expected real")
             return torch.from_numpy(np.asarray(array, dtype=np.float32))
         if suffix == ".pt":
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = load_torch_file(path, "mel file")
             if isinstance(data, dict):
                 if "mel" not in data:
                     raise InputError(path, f"dict without a 'mel' key (keys: {sorted(data)})")

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from vocoder.audio import atomic_output
 from vocoder.checkpoint import cast_network_weights, export_model, load_model
 from vocoder.config import load_mapping
+from vocoder.files import atomic_output
 from vocoder.pretrained import PRETRAINED_DIR, REGISTRY_FILE, sha256_file
 from vocoder.train.logging import read_log
 

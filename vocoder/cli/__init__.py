@@ -38,7 +38,7 @@ COMMAND_HELP: dict[str, str] = {
     "synthesize": "turn mel files or audio (copy-synthesis) into waveforms",
     "export": "write a model's inference form (safetensors + JSON)",
     "import": "convert a published WaveFlow, NanoFlow or WaveGlow checkpoint",
-    "info": "size, receptive field, FLOPs of a preset, config or checkpoint",
+    "info": "size, receptive field, FLOPs of a model, config or run folder",
     "models": "list the pretrained models and the published weights",
     "demo": "start the Gradio web demo",
 }

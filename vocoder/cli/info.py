@@ -1,17 +1,20 @@
-"""`vocoder info`: size and cost of a model, from a preset, a config or a checkpoint."""
+"""`vocoder info`: size and cost of a model, from a preset, a config, a checkpoint or a run
+folder."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from vocoder.checkpoint import latest_checkpoint
 from vocoder.errors import InputError
 from vocoder.importers import resolve_checkpoint
 from vocoder.models import build_model, list_model_presets, resolve_model_config
 from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
+from vocoder.train.trainer import CONFIG_FILE
 
-HELP = "size, receptive field, FLOPs of a preset, config or checkpoint"
+HELP = "size, receptive field, FLOPs of a model, config or run folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="a model preset (listed below), a pretrained model's name (see 'vocoder models'), "
         "a YAML/JSON config (a model config, or an experiment config such as a recipe's), a .pt "
-        "checkpoint or a .safetensors file with its .json beside it",
+        "checkpoint, a training run folder (its latest checkpoint) or a .safetensors file "
+        "with its .json beside it",
     )
 
 
@@ -46,6 +50,11 @@ def describe(config: ModelConfig) -> list[tuple[str, str]]:
         ),
         ("parameters (training)", f"{model.parameter_count():,}"),
         ("parameters (inference)", f"{inference.parameter_count():,}"),
+        (
+            "audio",
+            f"{config.sample_rate} Hz, hop {config.hop_length} samples "
+            f"({config.hop_length / config.sample_rate * 1000:.1f} ms per mel frame)",
+        ),
         (
             "receptive field",
             f"{reach}; {field.samples:,} samples ({seconds * 1000:.0f} ms) for the whole model",
@@ -72,9 +81,21 @@ def run(args: argparse.Namespace) -> int:
                 f"({', '.join(pretrained)})",
             )
         source = resolve_model_path(source)
+    if Path(source).is_dir():
+        source = _run_folder_source(Path(source))
     config = resolve_model_config(resolve_checkpoint(source))
     lines = describe(config)
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
         print(f"{label:<{width}}  {value}")
     return 0
+
+
+def _run_folder_source(folder: Path) -> Path:
+    """A run folder's latest checkpoint, or its config.yaml before the first checkpoint."""
+    latest = latest_checkpoint(folder)
+    if latest is not None:
+        return latest
+    if (folder / CONFIG_FILE).is_file():
+        return folder / CONFIG_FILE
+    raise InputError(folder, f"a folder without checkpoints (step-*.pt) or {CONFIG_FILE}")

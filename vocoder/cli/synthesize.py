@@ -5,23 +5,31 @@ anything is synthesized, so a bad file or an unwritable folder stops the run wit
 naming it and nothing written (folders made for the run are removed again). Outputs go to
 DIR/<stem>.wav (files found in a folder keep their path below that folder, files named by
 a relative path in a `.txt` file list keep that path), written atomically, never over an
-existing file unless --force.
+existing file unless --force. Each output's line, and the totals, report samples at or
+over full scale (clipped in 16-bit PCM); --peak-normalize scales outputs to a set peak.
+An input that is resampled or mixed down is said so in one line; a SIGTERM stops the run
+like Ctrl-C, leaving no empty folder made for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import secrets
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from vocoder.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.errors import ConfigError, InputError, first_line
@@ -117,6 +125,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="mean and scale of each mel bin for --mel-format meanvar (.npy [2, n_mels] or .npz)",
+    )
+    parser.add_argument(
+        "--peak-normalize",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="scale each output so that its peak is DB dBFS (e.g. -1; at most 0), so that "
+        "nothing clips; default: levels as synthesized, with clipped samples reported",
     )
     parser.add_argument(
         "--chunk-seconds",
@@ -238,6 +254,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--denoise must be >= 0, got {args.denoise}")
     if args.chunk_seconds is not None and not args.chunk_seconds > 0:
         raise ConfigError(f"--chunk-seconds must be positive, got {args.chunk_seconds}")
+    if args.peak_normalize is not None and not args.peak_normalize <= 0:
+        raise ConfigError(f"--peak-normalize must be at most 0 dBFS, got {args.peak_normalize}")
     if args.mel_format == "meanvar" and args.stats is None:
         raise ConfigError("--mel-format meanvar needs --stats FILE")
     if args.stats is not None and args.mel_format != "meanvar":
@@ -251,6 +269,14 @@ def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) 
     # disable=None: progress bars on terminals only, so logs and errors stay clean
     for job in tqdm(jobs, desc="reading", unit="file", file=sys.stderr, leave=False, disable=None):
         if job.is_audio:
+            info = audio_info(job.source)
+            changes = []
+            if info.channels > 1:
+                changes.append(f"{info.channels} channels mixed down to mono")
+            if info.sample_rate != synth.sample_rate:
+                changes.append(f"resampled {info.sample_rate} -> {synth.sample_rate} Hz")
+            if changes:
+                log.info("%s: %s", job.source, ", ".join(changes))
             audio = load_audio(job.source, synth.sample_rate)
             job.mel = synth.mel_from_audio(audio, source=str(job.source))
             job.samples = min(audio.shape[-1], job.mel.shape[-1] * synth.hop_length)
@@ -273,8 +299,74 @@ def run(args: argparse.Namespace) -> int:
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise InputError(existing[0], f"already exists{more}; pass --force to overwrite")
-    with output_folders(job.output.parent for job in jobs):
+    with _sigterm_as_exit(), output_folders(job.output.parent for job in jobs):
         return _synthesize(jobs, args)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C (exit code 143), so folders made for the run are removed
+    and no temporary file stays behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except Exception:
+        # raised inside a library call, the exit can come back as that library's error
+        if received:
+            raise SystemExit(128 + received[0]) from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class Levels:
+    """Samples at or over full scale (|x| >= 1, clipped when stored as 16-bit PCM)."""
+
+    files: int = 0
+    clipped_files: int = 0
+    clipped: int = 0
+    peak: float = 0.0
+
+    def add(self, audio: torch.Tensor) -> str:
+        """Count one output's clipped samples; a note for its line ("" when none)."""
+        clipped = int((audio.abs() >= 1.0).sum())
+        peak = float(audio.abs().max()) if audio.numel() else 0.0
+        self.files += 1
+        self.peak = max(self.peak, peak)
+        if not clipped:
+            return ""
+        self.clipped_files += 1
+        self.clipped += clipped
+        return f"; {clipped} sample(s) clipped, peak {peak:.3f} ({_dbfs(peak):+.1f} dBFS)"
+
+    def summary(self) -> str:
+        if not self.clipped:
+            return f"peak {self.peak:.3f} ({_dbfs(self.peak):+.1f} dBFS), nothing clipped"
+        return (
+            f"{self.clipped_files} of {self.files} file(s) clipped ({self.clipped} samples, "
+            f"peak {self.peak:.3f}, {_dbfs(self.peak):+.1f} dBFS; see --peak-normalize)"
+        )
+
+
+def _dbfs(peak: float) -> float:
+    return 20 * math.log10(peak) if peak > 0 else -math.inf
+
+
+def normalize_peak(audio: torch.Tensor, dbfs: float) -> torch.Tensor:
+    """`audio` scaled so that its largest magnitude is `dbfs` dB below full scale."""
+    peak = float(audio.abs().max())
+    return audio if peak == 0 else audio * (10 ** (dbfs / 20) / peak)
 
 
 def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
@@ -291,6 +383,7 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
     batch_size = args.batch_size or default_batch_size(synth.device)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].mel.shape[-1])
     total_audio = total_time = 0.0
+    levels = Levels()
     bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
     with bar:
         for start in range(0, len(order), batch_size):
@@ -309,12 +402,16 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
             batch_samples = sum(jobs[i].samples for i in batch)
             for i, a in zip(batch, audio, strict=True):
                 job = jobs[i]
-                save_audio(job.output, a[: job.samples], synth.sample_rate, overwrite=args.force)
+                a = a[: job.samples].float()
+                if args.peak_normalize is not None:
+                    a = normalize_peak(a, args.peak_normalize)
+                note = levels.add(a)
+                save_audio(job.output, a, synth.sample_rate, overwrite=args.force)
                 seconds = job.samples / synth.sample_rate
                 share = max(elapsed * job.samples / batch_samples, 1e-9)
                 bar.write(
                     f"{job.output}  {seconds:.2f} s in {share:.2f} s "
-                    f"({seconds / share:.1f}x real time)",
+                    f"({seconds / share:.1f}x real time){note}",
                     file=sys.stdout,
                 )
                 bar.update(1)
@@ -322,6 +419,7 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
             total_time += elapsed
     print(
         f"synthesized {len(jobs)} file(s), {total_audio:.2f} s of audio in {total_time:.2f} s "
-        f"({total_audio / max(total_time, 1e-9):.1f}x real time); outputs in {args.out}"
+        f"({total_audio / max(total_time, 1e-9):.1f}x real time); outputs in {args.out}; "
+        f"{levels.summary()}"
     )
     return 0

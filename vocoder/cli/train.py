@@ -155,9 +155,10 @@ def resolve_config(
                 if checkpoint is None:
                     raise InputError(resume, "no checkpoint to resume from")
             base = load_checkpoint(checkpoint)["config"]
+        elif saved_path.is_file():  # also a run killed before its first checkpoint
+            base = load_mapping(saved_path)
         elif (latest := latest_checkpoint(run_dir)) is not None:
-            base = load_mapping(saved_path) if saved_path.is_file() else None
-            base = base or load_checkpoint(latest)["config"]
+            base = load_checkpoint(latest)["config"]
     if base is None:
         if config_path is None:
             raise ConfigError(f"--config is needed: {run_dir} holds no run to resume")

@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from vocoder.audio import atomic_output
 from vocoder.errors import InputError
+from vocoder.files import atomic_output
 
 
 def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:

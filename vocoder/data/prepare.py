@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vocoder.audio import atomic_output, audio_info, load_audio, resample, save_audio
+from vocoder.audio import audio_info, load_audio, resample, save_audio
 from vocoder.config import to_dict
 from vocoder.data.filelist import write_filelist
 from vocoder.data.folder import folder_splits, scan_audio
@@ -39,6 +39,7 @@ from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read
 from vocoder.data.splits import SPLIT_NAMES, check_fractions, random_split
 from vocoder.errors import InputError
 from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.files import atomic_output
 from vocoder.melio import save_mel
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vocoder.config import from_dict, load_mapping, to_dict
-from vocoder.errors import ConfigError, InputError, first_line
+from vocoder.errors import ConfigError, InputError
+from vocoder.files import load_torch_file
 from vocoder.models.base import FlowVocoder
 from vocoder.models.config import ModelConfig
 from vocoder.models.nanoflow import NanoFlow
@@ -107,10 +106,7 @@ def resolve_model_config(path_or_name: str | Path) -> ModelConfig:
             raise InputError(meta, f"not valid JSON ({e})") from None
         return _model_section(data, meta)
     if suffix in (".pt", ".pth", ".ckpt"):
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many kinds for unreadable files
-            raise InputError(path, f"not a readable checkpoint ({first_line(e)})") from None
+        checkpoint = load_torch_file(path, "checkpoint")
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
             raise InputError(path, "checkpoint has no 'config' mapping")
         return _model_section(checkpoint["config"], path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vocoder.audio import atomic_output
+from vocoder.files import atomic_output
 
 LOG_FILE = "train_log.jsonl"
 TENSORBOARD_DIR = "tensorboard"

@@ -33,13 +33,14 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from vocoder.audio import atomic_output
 from vocoder.checkpoint import (
     capture_rng_state,
     checkpoint_path,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_model,
+    non_finite_tensor,
     prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
@@ -49,6 +50,7 @@ from vocoder.data.filelist import read_filelist
 from vocoder.data.segments import SegmentDataset, UtteranceDataset
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelSpectrogram
+from vocoder.files import atomic_output
 from vocoder.models import FlowVocoder, build_model
 from vocoder.train import distributed
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
@@ -147,7 +149,8 @@ def train(
         # ---- resume ----
         step, epoch, batch_in_epoch = 0, 0, 0
         if resume_from is not None:
-            state = load_checkpoint(resume_from, map_location=device)
+            from_folder = resume is True or Path(resume).is_dir()
+            resume_from, state = _load_resumable(resume_from, device, fall_back=from_folder)
             _check_same_model(state, config, resume_from)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -277,6 +280,11 @@ def train(
             digest = distributed.check_replicas_equal(model, dist)
             if os.environ.get(DIGEST_ENV):
                 Path(f"{os.environ[DIGEST_ENV]}.rank{dist.rank}").write_text(digest + "\n")
+        if skipped and skipped == step - start_step:
+            raise VocoderError(
+                f"training made no progress: all {skipped} steps were skipped (non-finite loss "
+                "or gradient); lower train.lr or use fp32"
+            )
         if skipped and dist.is_main:
             log.warning("%d of %d steps were skipped (non-finite)", skipped, step - start_step)
         return TrainResult(
@@ -548,6 +556,32 @@ def _claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Pat
             "is not empty; pass --resume to continue its run or --force to start over",
         )
     return None
+
+
+def _load_resumable(path: Path, device: torch.device, fall_back: bool) -> tuple[Path, dict]:
+    """The checkpoint at `path` when its weights and optimizer state are finite; else, with
+    `fall_back` (resuming a run folder), the newest finite one before it, said in a warning."""
+    candidates = [path]
+    if fall_back:
+        candidates += [p for p in reversed(list_checkpoints(path.parent)) if p != path]
+    first_bad = ""
+    for candidate in candidates:
+        state = load_checkpoint(candidate, map_location=device)
+        bad = non_finite_tensor(state)
+        if bad is None:
+            if candidate != path:
+                log.warning(
+                    "%s holds non-finite values (%s): resuming from %s, the newest finite "
+                    "checkpoint",
+                    path,
+                    first_bad,
+                    candidate,
+                )
+            return candidate, state
+        if candidate == path:
+            first_bad = bad
+    more = "; no earlier checkpoint of the run is finite either" if fall_back else ""
+    raise InputError(path, f"cannot resume: it holds non-finite values ({first_bad}){more}")
 
 
 def _clear_run(run_dir: Path, fresh: bool) -> None:

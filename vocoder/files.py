@@ -1,0 +1,122 @@
+"""Files on disk: atomic writes, checked reads of PyTorch files, content digests.
+
+Every write of the toolkit goes through `atomic_output` (a temporary file in the same
+folder, then `os.replace`), so a kill or a full disk leaves either the old file or the new
+one, never half a file, and a failed write is one `InputError` naming the file. PyTorch
+files are read with `load_torch_file`: no unpickling of code, and the zip CRC of every
+record checked first (torch itself does not), so a flipped byte is an error, not weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocoder.errors import InputError, first_line
+
+# errno values that mean "no room": the disk, a quota, or the process's file size limit
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success move it onto `path` atomically.
+
+    Raises `InputError` up front when `path` exists and `overwrite` is False. On an
+    exception (or a kill) the destination is untouched and the temporary file removed; a
+    failed write (a full disk, say) becomes an `InputError` naming `path`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(path, "already exists; refusing to overwrite it")
+    if path.is_dir():
+        raise InputError(path, "is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if tmp.exists():  # mkstemp creates 0600; give the result the usual umask permissions
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        # soundfile and torch report a failed write as a RuntimeError without the errno
+        tmp.unlink(missing_ok=True)
+        raise InputError(path, f"could not be written: {write_problem(e)}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_problem(error: Exception) -> str:
+    """Why a write failed, in words (a full disk named as such)."""
+    if isinstance(error, OSError) and error.errno is not None and error.strerror:
+        text = error.strerror[0].lower() + error.strerror[1:]
+        if error.errno in _NO_ROOM:
+            text += " (out of disk space, quota or file size limit)"
+        return text
+    return f"{first_line(error)} (is the disk full?)"
+
+
+def load_torch_file(
+    path: str | Path, what: str = "PyTorch file", map_location: str | torch.device = "cpu"
+) -> Any:
+    """`torch.load` of tensors and plain data only, after checking the zip CRCs.
+
+    Raises `InputError(path, ...)` for a corrupt, truncated or foreign file, and for one
+    holding objects other than tensors and plain data (never unpickled).
+    """
+    path = Path(path)
+    _check_zip_crcs(path, what)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message suggests weights_only=False, which would run code from the file
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+        raise InputError(
+            path,
+            f"not a readable {what}: not a PyTorch file, corrupt, or holding objects other "
+            "than tensors and plain data, which are never unpickled"
+            + (f" ({detail})" if detail else ""),
+        ) from None
+    except Exception as e:  # torch raises many kinds for truncated or foreign files
+        raise InputError(path, f"not a readable {what} ({first_line(e)})") from None
+
+
+def _check_zip_crcs(path: Path, what: str) -> None:
+    """Files saved by `torch.save` are zip archives with a CRC-32 per record; check them
+    all (legacy non-zip files have none and are left to torch)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise InputError(path, f"corrupt {what} ({first_line(e)})") from None
+    if bad is not None:
+        raise InputError(path, f"corrupt {what}: record {bad} fails its CRC check")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+__all__ = ["atomic_output", "write_problem", "load_torch_file", "file_sha256"]
