@@ -39,8 +39,9 @@ import torch
 from vocoder.config import from_dict, to_dict
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.features import MelConfig
-from vocoder.files import atomic_output, file_sha256, load_torch_file
+from vocoder.files import atomic_output, load_torch_file
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
+from vocoder.pretrained import sha256_file
 
 CHECKPOINT_FORMAT = "vocoder-checkpoint"
 EXPORT_FORMAT = "vocoder-model"
@@ -286,7 +287,7 @@ def export_model(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_output(weights_path, overwrite=True) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata={"format": EXPORT_FORMAT})
-        document["weights_sha256"] = file_sha256(tmp)  # checked at load: no silent corruption
+        document["weights_sha256"] = sha256_file(tmp)  # checked at load: no silent corruption
     # The JSON goes last: a weights file without its JSON is never taken for a finished export.
     with atomic_output(meta_path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
@@ -391,7 +392,7 @@ def _read_export(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     if form not in ("training", "inference"):
         raise InputError(meta_path, f"unknown form {form!r} (training or inference)")
     recorded = document.get("weights_sha256")
-    if recorded is not None and file_sha256(path) != recorded:
+    if recorded is not None and sha256_file(path) != recorded:
         raise InputError(
             path, f"corrupt: its sha256 differs from the one {meta_path.name} records at export"
         )

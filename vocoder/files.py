@@ -1,4 +1,4 @@
-"""Files on disk: atomic writes, checked reads of PyTorch files, content digests.
+"""Files on disk: atomic writes and checked reads of PyTorch files.
 
 Every write of the toolkit goes through `atomic_output` (a temporary file in the same
 folder, then `os.replace`), so a kill or a full disk leaves either the old file or the new
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import pickle
 import tempfile
@@ -110,13 +109,4 @@ def _check_zip_crcs(path: Path, what: str) -> None:
         raise InputError(path, f"corrupt {what}: record {bad} fails its CRC check")
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-__all__ = ["atomic_output", "write_problem", "load_torch_file", "file_sha256"]
+__all__ = ["atomic_output", "write_problem", "load_torch_file"]
