@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
 from vocoder.config import apply_overrides, from_dict, load_mapping, to_dict
 from vocoder.errors import ConfigError
@@ -79,3 +81,60 @@ def test_a_key_given_twice_is_refused(tmp_path):
     path.write_text("train:\n  lr: 1.0e-3\n  max_steps: 10\n  lr: 1.0e-4\n")
     with pytest.raises(ConfigError, match=r"conf.yaml: .*duplicate key 'lr' at line 4"):
         load_mapping(path)
+
+
+# ---- the mel convention of an experiment: stated once, in features ----
+
+
+def experiment(features: dict, model: dict) -> dict:
+    return {
+        "features": features,
+        "model": {"preset": "waveflow-h16-r64", "n_group": 12, **model},
+        "data": {"train": "train.txt", "segment_length": 16200},
+    }
+
+
+def test_model_takes_the_mel_convention_from_features():
+    from vocoder.train.config import experiment_config_from_dict
+
+    config = experiment_config_from_dict(
+        experiment(
+            {"sample_rate": 24000, "hop_length": 300, "n_fft": 2048, "n_mels": 100},
+            {},
+        )
+    )
+    m = config.model
+    assert (m.sample_rate, m.hop_length, m.n_mels, m.strides) == (24000, 300, 100, (15, 20))
+
+
+def test_model_stating_another_mel_setting_is_one_line_error():
+    from vocoder.train.config import experiment_config_from_dict
+
+    # the same value (as a run folder's saved config states it) is accepted
+    same = experiment_config_from_dict(experiment({"hop_length": 300}, {"hop_length": 300}))
+    assert same.model.hop_length == 300
+    with pytest.raises(ConfigError) as caught:
+        experiment_config_from_dict(
+            experiment({"hop_length": 300}, {"hop_length": 256}), "conf.yaml"
+        )
+    message = str(caught.value)
+    assert message == (
+        "conf.yaml: model.hop_length 256 conflicts with features.hop_length 300: state the mel "
+        "convention once, in features (drop model.hop_length)"
+    )
+
+
+def test_saved_configs_of_old_runs_still_load(tmp_path):
+    """A run folder's config.yaml states the model's mel fields (as every saved config
+    did); it loads unchanged, and so does its model section on its own."""
+    from vocoder.models.registry import model_config_from_dict
+    from vocoder.train.config import experiment_to_dict, load_experiment_config
+
+    conf = Path(__file__).parents[1] / "recipes/custom_voice/conf/waveflow-24k-hop300.yaml"
+    config = load_experiment_config(conf)
+    saved = experiment_to_dict(config)
+    assert saved["model"]["hop_length"] == 300 and saved["model"]["sample_rate"] == 24000
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert load_experiment_config(path) == config
+    assert model_config_from_dict(saved["model"]) == config.model

@@ -15,7 +15,7 @@ from vocoder.data.segments import SegmentDataset, UtteranceDataset
 from vocoder.data.splits import read_id_list
 from vocoder.errors import ConfigError, InputError
 from vocoder.features import MelConfig, MelSpectrogram, mel_spectrogram
-from vocoder.melio import save_mel
+from vocoder.melio import load_mel, save_mel
 
 CLIPS = ["LJ001-0002", "LJ001-0008", "LJ001-0026"]  # 1.9 s, 1.8 s, 6.1 s
 
@@ -250,3 +250,29 @@ def test_audio_loaded_at_the_mel_sample_rate(tmp_path, clips):
     audio, mel, _ = UtteranceDataset([file_8k], config)[0]
     assert audio.numel() == round(load_audio(file_8k).numel() * 22050 / 8000)
     assert mel.shape[1] == config.num_frames(audio.numel())
+
+
+def test_tts_mels_at_another_hop_are_refused(tmp_path, clips):
+    """A TTS mel made at hop 256 has the right bins but ~17 % too many frames for a hop-300
+    run: training and validation refuse it by name instead of slicing misaligned frames."""
+    run = MelConfig.preset("tacotron2", sample_rate=24000, hop_length=300, n_fft=2048)
+    for path in clips:
+        audio = load_audio(path, sample_rate=24000)
+        save_mel(tmp_path / f"{path.stem}.npy", mel_spectrogram(audio, run))
+    # the run's own convention passes, also with a frame of TTS padding
+    assert SegmentDataset(clips, run, segment_length=9000, mel_dir=tmp_path)[2][1].shape == (80, 30)
+    padded = torch.nn.functional.pad(load_mel(tmp_path / f"{clips[2].stem}.npy"), (0, 1))
+    save_mel(tmp_path / f"{clips[2].stem}.npy", padded, overwrite=True)
+    assert UtteranceDataset(clips[2:], run, mel_dir=tmp_path)[0][1].shape[0] == 80
+    # hop 256 at the same rate: too many frames
+    other = MelConfig.preset("tacotron2", sample_rate=24000, n_fft=2048)
+    wrong = tmp_path / f"{clips[2].stem}.npy"
+    save_mel(wrong, mel_spectrogram(load_audio(clips[2], sample_rate=24000), other), overwrite=True)
+    for data in (
+        SegmentDataset(clips[2:], run, segment_length=9000, mel_dir=tmp_path),
+        UtteranceDataset(clips[2:], run, mel_dir=tmp_path),
+    ):
+        with pytest.raises(InputError) as caught:
+            data[0]
+        assert caught.value.source == str(wrong)
+        assert "frames" in caught.value.problem and "hop_length 300" in caught.value.problem

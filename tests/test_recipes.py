@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from vocoder.audio import audio_info, load_audio, save_audio
 from vocoder.checkpoint import latest_checkpoint, load_checkpoint
+from vocoder.config import to_dict
 from vocoder.data.filelist import read_filelist
+from vocoder.data.segments import SegmentDataset
 from vocoder.evaluate import evaluate
 from vocoder.features import MelConfig, mel_spectrogram
 from vocoder.models import build_model
@@ -143,6 +146,79 @@ def test_custom_voice_fine_tunes_on_tts_mels(male_reader_clips, tmp_path):
     assert done.returncode == 2 and missing.name in done.stderr
 
 
+TINY = [  # the shipped conf, shrunk to a few CPU steps
+    "model.n_flows=2", "model.n_layers=2", "model.channels=8", "data.batch_size=2",
+    "data.num_workers=0", "data.valid_max_files=1", "data.valid_audio_clips=1",
+    "train.max_steps=3", "train.log_every=1", "train.valid_every=3",
+    "train.checkpoint_every=3", "train.device=cpu",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "conf, rate, hop",
+    [("waveflow-24k-hop300.yaml", 24000, 300), ("waveflow-44k-hop512.yaml", 44100, 512)],
+)
+def test_custom_voice_at_the_confs_rate_and_hop(male_reader_clips, tmp_path, conf, rate, hop):
+    """Stages 1 to 4 on 22.05 kHz recordings with a 24 kHz / hop 300 or 44.1 kHz / hop 512
+    conf: prepare works to the conf's convention, and training's mels have its hop and bins."""
+    recordings, data, exp = tmp_path / "recordings", tmp_path / "data", tmp_path / "exp"
+    recordings.mkdir()
+    train_ids = (male_reader_clips / "train.txt").read_text().split()[:4]
+    test_ids = (male_reader_clips / "test.txt").read_text().split()[:1]
+    (recordings / "train.txt").write_text("\n".join(train_ids) + "\n")
+    (recordings / "test.txt").write_text("\n".join(test_ids) + "\n")
+    for name in train_ids + test_ids:
+        (recordings / f"{name}.flac").symlink_to(male_reader_clips / "wavs" / f"{name}.flac")
+    done = run_recipe(
+        CUSTOM, "--stage", "1", "--stop-stage", "4", "--audio-dir", str(recordings),
+        "--conf", f"conf/{conf}", "--data-dir", str(data), "--exp", str(exp),
+        "--eval-max-files", "1", "--synth-max-files", "1", "--", *TINY,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    config = load_experiment_config(exp / "config.yaml")
+    features = config.features
+    assert (features.sample_rate, features.hop_length, features.n_mels) == (rate, hop, 80)
+    assert (config.model.sample_rate, config.model.hop_length) == (rate, hop)
+
+    # stage 1 prepared the folder for the conf's convention: the manifest states it, the
+    # rewritten audio is at its rate, and no mels of another convention lie beside it
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["mel_config"] == to_dict(features)
+    assert manifest["segment_length"] == config.data.segment_length
+    files = read_filelist(data / "train.txt")
+    assert len(files) == 3 and all(audio_info(f).sample_rate == rate for f in files)
+    assert not (data / "mels").exists()
+
+    # the mels training used: those of the trainer's segment dataset, exact slices of the
+    # whole utterance's mel at the conf's hop and bin count
+    dataset = SegmentDataset(files, features, config.data.segment_length, seed=config.train.seed)
+    audio, mel = dataset[0]
+    assert mel.shape == (80, config.data.segment_length // hop)
+    whole = mel_spectrogram(load_audio(files[0], sample_rate=rate), features)
+    assert whole.shape[1] == 1 + audio_info(files[0]).frames // hop
+    frame = dataset.segment_start(0) // hop
+    assert torch.equal(mel, whole[:, frame : frame + mel.shape[1]])
+    assert load_checkpoint(latest_checkpoint(exp))["step"] == 3
+
+    # stages 3 and 4 at the conf's rate
+    report = json.loads((exp / "eval" / "report.json").read_text())
+    assert math.isfinite(report["summary"]["ll"])
+    wav = exp / "wav" / f"{test_ids[0]}.wav"
+    assert audio_info(wav).sample_rate == rate
+    recording = load_audio(male_reader_clips / "wavs" / f"{test_ids[0]}.flac", sample_rate=rate)
+    assert abs(audio_info(wav).frames - recording.numel()) < hop
+
+    # a folder prepared for another convention is refused by training, by name
+    other = "waveflow-44k-hop512.yaml" if hop == 300 else "waveflow-24k-hop300.yaml"
+    done = run_recipe(
+        CUSTOM, "--stage", "2", "--stop-stage", "2", "--conf", f"conf/{other}",
+        "--data-dir", str(data), "--exp", str(tmp_path / "exp2"), "--", *TINY,
+    )  # fmt: skip
+    error = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and error.startswith(f"error: {data / 'manifest.json'}: ")
+    assert f"hop_length {hop} there" in error, error
+
+
 def test_stage_0_verifies_the_archive_checksum(tmp_path):
     corpus = tmp_path / "src" / "LJSpeech-1.1"
     corpus.mkdir(parents=True)
@@ -169,8 +245,12 @@ def test_recipe_rejects_unknown_options():
 def test_every_recipe_conf_is_valid():
     confs = sorted((REPO / "recipes").glob("*/conf/*.yaml"))
     assert len(confs) >= 14
-    for conf in confs:
+    for conf in confs + sorted((REPO / "recipes" / "pretrained").glob("*.yaml")):
         config = load_experiment_config(conf)
         assert config.features.hop_length == config.model.hop_length, conf
+        # the mel convention is stated once, in features, and not again in the model
+        raw = yaml.safe_load(conf.read_text())
+        for name in ("sample_rate", "hop_length", "n_mels"):
+            assert name in raw["features"] and name not in raw["model"], (conf, name)
     mel = MelConfig()
     assert load_experiment_config(confs[0]).features.n_mels == mel.n_mels

@@ -111,9 +111,8 @@ def test_presets_overrides_and_resolved_config(reference):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.hop_length=128", "model.hop_length 128 != features.hop_length 256"),
-        ("features.sample_rate=24000", "model.sample_rate 22050 != features.sample_rate 24000"),
-        ("features.n_mels=64", "model.n_mels 80 != features.n_mels 64"),
+        ("model.hop_length=128", "model.hop_length 128 conflicts with features.hop_length 256"),
+        ("model.n_mels=64", "model.n_mels 64 conflicts with features.n_mels 80"),
         ("data.segment_length=2000", "not a multiple of hop_length 256 .try 1792 or 2048"),
         ("train.precision=fp8", "train.precision"),
         ("train.bogus=1", "unknown key"),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Custom-voice recipe: a flow vocoder for your own recordings, from scratch or fine-tuned.
 #
-#   stage 1: vocoder prepare: scan the folder (wav/flac/ogg, any rate, searched
-#            recursively), mix down to mono, resample to the conf's rate, split
+#   stage 1: vocoder prepare --config: scan the folder (wav/flac/ogg, any rate, searched
+#            recursively), mix down to mono, resample to the conf's rate, split; the
+#            manifest records the conf's mel convention, which training checks
 #   stage 2: vocoder train (torchrun when --ngpu > 1); resumes where it stopped;
 #            --init-from starts from a trained model; --mel-dir trains on your TTS
 #            model's mels (<stem>.npy beside each recording's stem)
@@ -20,7 +21,8 @@
 #   --ngpu N                     GPUs for training (1); N > 1 runs torchrun
 #   --init-from PATH             fine-tune from this checkpoint / run folder / export
 #                                (same model and mel settings as the conf)
-#   --mel-dir DIR                fine-tune on TTS-predicted mels (natural-log, [80, frames])
+#   --mel-dir DIR                fine-tune on TTS-predicted mels (natural-log,
+#                                [n_mels, frames] at the conf's hop)
 #   --split NAME                 random or listed (default: listed when the lists exist)
 #   --average N                  evaluate the mean of the last N checkpoints (1: off)
 #   --eval-max-files N           evaluate on the first N test files only
@@ -80,25 +82,29 @@ if [[ -z "$data_dir" ]]; then
 fi
 [[ -z "$mel_dir" || -d "$mel_dir" ]] || die "no such mel folder: $mel_dir"
 
-# The conf's sample rate and segment length (with the overrides), for prepare.
-read -r sample_rate segment_length < <("$python" - "$conf" ${overrides[@]+"${overrides[@]}"} <<'EOF'
+# The conf with the overrides applied, fully resolved: prepare takes its mel convention
+# (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
+resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
+trap 'rm -f "$resolved"' EXIT
+convention=$("$python" - "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"} <<'EOF'
 import sys
-from vocoder.train.config import load_experiment_config
-c = load_experiment_config(sys.argv[1], sys.argv[2:])
-print(c.features.sample_rate, c.data.segment_length)
+import yaml
+from vocoder.train.config import experiment_to_dict, load_experiment_config
+c = load_experiment_config(sys.argv[1], sys.argv[3:])
+with open(sys.argv[2], "w") as f:
+    yaml.safe_dump(experiment_to_dict(c), f)
+print(f"{c.features.sample_rate} Hz, hop {c.features.hop_length}, {c.features.n_mels} mels")
 EOF
-)
-[[ -n "${sample_rate:-}" ]] || die "cannot read $conf (see the error above)"
+) || die "cannot read $conf (see the error above)"
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
-  echo "stage 1: prepare $audio_dir -> $data_dir ($sample_rate Hz)"
+  echo "stage 1: prepare $audio_dir -> $data_dir ($convention)"
   [[ -n "$audio_dir" ]] || die "stage 1 needs --audio-dir"
   if [[ -f "$data_dir/manifest.json" ]]; then
-    echo "  $data_dir is prepared already (delete it to redo)"
+    echo "  $data_dir is prepared already (delete it to redo; training checks its mel convention)"
   else
-    vocoder prepare "$audio_dir" --out "$data_dir" --layout folder \
-      --sample-rate "$sample_rate" --resample --mixdown --skip-bad \
-      --segment-length "$segment_length" ${split:+--split "$split"}
+    vocoder prepare "$audio_dir" --out "$data_dir" --layout folder --config "$resolved" \
+      --resample --mixdown --skip-bad ${split:+--split "$split"}
   fi
 fi
 

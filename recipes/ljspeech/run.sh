@@ -2,7 +2,8 @@
 # LJ Speech recipe: a flow vocoder from download to synthesized test audio.
 #
 #   stage 0: download LJSpeech-1.1 (or unpack --archive), verify its SHA-256
-#   stage 1: vocoder prepare: validate, split, write filelists and mels
+#   stage 1: vocoder prepare --config: validate, split, write filelists; the manifest
+#            records the conf's mel convention, which training checks
 #   stage 2: vocoder train (torchrun when --ngpu > 1); resumes where it stopped
 #   stage 3: vocoder evaluate: test-set LL, copy-synthesis vs Griffin-Lim
 #   stage 4: vocoder synthesize: audio for the first test clips
@@ -79,6 +80,21 @@ vocoder() { "$python" -m vocoder "$@"; }
 exp=${exp:-exp/$(basename "${conf%.*}")}
 corpus=${corpus:-$db_root/LJSpeech-1.1}
 
+# The conf with the overrides applied, fully resolved: prepare takes its mel convention
+# (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
+resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
+trap 'rm -f "$resolved"' EXIT
+convention=$("$python" - "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"} <<'EOF'
+import sys
+import yaml
+from vocoder.train.config import experiment_to_dict, load_experiment_config
+c = load_experiment_config(sys.argv[1], sys.argv[3:])
+with open(sys.argv[2], "w") as f:
+    yaml.safe_dump(experiment_to_dict(c), f)
+print(f"{c.features.sample_rate} Hz, hop {c.features.hop_length}, {c.features.n_mels} mels")
+EOF
+) || die "cannot read $conf (see the error above)"
+
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "stage 0: LJSpeech-1.1 into $corpus"
   if [[ -f "$corpus/metadata.csv" ]]; then
@@ -109,11 +125,12 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
-  echo "stage 1: prepare $corpus -> $data_dir ($split split)"
+  echo "stage 1: prepare $corpus -> $data_dir ($split split, $convention)"
   if [[ -f "$data_dir/manifest.json" ]]; then
-    echo "  $data_dir is prepared already (delete it to redo)"
+    echo "  $data_dir is prepared already (delete it to redo; training checks its mel convention)"
   else
-    vocoder prepare "$corpus" --out "$data_dir" --split "$split" ${splits_dir:+--splits-dir "$splits_dir"}
+    vocoder prepare "$corpus" --out "$data_dir" --config "$resolved" --split "$split" \
+      ${splits_dir:+--splits-dir "$splits_dir"}
   fi
 fi
 

@@ -3,7 +3,7 @@
 #
 #   bash recipes/pretrained/run.sh [FIRST_STAGE [LAST_STAGE]]   (from anywhere)
 #
-# 1 vocoder prepare: ljspeech-mini and male-reader with their listed splits; the two
+# 1 vocoder prepare --config: ljspeech-mini and male-reader with their listed splits; the two
 #   train (and valid) lists joined into exp/pretrained/data/{train,valid}.txt
 # 2 vocoder train (waveflow-small-cpu.yaml) until MAX_STEPS; run again to resume
 # 3 write fp32 and fp16 candidates; vocoder evaluate on both TEST splits: the full report
@@ -26,8 +26,8 @@ HERE=recipes/pretrained
 run() { [ "$first" -le "$1" ] && [ "$1" -le "$last" ]; }
 
 if run 1; then
-  vocoder prepare "$SHARED/ljspeech-mini" --out $DATA/ljspeech-mini --segment-length 8192 --force
-  vocoder prepare "$SHARED/male-reader" --out $DATA/male-reader --segment-length 8192 --force
+  vocoder prepare "$SHARED/ljspeech-mini" --out $DATA/ljspeech-mini --config $HERE/waveflow-small-cpu.yaml --force
+  vocoder prepare "$SHARED/male-reader" --out $DATA/male-reader --config $HERE/waveflow-small-cpu.yaml --force
   for part in train valid; do
     cat $DATA/ljspeech-mini/$part.txt $DATA/male-reader/$part.txt > $DATA/$part.txt
   done

@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
 }
 
 COMMAND_HELP: dict[str, str] = {
-    "prepare": "scan and validate a dataset, write filelists and cached mels",
+    "prepare": "validate a dataset for a run's mel convention, write filelists",
     "train": "train a model from a YAML config (torchrun for several GPUs)",
     "evaluate": "test-set likelihood and copy-synthesis quality vs. Griffin-Lim",
     "synthesize": "turn mel files or audio (copy-synthesis) into waveforms",

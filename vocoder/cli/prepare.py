@@ -1,8 +1,9 @@
-"""`vocoder prepare`: validate a dataset, write filelists and cached mels."""
+"""`vocoder prepare`: validate a dataset, write filelists and a manifest of its mel convention."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from vocoder.cli.outputs import output_folders
 from vocoder.data.prepare import INCOMPLETE, PrepareSummary, prepare_dataset
 from vocoder.errors import ConfigError
 from vocoder.features import PRESETS, MelConfig
+from vocoder.train.config import load_experiment_config
 
-HELP = "scan and validate a dataset, write filelists and cached mels"
+HELP = "validate a dataset for a run's mel convention, write filelists"
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,17 @@ examples:
   vocoder prepare data/LJSpeech-1.1 --out data/ljs-t2 --split tacotron2 \\
       --splits-dir data/ljspeech-splits
 
-  # a custom voice: a folder of wav/flac files at any rate, mixed to mono and resampled
-  vocoder prepare recordings/ --out data/myvoice --resample --mixdown --skip-bad
+  # a custom voice for a 24 kHz / hop 300 run: the run's config gives the mel convention
+  # (sample rate, hop, mels...) and the segment length; files at other rates are
+  # resampled, multi-channel ones mixed down
+  vocoder prepare recordings/ --out data/myvoice --config conf/waveflow-24k-hop300.yaml \
+      --resample --mixdown --skip-bad
 
-The output folder holds train.txt, valid.txt, test.txt, mels/<name>.npy, wavs/ (only
-audio that was resampled or mixed down) and manifest.json. Nothing is overwritten
-without --force.
+The output folder holds train.txt, valid.txt, test.txt, wavs/ (only audio that was
+resampled or mixed down) and manifest.json, which records the mel convention: training
+refuses the folder when its config's features differ. No mels are written (training
+computes them from the audio). Without --config the convention is --mel-preset at
+--sample-rate. Nothing is overwritten without --force.
 """
 
 
@@ -83,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, metavar="N", help="seed of random splits (default 0)"
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="CONF.yaml",
+        help="the experiment config of the run: its features are the mel convention, its "
+        "data.segment_length the shortest file kept (instead of --mel-preset, --sample-rate)",
+    )
+    parser.add_argument(
         "--sample-rate",
         type=int,
         metavar="N",
@@ -97,36 +111,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-length",
         type=int,
-        default=16000,
         metavar="N",
-        help="training segment in samples; shorter files are rejected (default 16000)",
+        help="training segment in samples; shorter files are rejected (default: the "
+        "config's data.segment_length, else 16000)",
     )
     parser.add_argument(
         "--mel-preset",
         choices=sorted(PRESETS),
-        default="tacotron2",
         help="mel convention (default tacotron2)",
     )
     parser.add_argument("--skip-bad", action="store_true", help="leave out bad files and list them")
     parser.add_argument("--force", action="store_true", help="overwrite an earlier output")
 
 
+def convention_from_args(args: argparse.Namespace) -> tuple[MelConfig, int]:
+    """(mel convention, segment length): the --config's, else from the flags."""
+    if args.config is None:
+        segment_length = 16000 if args.segment_length is None else args.segment_length
+        return mel_config_from_args(args), segment_length
+    flags = {"--sample-rate": args.sample_rate, "--mel-preset": args.mel_preset}
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise ConfigError(f"--config states the mel convention; drop {' and '.join(given)}")
+    # data.prepared is where this run will find the folder (the config may name another)
+    prepared = f"data.prepared={json.dumps(str(args.out))}"
+    config = load_experiment_config(args.config, [prepared])
+    segment_length = config.data.segment_length
+    return config.features, segment_length if args.segment_length is None else args.segment_length
+
+
 def mel_config_from_args(args: argparse.Namespace) -> MelConfig:
     """The preset, at --sample-rate when given (fmax lowered to Nyquist where needed)."""
+    preset = args.mel_preset or "tacotron2"
     if args.sample_rate is None:
-        return MelConfig.preset(args.mel_preset)
+        return MelConfig.preset(preset)
     if args.sample_rate <= 0:
         raise ConfigError(f"--sample-rate must be positive, got {args.sample_rate}")
     changes: dict = {"sample_rate": args.sample_rate}
-    fmax = PRESETS[args.mel_preset].fmax
+    fmax = PRESETS[preset].fmax
     if fmax is not None and fmax > args.sample_rate / 2:
         changes["fmax"] = args.sample_rate / 2
         log.info("fmax lowered to %g Hz (Nyquist of %d Hz)", changes["fmax"], args.sample_rate)
-    return MelConfig.preset(args.mel_preset, **changes)
+    return MelConfig.preset(preset, **changes)
 
 
 def run(args: argparse.Namespace) -> int:
-    mel_config = mel_config_from_args(args)
+    mel_config, segment_length = convention_from_args(args)
     bars: list[tqdm] = []  # made on the first file, so early errors print one clean line
 
     interactive = sys.stderr.isatty()
@@ -144,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     new_folder = not args.out.exists()
     try:
         with output_folders([args.out]):
-            summary = _prepare(args, mel_config, progress, new_folder)
+            summary = _prepare(args, mel_config, segment_length, progress, new_folder)
     except BaseException:
         if bars:
             bars[0].leave = False  # erase the bar: the error line stands alone
@@ -157,7 +187,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prepare(
-    args: argparse.Namespace, mel_config: MelConfig, progress, new_folder: bool
+    args: argparse.Namespace,
+    mel_config: MelConfig,
+    segment_length: int,
+    progress,
+    new_folder: bool,
 ) -> PrepareSummary:
     """`prepare_dataset`; a folder made for it that fails before its first file holds only
     the unfinished-run marker, which goes (and the empty folder with it)."""
@@ -172,7 +206,7 @@ def _prepare(
             test_fraction=args.test_fraction,
             seed=args.seed,
             mel_config=mel_config,
-            segment_length=args.segment_length,
+            segment_length=segment_length,
             resample=args.resample,
             mixdown=args.mixdown,
             skip_bad=args.skip_bad,

@@ -1,13 +1,17 @@
-"""Dataset preparation: scan, validate every file, write filelists and cached mels.
+"""Dataset preparation: scan, validate every file, write filelists and a manifest.
 
 Output folder:
 
 - `train.txt`, `valid.txt`, `test.txt`: filelists (`vocoder.data.filelist`) of the
   accepted audio;
-- `mels/<stem>.npy`: the whole utterance's mel under the chosen `MelConfig`;
-- `wavs/<stem>.wav`: audio that had to be resampled or mixed down (16-bit PCM; its mel is
-  computed from exactly what is written, so training sees the same audio);
-- `manifest.json`: the `MelConfig`, a hash of it, the options, counts and rejected files.
+- `wavs/<stem>.wav`: audio that had to be resampled or mixed down (16-bit PCM);
+- `manifest.json`: the run's `MelConfig` (the mel convention the folder is prepared for),
+  a hash of it, the options, counts and rejected files.
+
+No mels are written: training cuts random segments and computes each utterance's mel
+from its audio under the run's config (`vocoder.data.segments`), so a cache would only
+be one more copy of the convention to go stale. `check_prepared` holds a run's config
+against the manifest, so a folder prepared for another convention is refused by name.
 
 A "random" split is drawn from the files that passed the checks, so rejected files cannot
 leave the validation or test part empty.
@@ -38,9 +42,8 @@ from vocoder.data.folder import folder_splits, scan_audio
 from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read_metadata
 from vocoder.data.splits import SPLIT_NAMES, check_fractions, random_split
 from vocoder.errors import InputError
-from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.features import MelConfig
 from vocoder.files import atomic_output
-from vocoder.melio import save_mel
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class PrepareSummary:
 
 
 def mel_config_hash(mel_config: MelConfig) -> str:
-    """A short stable hash of a mel config (what cached mels depend on)."""
+    """A short stable hash of a mel config (the convention a prepared folder is for)."""
     text = json.dumps(to_dict(mel_config), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -156,7 +159,10 @@ def prepare_dataset(
     force: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PrepareSummary:
-    """Validate a dataset and write its filelists, cached mels and manifest into `out_dir`.
+    """Validate a dataset and write its filelists and manifest into `out_dir`.
+
+    `mel_config` is the convention of the runs that will train on the folder (audio is
+    checked and resampled at its sample rate; the manifest records all of it).
 
     `layout` "ljspeech" or "folder" (detected when None); `split` as in
     `vocoder.data.ljspeech` / `vocoder.data.folder` (default: "listed" when train.txt and
@@ -194,7 +200,6 @@ def prepare_dataset(
     _claim_out_dir(out_dir, mel_config, config_hash, force)
 
     files = list(dict.fromkeys(p for part in SPLIT_NAMES for p in parts.get(part, [])))
-    extractor = MelSpectrogram(mel_config)
     summary = PrepareSummary(out_dir=out_dir, layout=layout, split=split)
     accepted: dict[Path, tuple[Path, float]] = {}  # source -> (path to train on, seconds)
     for done, path in enumerate(files, start=1):
@@ -214,12 +219,7 @@ def prepare_dataset(
             if changed:
                 target = out_dir / "wavs" / f"{path.stem}.wav"
                 save_audio(target, audio, mel_config.sample_rate, overwrite=True)
-                # Train on exactly what was written (16-bit), so the mel must match it.
-                audio = load_audio(target)
                 summary.rewritten += 1
-            with torch.no_grad():
-                mel = extractor(audio)
-            save_mel(out_dir / "mels" / f"{path.stem}.npy", mel, overwrite=True)
             accepted[path] = (target, audio.numel() / mel_config.sample_rate)
         if progress is not None:
             progress(done, len(files), path)
@@ -264,6 +264,29 @@ def read_manifest(out_dir: str | Path) -> dict:
         raise InputError(path, f"not a readable manifest ({e})") from None
 
 
+def check_prepared(prepared_dir: str | Path, mel_config: MelConfig) -> None:
+    """Refuse a prepared folder whose manifest states another mel convention than `mel_config`.
+
+    A folder without a manifest (filelists written by hand) is not checked.
+    """
+    path = Path(prepared_dir) / MANIFEST
+    if not path.is_file():
+        log.info("%s: no manifest; the mel convention is not checked", prepared_dir)
+        return
+    stated = read_manifest(prepared_dir).get("mel_config")
+    if not isinstance(stated, dict):
+        raise InputError(path, "states no mel_config; prepare the folder again")
+    wanted = to_dict(mel_config)
+    changed = [k for k in wanted if stated.get(k) != wanted[k]]
+    if changed:
+        settings = ", ".join(f"{k} {stated.get(k)!r} there, {wanted[k]!r} here" for k in changed)
+        raise InputError(
+            path,
+            f"prepared for another mel convention than the run's features ({settings}); "
+            "prepare the data again with the run's config",
+        )
+
+
 def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force: bool) -> None:
     """Refuse to touch earlier results unless `force`; then mark the folder as in progress."""
     manifest, marker = out_dir / MANIFEST, out_dir / INCOMPLETE
@@ -288,7 +311,7 @@ def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force
                     "pass --force to start over",
                 )
         else:
-            ours = [out_dir / f"{p}.txt" for p in SPLIT_NAMES] + [out_dir / "mels"]
+            ours = [out_dir / f"{p}.txt" for p in SPLIT_NAMES]
             existing = [p.name for p in ours if p.exists()]
             if existing:
                 raise InputError(

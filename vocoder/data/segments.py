@@ -8,7 +8,9 @@ inference time, where the vocoder gets a whole utterance's mel. The start is dra
 
 With `mel_dir`, the utterance's mel is read from `mel_dir/<stem>.npy` instead of computed:
 this is how a vocoder is fine-tuned on mels a TTS model predicted (teacher-forced) for the
-training audio.
+training audio. Such a mel must follow the run's convention: `n_mels` bins, and about
+`mel_config.num_frames(samples)` frames at the run's hop (`check_mel_frames`); a mel made
+at another hop has too many or too few frames for its recording and is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ from vocoder.audio import load_audio
 from vocoder.errors import ConfigError, InputError
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.melio import load_mel
+
+
+def check_mel_frames(path: Path, mel: torch.Tensor, audio: Path, samples: int, config: MelConfig):
+    """Refuse a mel read from `path` whose frame count does not fit `samples` of `audio` at
+    `config.hop_length`: more than a few frames over what the extractor yields (TTS
+    pipelines pad by a frame or two) means it was made at a shorter hop."""
+    expected = config.num_frames(samples)
+    slack = max(2, expected // 50)
+    if mel.shape[1] > expected + slack:
+        raise InputError(
+            path,
+            f"has {mel.shape[1]} frames, but {audio.name} ({samples} samples) has {expected} "
+            f"at hop_length {config.hop_length}: was it made with another hop?",
+        )
 
 
 class SegmentDataset(Dataset):
@@ -55,6 +71,7 @@ class SegmentDataset(Dataset):
         self.mel_dir = Path(mel_dir) if mel_dir is not None else None
         self._mel = MelSpectrogram(mel_config)
         self._audio: dict[int, torch.Tensor] = {}
+        self._lengths: dict[int, int] = {}  # samples before padding to a segment
         self._mels: dict[int, torch.Tensor] = {}
 
     def set_epoch(self, epoch: int) -> None:
@@ -86,6 +103,7 @@ class SegmentDataset(Dataset):
         audio = self._audio.get(index)
         if audio is None:
             audio = load_audio(self.files[index], sample_rate=self.mel_config.sample_rate)
+            self._lengths[index] = audio.numel()
             if audio.numel() < self.segment_length:
                 audio = torch.nn.functional.pad(audio, (0, self.segment_length - audio.numel()))
             self._audio[index] = audio
@@ -107,11 +125,12 @@ class SegmentDataset(Dataset):
         path = self.mel_dir / f"{self.files[index].stem}.npy"
         mel = load_mel(path, n_mels=self.mel_config.n_mels)
         hop = self.mel_config.hop_length
+        original = self._lengths[index]
+        check_mel_frames(path, mel, self.files[index], original, self.mel_config)
         # The last segment that can be drawn ends at this frame.
         needed = (num_samples - self.segment_length) // hop + self.segment_frames
         if mel.shape[1] < needed:
-            original = load_audio(self.files[index], sample_rate=self.mel_config.sample_rate)
-            if num_samples > original.numel() and mel.shape[1] >= original.numel() // hop:
+            if num_samples > original and mel.shape[1] >= original // hop:
                 # A short utterance was zero-padded: pad its mel with silence to match.
                 floor = float(np.log(self.mel_config.clamp_min))
                 return torch.nn.functional.pad(mel, (0, needed - mel.shape[1]), value=floor)
@@ -152,6 +171,7 @@ class UtteranceDataset(Dataset):
             mel = load_mel(mel_path, n_mels=self.mel_config.n_mels)
             if mel.shape[1] < frames:
                 raise InputError(mel_path, f"has {mel.shape[1]} frames, {path.name} needs {frames}")
+            check_mel_frames(mel_path, mel, path, audio.numel(), self.mel_config)
             mel = mel[:, :frames]
         # uncentered mels (hifigan) have no frame of their own for the last < hop samples
         return audio[: frames * self.mel_config.hop_length], mel, path.stem

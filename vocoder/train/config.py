@@ -9,6 +9,11 @@ data: {prepared: data/ljspeech}           # or train/valid/test filelists
 train: {max_steps: 1000000, lr: 1.0e-3}
 ```
 
+The mel convention (sample_rate, hop_length, n_mels) is stated once, in `features`; the
+model's copies of those three (`MEL_FIELDS`) are derived from it on load. A `model`
+section may still state them (a run folder's saved config does) but only with the same
+values: a different one is a `ConfigError`.
+
 `preset` keys are resolved on load; the run folder keeps the fully resolved config
 (`config.yaml`, no presets), so a run never changes when a shipped preset does.
 Relative data paths are resolved against the working directory at load time.
@@ -30,6 +35,8 @@ from vocoder.models.registry import model_config_from_section
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 SECTIONS = ("features", "model", "data", "train")
+# The model fields that copy the mel convention: taken from `features`, never stated apart.
+MEL_FIELDS = ("sample_rate", "hop_length", "n_mels")
 
 
 @dataclass
@@ -122,17 +129,11 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         f, m, d = self.features, self.model, self.data
-        if m.hop_length != f.hop_length:
-            raise ConfigError(
-                f"model.hop_length {m.hop_length} != features.hop_length {f.hop_length}: the "
-                "model upsamples each mel frame to exactly one hop of samples"
-            )
-        if m.sample_rate != f.sample_rate:
-            raise ConfigError(
-                f"model.sample_rate {m.sample_rate} != features.sample_rate {f.sample_rate}"
-            )
-        if m.n_mels != f.n_mels:
-            raise ConfigError(f"model.n_mels {m.n_mels} != features.n_mels {f.n_mels}")
+        for name in MEL_FIELDS:  # derived on load; checked for configs built in code
+            if getattr(m, name) != getattr(f, name):
+                raise ConfigError(
+                    f"model.{name} {getattr(m, name)} != features.{name} {getattr(f, name)}"
+                )
         if d.segment_length % f.hop_length:
             below = d.segment_length // f.hop_length * f.hop_length
             raise ConfigError(
@@ -159,9 +160,10 @@ def experiment_config_from_dict(data: dict[str, Any], where: str = "") -> Experi
             f"{prefix}unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
         )
     try:
+        features = _features(data.get("features"))
         config = ExperimentConfig(
-            features=_features(data.get("features")),
-            model=_model(data.get("model")),
+            features=features,
+            model=_model(data.get("model"), features),
             data=from_dict(DataConfig, _section(data, "data"), "data"),
             train=from_dict(TrainConfig, _section(data, "train"), "train"),
         )
@@ -220,12 +222,24 @@ def _features(data: dict[str, Any] | None) -> MelConfig:
     return from_dict(MelConfig, merged, "features")
 
 
-def _model(data: dict[str, Any] | None) -> ModelConfig:
-    """`{preset: NAME, field: value...}` or plain ModelConfig fields."""
-    return model_config_from_section(_section({"model": data}, "model"))
+def _model(data: dict[str, Any] | None, features: MelConfig) -> ModelConfig:
+    """`{preset: NAME, field: value...}` or plain ModelConfig fields; the mel fields
+    (`MEL_FIELDS`) come from `features`, and a model section that states another value
+    for one of them is refused."""
+    section = _section({"model": data}, "model")
+    for name in MEL_FIELDS:
+        wanted = getattr(features, name)
+        if name in section and section[name] != wanted:
+            raise ConfigError(
+                f"model.{name} {section[name]!r} conflicts with features.{name} {wanted!r}: "
+                f"state the mel convention once, in features (drop model.{name})"
+            )
+        section[name] = wanted
+    return model_config_from_section(section)
 
 
 __all__ = [
+    "MEL_FIELDS",
     "DataConfig",
     "TrainConfig",
     "ExperimentConfig",

@@ -47,6 +47,7 @@ from vocoder.checkpoint import (
 )
 from vocoder.config import to_dict
 from vocoder.data.filelist import read_filelist
+from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset, UtteranceDataset
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelSpectrogram
@@ -121,6 +122,8 @@ def train(
         torch.backends.cudnn.benchmark = False
 
         # ---- data ----
+        if dc.prepared is not None:
+            check_prepared(dc.prepared, config.features)
         train_files = _files(dc.filelist("train"), "train")
         _check_no_test_files(train_files, config)
         dataset = SegmentDataset(
