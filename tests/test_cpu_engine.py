@@ -90,10 +90,12 @@ def test_padded_batches_equal_single_items(variant):
         assert (batched[i, :n] - alone[0]).abs().max().item() < 1e-5
 
 
-def test_the_cpu_fast_path_is_the_gemm_engine_and_fast_false_the_conv_one():
-    rows = prepare_for_inference(tiny_model("nanoflow"), "fp32", "cpu").rows
-    assert type(make_row_inverse(rows, fast=True)) is GemmRowInverse
-    assert type(make_row_inverse(rows, fast=False)) is IncrementalInverse
+def test_the_cpu_fast_path_is_the_gemm_engine_in_bf16_and_fp32_keeps_the_conv_one():
+    bf16 = prepare_for_inference(tiny_model("nanoflow"), "bf16", "cpu").rows
+    fp32 = prepare_for_inference(tiny_model("nanoflow"), "fp32", "cpu").rows
+    assert type(make_row_inverse(bf16, fast=True)) is GemmRowInverse
+    assert type(make_row_inverse(bf16, fast=False)) is IncrementalInverse
+    assert type(make_row_inverse(fp32, fast=True)) is IncrementalInverse
 
 
 @pytest.mark.parametrize("variant", ["waveflow", "nanoflow"])
