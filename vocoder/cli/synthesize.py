@@ -32,8 +32,10 @@ from tqdm import tqdm
 from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
+from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.inference.engine import Synthesizer, default_batch_size
+from vocoder.inference.precision import default_precision
 from vocoder.melio import MEL_FORMATS, load_mel, load_stats
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
@@ -86,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=("fp32", "fp16", "bf16"),
-        default="fp32",
-        help="network precision (fp16 on GPUs only; default fp32)",
+        default=None,
+        help="network precision (fp16 on GPUs only; default bf16 on a CPU with bf16 units, "
+        "else fp32; fp32 is the exact path)",
     )
     parser.add_argument(
         "--batch-size",
@@ -369,8 +372,16 @@ def normalize_peak(audio: torch.Tensor, dbfs: float) -> torch.Tensor:
     return audio if peak == 0 else audio * (10 ** (dbfs / 20) / peak)
 
 
+def _precision_note(asked: str | None, synth: Synthesizer) -> str:
+    if asked is None and synth.precision == "bf16":
+        return " (default: this CPU has bf16 units; --precision fp32 for the exact path)"
+    return ""
+
+
 def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
-    synth = Synthesizer.load(args.model, device=args.device, precision=args.precision)
+    device = resolve_device(args.device)
+    precision = args.precision or default_precision(device)
+    synth = Synthesizer.load(args.model, device=device, precision=precision)
     _read_inputs(jobs, synth, args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     chunk = None
@@ -378,7 +389,8 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
         chunk = max(1, round(args.chunk_seconds * synth.sample_rate / synth.hop_length))
     print(
         f"model {synth.name} ({synth.parameter_count / 1e6:.2f} M parameters) on "
-        f"{synth.device.type}, {synth.precision}; {len(jobs)} file(s); seed {seed}"
+        f"{synth.device.type}, {synth.precision}{_precision_note(args.precision, synth)}; "
+        f"{len(jobs)} file(s); seed {seed}"
     )
     batch_size = args.batch_size or default_batch_size(synth.device)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].mel.shape[-1])

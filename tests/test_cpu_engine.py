@@ -1,0 +1,145 @@
+"""The CPU fast path (`GemmRowInverse`) against the conv1d engine and the model, and the
+default CPU precision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.inference.compile import prepare_for_inference
+from vocoder.inference.cpu import GemmRowInverse
+from vocoder.inference.cuda import make_row_inverse
+from vocoder.inference.incremental import IncrementalInverse
+from vocoder.inference.precision import cpu_bf16_units, default_precision
+from vocoder.metrics import log_mel_l1
+from vocoder.models import ModelConfig, build_model
+
+TINY = dict(n_flows=3, n_layers=3, n_group=4, channels=8, n_mels=8, hop_length=16)
+VARIANTS = {
+    "waveflow": dict(TINY, family="waveflow"),
+    "waveflow-rqs": dict(TINY, family="waveflow", coupling="rqs", spline_bins=8),
+    "waveflow-bipartized": dict(TINY, family="waveflow", permutation="bipartized", n_flows=4),
+    "nanoflow": dict(TINY, family="nanoflow", embedding_dim=16),
+    "nanoflow-appendix": dict(
+        TINY, family="nanoflow", embedding_dim=16, embedding_variant="appendix"
+    ),
+    "nanoflow-partial-concat": dict(
+        TINY, family="nanoflow", shared_layers=1, concat_embedding=True, embedding_dim=16
+    ),
+}
+# bf16 against fp32 from the same noise on the tiny models (measured: 57 to 60 dB, log-mel
+# L1 0.0007 to 0.0010); bench/cpu_engine.py reports the published shapes (README)
+BF16_MIN_SNR_DB = 45.0
+BF16_MAX_LOG_MEL_L1 = 0.005
+
+
+def tiny_model(variant: str, seed: int = 0) -> torch.nn.Module:
+    """A tiny model with the zero-initialised projections and gates made non-trivial."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(**VARIANTS[variant]))
+    with torch.no_grad():
+        for projection in model.projections:
+            projection.weight.normal_(0.0, 0.1)
+            projection.bias.normal_(0.0, 0.1)
+        indication = getattr(model, "flow_indication", None)
+        if indication is not None and indication.log_gates is not None:
+            indication.log_gates.normal_(0.0, 0.2)
+        if indication is not None and indication.residual_gates is not None:
+            indication.residual_gates.normal_(1.0, 0.2)
+    return model.eval()
+
+
+def inputs(config, batch: int, frames: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    mel = torch.randn(batch, config.n_mels, frames, generator=g)
+    z = torch.randn(batch, frames * config.hop_length, generator=g)
+    return mel, z
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_gemm_rows_equal_the_conv_engine_and_the_model_in_fp32(variant):
+    model = tiny_model(variant)
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    mel, z = inputs(model.config, 2, 7)
+    cond = compiled.upsample(mel)
+    fast = GemmRowInverse(compiled.rows)(z, cond)
+    assert (fast - IncrementalInverse(compiled.rows)(z, cond)).abs().max().item() < 1e-5
+    with torch.no_grad():
+        expected = model.inverse(z, mel)
+    assert (fast - expected).abs().max().item() < 1e-4
+    assert (expected - z).abs().max().item() > 1e-2  # the flows do something
+
+
+@pytest.mark.parametrize("variant", ["waveflow", "nanoflow"])
+def test_padded_batches_equal_single_items(variant):
+    model = tiny_model(variant)
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    inverse = GemmRowInverse(compiled.rows)
+    mel, z = inputs(model.config, 3, 9)
+    hop = model.config.hop_length
+    lengths = [9 * hop, 5 * hop, 2 * hop]
+    for i, n in enumerate(lengths):  # what lies beyond an item must not matter
+        z[i, n:] = 1e3
+    cond = compiled.upsample(mel)
+    batched = inverse(z, cond, lengths)
+    for i, n in enumerate(lengths):
+        alone = inverse(z[i : i + 1, :n], cond[i : i + 1, :, :n])
+        assert (batched[i, :n] - alone[0]).abs().max().item() < 1e-5
+
+
+def test_the_cpu_fast_path_is_the_gemm_engine_in_bf16_and_fp32_keeps_the_conv_one():
+    bf16 = prepare_for_inference(tiny_model("nanoflow"), "bf16", "cpu").rows
+    fp32 = prepare_for_inference(tiny_model("nanoflow"), "fp32", "cpu").rows
+    assert type(make_row_inverse(bf16, fast=True)) is GemmRowInverse
+    assert type(make_row_inverse(bf16, fast=False)) is IncrementalInverse
+    assert type(make_row_inverse(fp32, fast=True)) is IncrementalInverse
+
+
+@pytest.mark.parametrize("variant", ["waveflow", "nanoflow"])
+def test_bf16_output_is_within_the_documented_bound_of_fp32(variant):
+    model = tiny_model(variant)
+    c = model.config
+    mel, z = inputs(c, 1, 40)
+    audio = {}
+    for precision in ("fp32", "bf16"):
+        compiled = prepare_for_inference(model, precision, "cpu")
+        audio[precision] = GemmRowInverse(compiled.rows)(0.8 * z, compiled.upsample(mel))[0]
+    ref, test = audio["fp32"], audio["bf16"]
+    assert not torch.equal(ref, test)  # bf16 really ran
+    snr = 10 * math.log10(ref.double().pow(2).sum() / (ref - test).double().pow(2).sum())
+    mels = MelSpectrogram(
+        MelConfig(
+            sample_rate=c.sample_rate,
+            hop_length=c.hop_length,
+            n_mels=c.n_mels,
+            n_fft=64,
+            win_length=64,
+        )
+    )
+    l1 = log_mel_l1(mels(ref[None]), mels(test[None]))
+    assert snr >= BF16_MIN_SNR_DB
+    assert l1 <= BF16_MAX_LOG_MEL_L1
+
+
+@pytest.mark.parametrize(
+    ("flags", "units"),
+    [
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", "avx512_bf16"),
+        ("fpu avx512f avx512_bf16 amx_bf16 amx_tile", "amx_bf16"),
+        ("fpu sse avx2 avx512f avx512bw", None),
+    ],
+)
+def test_bf16_units_are_read_from_the_cpu_flags(tmp_path, flags, units):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert cpu_bf16_units(cpuinfo) == units
+
+
+def test_missing_cpuinfo_means_no_bf16_units_and_gpus_default_to_fp32(tmp_path):
+    assert cpu_bf16_units(tmp_path / "absent") is None
+    assert default_precision(torch.device("cuda")) == "fp32"
+    expected = "bf16" if cpu_bf16_units() else "fp32"
+    assert default_precision(torch.device("cpu")) in (expected, "fp32")
