@@ -2,7 +2,9 @@
 serves it.
 
 Errors meant for people (`VocoderError`) show in the page as a message; anything else is
-logged on the server and shows as a short apology, never a stack trace.
+logged on the server and shows as a short apology, never a stack trace. Requests that Gradio
+refuses before a handler runs (a file path on the server rather than an upload, a malformed
+file value) get a one-line message too, not Gradio's bare `{"error": null}`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 from pathlib import Path
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
+from pydantic import ValidationError
 
 from vocoder.audio import audio_info
 from vocoder.errors import VocoderError
@@ -42,11 +46,42 @@ CSS = """
 .picture img { width: 100%; height: auto; object-fit: contain; }
 """
 
+REFUSED = "Cannot synthesize"  # the title of the page's error messages
+SERVER_PATH_REFUSED = (
+    "Files must be uploaded: a path on the server is refused "
+    "(with gradio_client, pass handle_file(path))."
+)
+MALFORMED_INPUT = (
+    "The request's inputs are malformed: a file input takes an upload "
+    "(with gradio_client, pass handle_file(path))."
+)
+
+
+class _DemoBlocks(gr.Blocks):
+    """Blocks whose input checks answer in words.
+
+    Gradio checks each request's file values (uploaded here? well formed?) before any handler
+    runs, and without `show_error` its refusals reach the client as `{"error": null}`;
+    `show_error` would instead pass on any exception's text, server paths included.
+    """
+
+    async def preprocess_data(self, *args, **kwargs):
+        try:
+            return await super().preprocess_data(*args, **kwargs)
+        except gr.Error:
+            raise
+        except InvalidPathError as e:
+            logger.warning("refused a request: %s", e)
+            raise gr.Error(SERVER_PATH_REFUSED, title=REFUSED, print_exception=False) from None
+        except ValidationError as e:
+            logger.warning("refused a malformed request: %s", str(e).splitlines()[0])
+            raise gr.Error(MALFORMED_INPUT, title=REFUSED, print_exception=False) from None
+
 
 def build_demo(demo: VocoderDemo) -> gr.Blocks:
     """The page for `demo`: inputs and settings on top, input and outputs side by side below."""
     models = demo.model_choices()
-    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+    with _DemoBlocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
@@ -222,7 +257,7 @@ def _synthesize(demo: VocoderDemo, *inputs) -> tuple:
     try:
         result = demo.run(*inputs)
     except VocoderError as e:
-        raise gr.Error(str(e), title="Cannot synthesize", print_exception=False) from None
+        raise gr.Error(str(e), title=REFUSED, print_exception=False) from None
     except Exception:
         logger.exception("synthesis failed")
         raise gr.Error(

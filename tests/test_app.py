@@ -395,3 +395,49 @@ def test_http_api(tiny_models, short_mel, tmp_path):
         assert Path(values[5]).is_file()  # the comparison's audio
     finally:
         server.close()
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
+def test_refused_requests_get_a_message(tiny_models, tmp_path, capfd):
+    """Gradio refuses a server path, or a file value that is not a file, before a handler
+    runs; the answer says why in one line (it used to be `{"error": null}`)."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    from app.main import launch
+
+    settings = DemoSettings(models=tiny_models, device="cpu")
+    server = launch(settings, port=free_port(), prevent_thread_lock=True, quiet=True)
+    secret = _write(tmp_path / "secret.wav", b"not for visitors")
+    try:
+        # The HTTP API as a script uses it: a FileData naming a file on the server's disk.
+        server_path = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+        for inputs in (
+            [server_path, None, WAVEFLOW, "none", 0.8, 0.0, 0],
+            [None, {**server_path, "path": str(tmp_path / "x.npy")}, WAVEFLOW, "none", 0.8, 0.0, 0],
+        ):
+            url = f"{server.local_url}gradio_api/call/synthesize"
+            event = httpx.post(url, json={"data": inputs}, timeout=30).json()["event_id"]
+            stream = httpx.get(f"{url}/{event}", timeout=60).text
+            assert "event: error" in stream
+            payload = json.loads(stream.split("event: error\ndata: ", 1)[1].splitlines()[0])
+            message = payload["error"]
+            assert message and "\n" not in message
+            assert "must be uploaded" in message and str(tmp_path) not in message
+        # gradio_client passes a value without FileData's "meta" on as it is.
+        client = Client(server.local_url, verbose=False)
+        with pytest.raises(Exception, match="inputs are malformed") as caught:
+            client.predict(
+                {"path": str(SHORT_CLIP)}, None, WAVEFLOW, "none", 0.8, 0.0, 0,
+                api_name="/synthesize",
+            )  # fmt: skip
+        assert "\n" not in str(caught.value)
+        # the server keeps serving, and logged a refusal, not a stack trace
+        values = client.predict(
+            handle_file(str(SHORT_CLIP)), None, WAVEFLOW, "none", 0.8, 0.0, 0,
+            api_name="/synthesize",
+        )  # fmt: skip
+        assert "RTF" in values[1]
+        assert "Traceback" not in capfd.readouterr().err
+    finally:
+        server.close()

@@ -10,6 +10,7 @@ streamed FLAC, total samples 0) is read by decoding it to the end. Writes are at
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,12 @@ def save_audio(
         data = np.clip(data, -1.0, 1.0)
     if not sf.check_format(_format_of(path), subtype):
         raise InputError(path, f"cannot store subtype {subtype} in a {path.suffix} file")
+    # Encoded in memory, then written by Python: a failed write keeps its errno (a full disk
+    # says so), where libsndfile reports any failed write as "System error."
+    encoded = io.BytesIO()
+    sf.write(encoded, data, int(sample_rate), subtype=subtype, format=_format_of(path))
     with atomic_output(path, overwrite=overwrite) as tmp:
-        sf.write(str(tmp), data, int(sample_rate), subtype=subtype, format=_format_of(path))
+        tmp.write_bytes(encoded.getbuffer())
     return path
 
 

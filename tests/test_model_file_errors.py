@@ -1,0 +1,66 @@
+"""Model files that cannot be used, through the commands that read them: one line naming
+the file, exit 2, never a stack trace or torch's hint to unpickle (issue 14)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_checkpoint import checkpoint_state, flip_a_byte, tiny_model
+
+from vocoder.checkpoint import export_model, save_checkpoint
+from vocoder.cli import main
+from vocoder.features import MelConfig
+
+MEL = np.full((80, 12), -5.0, dtype=np.float32)
+
+
+def model_file(case: str, folder) -> tuple:
+    """(the file, a phrase its error must hold)."""
+    model = tiny_model()
+    if case == "checkpoint-of-another-shape":
+        state = checkpoint_state(model, 3)
+        state["config"]["model"]["channels"] = 16  # the weights have 8
+        return save_checkpoint(folder / "wide.pt", state), "has shape (8,), the model's is (16,)"
+    if case == "export-of-another-shape":
+        weights, meta = export_model(model, MelConfig(), folder / "wide")
+        document = json.loads(meta.read_text())
+        document["model"]["channels"] = 16
+        meta.write_text(json.dumps(document))
+        return weights, "has shape (8,), the model's is (16,)"
+    if case == "flipped-byte":
+        path = save_checkpoint(folder / "flipped.pt", checkpoint_state(model, 3))
+        flip_a_byte(path)
+        return path, "CRC"
+    if case == "pickled-object":
+        path = folder / "pickled.pt"
+        torch.save({"config": {"model": np.zeros(3)}, "model": {}, "step": 1}, path)
+        return path, "unpickl"
+    raise AssertionError(case)
+
+
+CASES = ["checkpoint-of-another-shape", "export-of-another-shape", "flipped-byte", "pickled-object"]
+
+
+@pytest.mark.parametrize("command", ["info", "synthesize"])
+@pytest.mark.parametrize("case", CASES)
+def test_a_model_file_that_cannot_load_is_one_line(case, command, tmp_path, capsys):
+    path, phrase = model_file(case, tmp_path)
+    if command == "info":
+        argv = ["info", str(path)]
+    else:
+        np.save(tmp_path / "mel.npy", MEL)
+        argv = ["synthesize", "--model", str(path), str(tmp_path / "mel.npy")]
+        argv += ["--out", str(tmp_path / "out")]
+    if command == "info" and case.endswith("-of-another-shape"):
+        # info describes the model the file's config states; it does not build it
+        assert main(argv) == 0
+        return
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
+    assert phrase in err, err
+    assert "weights_only" not in err and "will likely succeed" not in err
+    assert out == "" and not (tmp_path / "out").exists()
