@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,11 +22,12 @@ from PIL import Image
 
 from vocoder import pretrained
 from vocoder.audio import audio_info, load_audio, resample
+from vocoder.cli import flags
 from vocoder.errors import InputError, VocoderError
 from vocoder.features import MelConfig
 from vocoder.griffin_lim import griffin_lim
 from vocoder.inference.engine import Synthesizer
-from vocoder.melio import check_mel_range, load_mel
+from vocoder.melio import MelRangeWarning, check_mel_range, load_mel
 from vocoder.sigma import DEFAULT_SIGMA
 
 from .cache import ModelCache
@@ -358,7 +358,7 @@ def _named_as_uploaded(path: Path) -> Iterator[None]:
     except InputError as e:
         if e.source != str(path):
             raise
-        raise InputError(path.name, e.problem) from None
+        raise InputError(path.name, e.problem, e.remedies) from None
 
 
 def _check_long_enough(name: str, samples: int, synthesizer: Synthesizer) -> None:
@@ -375,15 +375,16 @@ def _check_long_enough(name: str, samples: int, synthesizer: Synthesizer) -> Non
         )
 
 
-def _for_the_page(warning: str) -> str:
+def _for_the_page(warning: MelRangeWarning) -> str:
     """A mel-range warning for visitors: the page has no command-line flags, so the
     conversion the CLI offers is named as a command to run beforehand."""
-    flags = re.search(r"; pass (--mel-format [^;]*)$", warning)
-    if flags is None:
-        return warning
+    fix = warning.remedy
+    if fix is None:
+        return warning.problem
+    purpose = f" {fix.purpose}" if fix.purpose else ""
     return (
-        f"{warning[: flags.start()]}; this page reads natural-log mels only "
-        f"(convert with `vocoder synthesize {flags.group(1)}`)"
+        f"{warning.problem}; this page reads natural-log mels only "
+        f"(convert with `vocoder synthesize {flags(fix)}`{purpose})"
     )
 
 

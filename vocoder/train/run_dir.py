@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from vocoder.checkpoint import latest_checkpoint
-from vocoder.errors import InputError
+from vocoder.errors import InputError, remedy
 from vocoder.files import atomic_output
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
 from vocoder.train.logging import LOG_FILE, TENSORBOARD_DIR
@@ -44,7 +44,8 @@ def claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Path
     if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
         raise InputError(
             run_dir,
-            "is not empty; pass --resume to continue its run or --force to start over",
+            "is not empty",
+            [remedy("to continue its run", resume=True), remedy("to start over", force=True)],
         )
     return None
 
