@@ -22,9 +22,9 @@ from vocoder.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_model,
-    non_finite_tensor,
     save_checkpoint,
 )
+from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.cli import main
 from vocoder.errors import ConfigError
 from vocoder.models import build_model

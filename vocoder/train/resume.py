@@ -12,9 +12,9 @@ from vocoder.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_model,
-    non_finite_tensor,
     restore_rng_state,
 )
+from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.config import to_dict
 from vocoder.errors import ConfigError, InputError
 from vocoder.models import FlowVocoder

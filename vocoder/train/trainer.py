@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vocoder.checkpoint import checkpoint_path, prune_checkpoints, save_checkpoint
+from vocoder.checkpoint import checkpoint_path, save_checkpoint
+from vocoder.checkpoint_retention import prune_checkpoints
 from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset
 from vocoder.errors import ConfigError, VocoderError
