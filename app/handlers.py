@@ -9,9 +9,7 @@ meant for the visitor.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,24 +19,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vocoder import pretrained
 from vocoder.audio import audio_info, load_audio, resample
+from vocoder.cli import flags
 from vocoder.errors import InputError, VocoderError
 from vocoder.features import MelConfig
 from vocoder.griffin_lim import griffin_lim
 from vocoder.inference.engine import Synthesizer
-from vocoder.melio import check_mel_range, load_mel
+from vocoder.melio import MelRangeWarning, check_mel_range, load_mel
 from vocoder.sigma import DEFAULT_SIGMA
 
 from .cache import ModelCache
+from .menus import describe_model, path_menu, registry_menu
 from .plots import mel_image, waveform_image
 
 MEL_SUFFIXES = (".npy", ".pt")
 GRIFFIN_LIM = "griffin-lim"
 NO_COMPARISON = "none"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ class VocoderDemo:
         # menu label -> the name or path it loads; visitors only ever see and send labels,
         # so no request can make the server open a file it was not started with
         self.models: dict[str, str] = (
-            _path_menu(settings.models) if settings.models else _registry_menu()
+            path_menu(settings.models) if settings.models else registry_menu()
         )
 
     # ---- menus ----
@@ -144,7 +141,7 @@ class VocoderDemo:
     def model_choices(self) -> list[tuple[str, str]]:
         """(description, label) of each model the menu offers: the models given in the
         settings, in their order; without any, the registry's, those on this machine first."""
-        return [(_describe(label, source), label) for label, source in self.models.items()]
+        return [(describe_model(label, source), label) for label, source in self.models.items()]
 
     def default_model(self) -> str | None:
         return next(iter(self.models), None)
@@ -358,7 +355,7 @@ def _named_as_uploaded(path: Path) -> Iterator[None]:
     except InputError as e:
         if e.source != str(path):
             raise
-        raise InputError(path.name, e.problem) from None
+        raise InputError(path.name, e.problem, e.remedies) from None
 
 
 def _check_long_enough(name: str, samples: int, synthesizer: Synthesizer) -> None:
@@ -375,15 +372,16 @@ def _check_long_enough(name: str, samples: int, synthesizer: Synthesizer) -> Non
         )
 
 
-def _for_the_page(warning: str) -> str:
+def _for_the_page(warning: MelRangeWarning) -> str:
     """A mel-range warning for visitors: the page has no command-line flags, so the
     conversion the CLI offers is named as a command to run beforehand."""
-    flags = re.search(r"; pass (--mel-format [^;]*)$", warning)
-    if flags is None:
-        return warning
+    fix = warning.remedy
+    if fix is None:
+        return warning.problem
+    purpose = f" {fix.purpose}" if fix.purpose else ""
     return (
-        f"{warning[: flags.start()]}; this page reads natural-log mels only "
-        f"(convert with `vocoder synthesize {flags.group(1)}`)"
+        f"{warning.problem}; this page reads natural-log mels only "
+        f"(convert with `vocoder synthesize {flags(fix)}`{purpose})"
     )
 
 
@@ -402,52 +400,6 @@ def pcm16(audio: np.ndarray, sample_rate: int) -> tuple[int, np.ndarray]:
     """`(sample_rate, int16 samples)` of float audio, the form Gradio's audio player takes."""
     clipped = np.clip(audio, -1.0, 1.0)
     return sample_rate, np.round(clipped * 32767.0).astype(np.int16)
-
-
-def _path_menu(models: tuple[str, ...]) -> dict[str, str]:
-    """Menu labels for models given by name or path: a file's stem, made unique."""
-    menu: dict[str, str] = {}
-    for source in models:
-        path = Path(source)
-        base = path.stem if path.suffix else path.name
-        label, n = base, 1
-        while label in menu:
-            n += 1
-            label = f"{base} ({n})"
-        menu[label] = source
-    return menu
-
-
-def _registry_menu() -> dict[str, str]:
-    """The registry's models by name: the default one and the others on this machine first,
-    then those downloaded on first use."""
-    try:
-        entries = pretrained.list_models()
-    except VocoderError as e:  # no registry (a wheel install without VOCODER_REGISTRY)
-        logger.warning("no pretrained models listed: %s", e)
-        return {}
-    local, remote = [], []
-    for entry in entries:
-        where = pretrained.model_location(entry)
-        if where in ("shipped", "cached"):
-            local.insert(0 if entry.default else len(local), entry.name)
-        elif where == "remote":
-            remote.append(entry.name)
-    return {name: name for name in local + remote}
-
-
-def _describe(label: str, source: str) -> str:
-    """What the menu shows for a model: its label, and for a registry model its size."""
-    if label != source:
-        return label
-    try:
-        entry = pretrained.get_model(source)
-    except VocoderError:
-        return label
-    text = f"{label} ({entry.parameters / 1e6:.2f} M parameters)"
-    if pretrained.model_location(entry) == "remote":
-        text += ", downloaded on first use"
-    return text
 
 
 def example_files() -> list[Path]:

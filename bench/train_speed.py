@@ -1,6 +1,6 @@
 """Training throughput: steps/s and samples/s of one model at batch 8 x 16000 samples.
 
-Runs the trainer's own step (`vocoder.train.trainer.train_step`: autocast, backward,
+Runs the trainer's own step (`vocoder.train.step.train_step`: autocast, backward,
 gradient clipping, Adam) on random audio and mels, in fp32 and bf16, on CUDA when present
 (else CPU), and prints a table (and writes JSON with --json).
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vocoder.devices import resolve_device  # noqa: E402
 from vocoder.models import build_model, load_model_preset  # noqa: E402
 from vocoder.train.config import load_experiment_config  # noqa: E402
-from vocoder.train.trainer import LogLikelihood, train_step  # noqa: E402
+from vocoder.train.step import LogLikelihood, train_step  # noqa: E402
 
 
 def measure(config, precision, device, batch, samples, steps, warmup) -> dict:

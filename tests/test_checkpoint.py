@@ -24,11 +24,10 @@ from vocoder.checkpoint import (
     load_averaged_model,
     load_checkpoint,
     load_model,
-    non_finite_tensor,
-    prune_checkpoints,
     restore_rng_state,
     save_checkpoint,
 )
+from vocoder.checkpoint_retention import non_finite_tensor, prune_checkpoints
 from vocoder.config import to_dict
 from vocoder.errors import InputError
 from vocoder.features import MelConfig

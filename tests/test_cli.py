@@ -27,10 +27,10 @@ import yaml
 
 from vocoder import __version__
 from vocoder.checkpoint import checkpoint_path, export_model, save_checkpoint
-from vocoder.cli import COMMAND_HELP, COMMANDS, build_parser, main
+from vocoder.cli import COMMAND_HELP, COMMANDS, build_parser, describe_error, main
 from vocoder.cli.models import summary_lines
 from vocoder.config import to_dict
-from vocoder.errors import InputError
+from vocoder.errors import InputError, remedy
 from vocoder.features import MelConfig
 from vocoder.models import ModelConfig, build_model, resolve_model_config
 from vocoder.pretrained import default_model_name
@@ -542,3 +542,24 @@ print(tuned, before - rss_mb())
         freed[tuned] = float(released)
     assert freed["0"] > 200  # glibc unmaps a big block on free...
     assert freed["1"] < 50  # ...unless told to keep it for the next tensor
+
+
+def test_remedies_are_flags_in_the_cli_and_settings_in_the_library():
+    error = InputError(
+        "exp/run",
+        "is not empty",
+        [remedy("to continue its run", resume=True), remedy("to start over", force=True)],
+    )
+    assert (
+        str(error)
+        == "exp/run: is not empty; set resume=True to continue its run or force=True to start over"
+    )
+    assert describe_error(error) == (
+        "exp/run: is not empty; pass --resume to continue its run or --force to start over"
+    )
+    stats = InputError(
+        "m.npy", "looks mean-variance normalized", [remedy(mel_format="meanvar", stats="FILE")]
+    )
+    assert describe_error(stats).endswith("; pass --mel-format meanvar --stats FILE")
+    key = InputError("data", "no mels", [remedy(**{"data.mel_dir": "DIR"})])
+    assert describe_error(key) == "data: no mels; set data.mel_dir: DIR in the config"

@@ -97,7 +97,7 @@ def test_ljspeech_id_list_splits_keep_published_roles(ljspeech_mini, shared_data
     hifigan = ljspeech_split_ids(ljspeech_mini, "hifigan", splits_dir=lists)
     assert hifigan["valid"] == hifigan["test"]
     assert set(hifigan["test"]) <= set(read_id_list(lists / "hifigan_validation.txt"))
-    with pytest.raises(InputError, match="--splits-dir"):
+    with pytest.raises(InputError, match="splits_dir=DIR"):
         ljspeech_split_ids(ljspeech_mini, "tacotron2")
 
 

@@ -160,16 +160,16 @@ def test_check_mel_range_names_the_convention(ref_mel):
     log10_mel = ref_mel / LN10
     mean, scale = log10_mel.mean(dim=1, keepdim=True), log10_mel.std(dim=1, keepdim=True)
     cases = {
-        "--mel-format db-normalized": DbNormalization().from_ln(ref_mel).clamp(0, 1),
+        "mel_format=db-normalized": DbNormalization().from_ln(ref_mel).clamp(0, 1),
         "symmetric": DbNormalization(symmetric=True).from_ln(ref_mel).clamp(-4, 4),
-        "--mel-format log10": log10_mel,
-        "--mel-format meanvar --stats FILE": (log10_mel - mean) / scale,
+        "mel_format=log10": log10_mel,
+        "mel_format=meanvar, stats=FILE": (log10_mel - mean) / scale,
         "linear magnitude/power": ref_mel.exp(),
         "log power": 2 * ref_mel,
     }
     for hint, mel in cases.items():
         warning = check_mel_range(mel)
-        assert warning is not None and hint in warning, (hint, warning)
+        assert warning is not None and hint in str(warning), (hint, warning)
     power = (2 * ref_mel).exp()
-    assert "linear" in check_mel_range(power)
-    assert "NaN" in check_mel_range(torch.tensor([[float("nan")]]))
+    assert "linear" in str(check_mel_range(power))
+    assert "NaN" in str(check_mel_range(torch.tensor([[float("nan")]])))

@@ -14,7 +14,7 @@ import torch
 from vocoder.audio import load_audio, resample, save_audio
 from vocoder.data.filelist import read_filelist
 from vocoder.data.prepare import check_prepared, mel_config_hash, prepare_dataset
-from vocoder.errors import InputError
+from vocoder.errors import InputError, remedy
 from vocoder.features import MelConfig
 from vocoder.train.config import load_experiment_config
 
@@ -79,9 +79,9 @@ def test_rerun_refuses_without_force(dataset, tmp_path):
     out = tmp_path / "out"
     prepare_dataset(dataset, out)
     before = (out / "manifest.json").read_text()
-    with pytest.raises(InputError, match="already prepared.*--force"):
+    with pytest.raises(InputError, match="already prepared.*force=True"):
         prepare_dataset(dataset, out)
-    with pytest.raises(InputError, match="different mel config.*center True -> False.*--force"):
+    with pytest.raises(InputError, match="different mel config.*center True -> False.*force=True"):
         prepare_dataset(dataset, out, mel_config=MelConfig.preset("hifigan"))
     assert (out / "manifest.json").read_text() == before
     prepare_dataset(dataset, out, mel_config=MelConfig.preset("hifigan"), force=True)
@@ -97,7 +97,7 @@ def test_bad_file_raises_then_skip_bad_lists_it(broken_dataset, tmp_path):
         prepare_dataset(broken_dataset, out)
     assert caught.value.source == str(bad)
     assert caught.value.problem.startswith("not a readable audio file")
-    assert caught.value.problem.endswith("; pass --skip-bad to leave bad files out")
+    assert caught.value.remedies[-1] == remedy("to leave bad files out", skip_bad=True)
     assert not (out / "manifest.json").exists()
     # The interrupted run is resumed (same mel config): no --force needed.
     summary = prepare_dataset(broken_dataset, out, skip_bad=True)
@@ -126,7 +126,9 @@ def test_folder_checks_each_file(tmp_path, ljspeech_clips):
     )
     reasons = {r.path.name: r.reason for r in summary.rejected}
     assert summary.counts["train"] == 1
-    assert "2 channels" in reasons["stereo8k.flac"] and "--mixdown" in reasons["stereo8k.flac"]
+    assert "2 channels" in reasons["stereo8k.flac"]
+    stereo = next(r for r in summary.rejected if r.path.name == "stereo8k.flac")
+    assert stereo.remedies == (remedy("to average them", mixdown=True),)
     assert "silent" in reasons["silent.wav"]
     assert "clipped" in reasons["clipped.wav"]
     assert "too short" in reasons["short.wav"]

@@ -22,15 +22,17 @@ from vocoder.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_model,
-    non_finite_tensor,
     save_checkpoint,
 )
+from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.cli import main
 from vocoder.errors import ConfigError
 from vocoder.models import build_model
 from vocoder.train.config import load_experiment_config
+from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
-from vocoder.train.trainer import EMA, LogLikelihood, _init_weights, train_step
+from vocoder.train.resume import init_weights
+from vocoder.train.step import LogLikelihood, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -350,12 +352,12 @@ def test_init_from_loads_weights_and_checks_the_config(reference):
     conf, ref_run = reference
     config = load_experiment_config(conf)
     model = build_model(config.model)
-    _init_weights(model, config, latest_checkpoint(ref_run))
+    init_weights(model, config, latest_checkpoint(ref_run))
     trained = load_checkpoint(latest_checkpoint(ref_run))["model"]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
     other = load_experiment_config(conf, ["model.channels=16"])
     with pytest.raises(ConfigError, match=r"model config differs: channels \(8 there, 16 here\)"):
-        _init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
+        init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
 
 
 def test_bf16_autocast_on_cpu_trains(reference, tmp_path):

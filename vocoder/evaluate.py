@@ -26,7 +26,7 @@ import torch
 from vocoder import metrics
 from vocoder.audio import save_audio
 from vocoder.data.segments import UtteranceDataset
-from vocoder.errors import InputError
+from vocoder.errors import InputError, remedy
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.files import atomic_output
 from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
@@ -227,7 +227,9 @@ def write_report(report: EvalReport, json_path: str | Path, overwrite: bool = Fa
     csv_path = json_path.with_suffix(".csv")
     for p in (json_path, csv_path):
         if p.exists() and not overwrite:
-            raise InputError(p, "already exists; refusing to overwrite it (use --force)")
+            raise InputError(
+                p, "already exists; refusing to overwrite it", [remedy("to replace it", force=True)]
+            )
     with atomic_output(csv_path, overwrite=True) as tmp:
         tmp.write_text(report.csv_text(), encoding="utf-8")
     with atomic_output(json_path, overwrite=True) as tmp:

@@ -35,13 +35,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vocoder.errors import InputError
+from vocoder.errors import InputError, Remedy, remedy, with_remedies
 from vocoder.files import atomic_output, load_torch_file
 
 MelFormat = Literal["ln", "log10", "db-normalized", "meanvar"]
 MEL_FORMATS: tuple[str, ...] = ("ln", "log10", "db-normalized", "meanvar")
 LN10 = math.log(10.0)
 LN_FLOOR = math.log(1e-5)  # the clamp of the tacotron2 / hifigan conventions: -11.513
+STATS_REMEDY = remedy(stats="FILE")  # meanvar mels need their statistics
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def convert_mel(
         return (db or DbNormalization()).to_ln(mel)
     if mel_format == "meanvar":
         if stats is None:
-            raise InputError("mel", "mel format 'meanvar' needs statistics (--stats FILE)")
+            raise InputError("mel", "mel format 'meanvar' needs statistics", [STATS_REMEDY])
         if not isinstance(stats, MeanVarStats):
             stats = load_stats(stats, stats_log_base)
         if stats.mean.numel() != mel.shape[0]:
@@ -174,7 +175,7 @@ def load_mel(
         known = ", ".join(MEL_FORMATS)
         raise InputError(path, f"unknown mel format {mel_format!r}; known: {known}")
     if mel_format == "meanvar" and stats is None:
-        raise InputError(path, "mel format 'meanvar' needs statistics (--stats FILE)")
+        raise InputError(path, "mel format 'meanvar' needs statistics", [STATS_REMEDY])
     raw = _read_array(path)
     mel = _to_canonical_layout(path, raw, n_mels)
     if not torch.isfinite(mel).all():
@@ -184,7 +185,7 @@ def load_mel(
         return convert_mel(mel, mel_format, stats, db=db, stats_log_base=stats_log_base)
     except InputError as e:
         if e.source in ("mel", "stats"):
-            raise InputError(path, e.problem) from None
+            raise InputError(path, e.problem, e.remedies) from None
         raise
 
 
@@ -207,7 +208,18 @@ def save_mel(path: str | Path, mel: torch.Tensor | np.ndarray, overwrite: bool =
     return path
 
 
-def check_mel_range(mel: torch.Tensor) -> str | None:
+@dataclass(frozen=True)
+class MelRangeWarning:
+    """Why a mel does not look like a natural-log mel; `remedy`: the reading that would fit."""
+
+    problem: str
+    remedy: Remedy | None = None
+
+    def __str__(self) -> str:
+        return with_remedies(self.problem, [self.remedy] if self.remedy else [])
+
+
+def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     """A warning naming the likely convention when `mel` does not look like a natural-log mel.
 
     A natural-log mel of audio in [-1, 1] lies in about [-11.6, 3]: its floor is
@@ -215,46 +227,48 @@ def check_mel_range(mel: torch.Tensor) -> str | None:
     """
     mel = mel.detach().float()
     if mel.numel() == 0:
-        return "the mel is empty"
+        return MelRangeWarning("the mel is empty")
     if not torch.isfinite(mel).all():
-        return "the mel contains NaN or infinite values"
+        return MelRangeWarning("the mel contains NaN or infinite values")
     lo, hi = float(mel.min()), float(mel.max())
     mean = float(mel.mean())
     std = float(mel.std()) if mel.numel() > 1 else 0.0
     stats = f"(min {lo:.2f}, max {hi:.2f}, mean {mean:.2f})"
     if lo >= 0.0 and hi <= 1.0:
-        return (
-            f"mel values all lie in [0, 1] {stats}: looks dB-normalized (Tacotron/ESPnet style); "
-            "pass --mel-format db-normalized"
+        return MelRangeWarning(
+            f"mel values all lie in [0, 1] {stats}: looks dB-normalized (Tacotron/ESPnet style)",
+            remedy(mel_format="db-normalized"),
         )
     if lo >= 0.0 or hi > 8.0:
         # A log mel goes negative wherever the audio is quiet; a linear one never does.
-        return (
+        return MelRangeWarning(
             f"mel values {stats} do not fit a log mel (about [-11.6, 3]): looks like linear "
             "magnitude/power, not log; take the natural log (clamped at 1e-5) first"
         )
     if abs(mean) < 1.0 and 0.5 < std < 1.6 and lo < 0.0:
-        return (
-            f"mel has mean {mean:.2f} and std {std:.2f}: looks mean-variance normalized; "
-            "pass --mel-format meanvar --stats FILE"
+        return MelRangeWarning(
+            f"mel has mean {mean:.2f} and std {std:.2f}: looks mean-variance normalized",
+            remedy(mel_format="meanvar", stats="FILE"),
         )
     if -5.2 <= lo <= -4.5 and hi <= 1.6:
-        return (
-            f"mel floor {lo:.2f} is near log10(1e-5) = -5 {stats}: looks like log10; "
-            "pass --mel-format log10"
+        return MelRangeWarning(
+            f"mel floor {lo:.2f} is near log10(1e-5) = -5 {stats}: looks like log10",
+            remedy(mel_format="log10"),
         )
     if -4.05 <= lo and hi <= 4.05 and lo < -3.0 and hi > 1.6:
-        return (
-            f"mel lies in [-4, 4] {stats}: looks symmetric dB-normalized; pass --mel-format "
-            "db-normalized with the symmetric normalization"
+        return MelRangeWarning(
+            f"mel lies in [-4, 4] {stats}: looks symmetric dB-normalized",
+            remedy("with the symmetric normalization", mel_format="db-normalized"),
         )
     if lo < LN_FLOOR - 0.5:
-        return (
+        return MelRangeWarning(
             f"mel minimum {lo:.2f} is below ln(1e-5) = {LN_FLOOR:.2f} {stats}: probably a log "
             "power mel or a different clamp; the vocoder expects ln(clamp(magnitude, 1e-5))"
         )
     if hi > 4.5:
-        return f"mel maximum {hi:.2f} is above a natural-log mel's usual range {stats}"
+        return MelRangeWarning(
+            f"mel maximum {hi:.2f} is above a natural-log mel's usual range {stats}"
+        )
     return None
 
 

@@ -14,9 +14,10 @@ import importlib
 import logging
 import sys
 import traceback
+from collections.abc import Iterable
 
 from vocoder import __version__
-from vocoder.errors import VocoderError, first_line
+from vocoder.errors import InputError, Remedy, VocoderError, first_line
 
 # command name -> module under vocoder.cli; modules are imported only when needed
 COMMANDS: dict[str, str] = {
@@ -91,12 +92,44 @@ class _MessageFormatter(logging.Formatter):
         return message
 
 
+def flags(remedy: Remedy) -> str:
+    """A remedy's options as this CLI's flags: `--mel-format meanvar --stats FILE`."""
+    words = []
+    for name, value in remedy.settings:
+        words.append("--" + name.replace("_", "-"))
+        if value is not True:
+            words.append(str(value))
+    return " ".join(words)
+
+
+def cli_problem(problem: str, remedies: Iterable[Remedy | None]) -> str:
+    """`problem` and the remedies a user of the CLI can take: flags to pass, config keys to
+    set (`; pass --resume to continue its run or --force to start over`)."""
+    phrases, all_flags = [], True
+    for r in remedies:
+        if r is None:
+            continue
+        if any("." in name for name, _ in r.settings):
+            all_flags = False
+            keys = ", ".join(f"{name}: {value}" for name, value in r.settings)
+            phrases.append(f"set {keys} in the config {r.purpose}".rstrip())
+        else:
+            phrases.append(f"{flags(r)} {r.purpose}".rstrip())
+    if not phrases:
+        return problem
+    if all_flags:
+        return f"{problem}; pass {' or '.join(phrases)}"
+    return f"{problem}; {' or '.join(p if p.startswith('set ') else 'pass ' + p for p in phrases)}"
+
+
 def describe_error(error: Exception) -> str:
     """One line for a `VocoderError` or an `OSError`: the file, then the problem."""
     if isinstance(error, OSError) and error.strerror:
         problem = error.strerror[0].lower() + error.strerror[1:]
         where = error.filename2 if error.filename is None else error.filename
         return problem if where is None else f"{where}: {problem}"
+    if isinstance(error, InputError):
+        return f"{error.source}: {cli_problem(error.problem, error.remedies)}"
     return str(error) if isinstance(error, VocoderError) else first_line(error)
 
 

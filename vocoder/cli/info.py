@@ -12,7 +12,7 @@ from vocoder.importers import resolve_checkpoint
 from vocoder.models import build_model, list_model_presets, resolve_model_config
 from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
-from vocoder.train.trainer import CONFIG_FILE
+from vocoder.train.run_dir import CONFIG_FILE
 
 HELP = "size, receptive field, FLOPs of a model, config or run folder"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vocoder.cli import cli_problem
 from vocoder.cli.outputs import output_folders
 from vocoder.data.prepare import INCOMPLETE, PrepareSummary, prepare_dataset
 from vocoder.errors import ConfigError
@@ -233,7 +234,7 @@ def format_summary(summary: PrepareSummary) -> str:
         lines.append(f"  {summary.rewritten} file(s) resampled or mixed down into wavs/")
     if summary.rejected:
         lines.append(f"rejected {len(summary.rejected)} file(s):")
-        lines.extend(f"  {r.path}: {r.reason}" for r in summary.rejected)
+        lines.extend(f"  {r.path}: {cli_problem(r.reason, r.remedies)}" for r in summary.rejected)
     else:
         lines.append("rejected: none")
     return "\n".join(lines)

@@ -30,13 +30,14 @@ import torch
 from tqdm import tqdm
 
 from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
+from vocoder.cli import cli_problem
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.inference.precision import default_precision
-from vocoder.melio import MEL_FORMATS, load_mel, load_stats
+from vocoder.melio import MEL_FORMATS, check_mel_range, load_mel, load_stats
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,10 @@ def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) 
             job.samples = min(audio.shape[-1], job.mel.shape[-1] * synth.hop_length)
         else:
             mel = load_mel(job.source, synth.n_mels, args.mel_format, stats)
-            job.mel = synth.validate_mel(mel, source=str(job.source))[0]
+            job.mel = synth.validate_mel(mel, source=str(job.source), warn=False)[0]
+            warning = check_mel_range(job.mel)
+            if warning:  # the library's warning, worded with this command's flags
+                log.warning("%s: %s", job.source, cli_problem(warning.problem, [warning.remedy]))
             job.samples = job.mel.shape[-1] * synth.hop_length
 
 

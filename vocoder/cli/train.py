@@ -23,7 +23,8 @@ from vocoder.train.config import (
     experiment_to_dict,
     load_experiment_config,
 )
-from vocoder.train.trainer import CONFIG_FILE, Progress, train
+from vocoder.train.run_dir import CONFIG_FILE
+from vocoder.train.trainer import Progress, train
 
 HELP = "train a model from a YAML config (torchrun for several GPUs)"
 

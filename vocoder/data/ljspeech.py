@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vocoder.audio import AUDIO_EXTENSIONS
 from vocoder.data.splits import carve_valid, random_split, read_id_list
-from vocoder.errors import InputError
+from vocoder.errors import InputError, remedy
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,9 @@ def ljspeech_split_ids(
         }
     if split in _ID_LISTS:
         if splits_dir is None:
-            raise InputError(root, f"the {split} split needs its id lists (--splits-dir DIR)")
+            raise InputError(
+                root, f"the {split} split needs its id lists", [remedy(splits_dir="DIR")]
+            )
         known = set(ids)
         parts = {}
         for part, name in _ID_LISTS[split].items():

@@ -41,7 +41,7 @@ from vocoder.data.filelist import write_filelist
 from vocoder.data.folder import folder_splits, scan_audio
 from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read_metadata
 from vocoder.data.splits import SPLIT_NAMES, check_fractions, random_split
-from vocoder.errors import InputError
+from vocoder.errors import InputError, Remedy, remedy, with_remedies
 from vocoder.features import MelConfig
 from vocoder.files import atomic_output
 
@@ -59,10 +59,11 @@ ProgressCallback = Callable[[int, int, Path], None]
 
 @dataclass(frozen=True)
 class Rejected:
-    """A file left out, and why."""
+    """A file left out, why, and the options that would have let it in."""
 
     path: Path
     reason: str
+    remedies: tuple[Remedy, ...] = ()
 
 
 @dataclass
@@ -113,12 +114,14 @@ def check_audio(
     """
     info = audio_info(path)
     if info.channels > 1 and not mixdown:
-        raise InputError(path, f"has {info.channels} channels; pass --mixdown to average them")
+        raise InputError(
+            path, f"has {info.channels} channels", [remedy("to average them", mixdown=True)]
+        )
     if info.sample_rate != sample_rate and not resample_audio:
         raise InputError(
             path,
-            f"sample rate {info.sample_rate} Hz, expected {sample_rate} Hz; "
-            "pass --resample to convert it",
+            f"sample rate {info.sample_rate} Hz, expected {sample_rate} Hz",
+            [remedy("to convert it", resample=True)],
         )
     audio = load_audio(path, mixdown=True)
     peak = float(audio.abs().max())
@@ -209,10 +212,9 @@ def prepare_dataset(
             )
         except InputError as e:
             if not skip_bad:
-                raise InputError(
-                    e.source, f"{e.problem}; pass --skip-bad to leave bad files out"
-                ) from None
-            summary.rejected.append(Rejected(path, e.problem))
+                skip = remedy("to leave bad files out", skip_bad=True)
+                raise InputError(e.source, e.problem, [*e.remedies, skip]) from None
+            summary.rejected.append(Rejected(path, e.problem, e.remedies))
             log.debug("rejected %s: %s", path, e.problem)
         else:
             target = path
@@ -246,7 +248,10 @@ def prepare_dataset(
         "segment_length": segment_length,
         "counts": summary.counts,
         "hours": {k: round(v, 4) for k, v in summary.hours.items()},
-        "rejected": [{"path": str(r.path), "reason": r.reason} for r in summary.rejected],
+        "rejected": [
+            {"path": str(r.path), "reason": with_remedies(r.reason, r.remedies)}
+            for r in summary.rejected
+        ],
     }
     _write_json(out_dir / MANIFEST, manifest)
     (out_dir / INCOMPLETE).unlink(missing_ok=True)
@@ -297,18 +302,20 @@ def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force
                 changed = _changed_fields(old.get("mel_config") or {}, to_dict(mel_config))
                 raise InputError(
                     out_dir,
-                    f"was prepared with a different mel config ({changed}); "
-                    "pass --force to redo it with the new one",
+                    f"was prepared with a different mel config ({changed})",
+                    [remedy("to redo it with the new one", force=True)],
                 )
             raise InputError(
-                out_dir, "is already prepared (manifest.json); pass --force to redo it"
+                out_dir,
+                "is already prepared (manifest.json)",
+                [remedy("to redo it", force=True)],
             )
         if marker.is_file():
             if _read_json(marker).get("mel_config_hash") != config_hash:
                 raise InputError(
                     out_dir,
-                    "holds an unfinished preparation with a different mel config; "
-                    "pass --force to start over",
+                    "holds an unfinished preparation with a different mel config",
+                    [remedy("to start over", force=True)],
                 )
         else:
             ours = [out_dir / f"{p}.txt" for p in SPLIT_NAMES]
@@ -316,8 +323,8 @@ def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force
             if existing:
                 raise InputError(
                     out_dir,
-                    f"already holds {', '.join(existing)} from another run; pass --force "
-                    "to overwrite",
+                    f"already holds {', '.join(existing)} from another run",
+                    [remedy("to overwrite", force=True)],
                 )
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.unlink(missing_ok=True)  # only reached with force or when there is none
@@ -335,7 +342,8 @@ def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise InputError(path, f"not readable JSON ({e}); pass --force to redo") from None
+        redo = remedy("to redo", force=True)
+        raise InputError(path, f"not readable JSON ({e})", [redo]) from None
     return data if isinstance(data, dict) else {}
 
 

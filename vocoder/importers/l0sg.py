@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vocoder.errors import InputError
+from vocoder.errors import InputError, remedy
 from vocoder.flows.splines import DEFAULT_MIN_DERIVATIVE, identity_derivative_logit
 from vocoder.importers.weights import SourceState, TargetState, count_indexed, strip_prefix
 from vocoder.models import ModelConfig, build_model
@@ -104,8 +104,8 @@ def convert_l0sg(
         if "n_flow" not in settings:
             raise InputError(
                 source,
-                "a naive NanoFlow checkpoint does not record its number of flows; pass the "
-                "reference config (--config)",
+                "a naive NanoFlow checkpoint does not record its number of flows",
+                [remedy("(the reference config)", config="FILE")],
             )
         n_flows = int(settings["n_flow"])
     else:

@@ -37,6 +37,7 @@ from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import InferenceModel, prepare_for_inference
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.denoiser import Denoiser, bias_mel
+from vocoder.inference.inputs import validate_mel
 from vocoder.inference.longform import (
     DEFAULT_CROSSFADE,
     NoiseStream,
@@ -44,22 +45,12 @@ from vocoder.inference.longform import (
     receptive_context,
     synthesize_in_windows,
 )
-from vocoder.melio import check_mel_range
+from vocoder.inference.sizing import MAX_BATCH, default_batch_size, default_budget
 from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
-
-MAX_BATCH = 16  # utterances or windows synthesized together at most
-CPU_MEMORY_BUDGET = 2 << 30  # bytes of working memory per synthesis step on the CPU
-GPU_MEMORY_FRACTION = 0.25  # of the GPU's memory
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Utterances per pass when none is asked for: 8 on a GPU, 1 on a CPU, where padded
-    batches cost more than they save (measured: see the README)."""
-    return 8 if device.type == "cuda" else 1
 
 
 class Synthesizer:
@@ -90,7 +81,7 @@ class Synthesizer:
         self._name = name
         self.fast = fast
         self.max_batch = max_batch
-        self.memory_budget = memory_budget or _default_budget(compiled.device)
+        self.memory_budget = memory_budget or default_budget(compiled.device)
         self.context = receptive_context(c)  # samples each side of a chunk
         self.crossfade = DEFAULT_CROSSFADE
         self._row_inverse = make_row_inverse(compiled.rows, fast) if compiled.rows else None
@@ -196,33 +187,7 @@ class Synthesizer:
         """`mel` as float32 `[B, n_mels, F]` on the CPU; `InputError` naming `source` when it
         cannot be synthesized. With `warn`, logs a warning when its values do not look like
         a natural-log mel (see `melio.check_mel_range`)."""
-        n = self.n_mels
-        if isinstance(mel, np.ndarray):
-            mel = torch.from_numpy(np.ascontiguousarray(mel))
-        if not isinstance(mel, Tensor):
-            raise InputError(source, f"expected a mel tensor or array, got {type(mel).__name__}")
-        shape = tuple(mel.shape)
-        if mel.dim() not in (2, 3):
-            raise InputError(
-                source, f"expected a mel [{n}, frames] or [batch, {n}, frames], got shape {shape}"
-            )
-        if mel.is_complex() or mel.dtype == torch.bool:
-            raise InputError(source, f"expected real mel values, got {mel.dtype}")
-        mel = mel.detach().cpu().float()
-        if mel.dim() == 2:
-            mel = mel.unsqueeze(0)
-        if mel.shape[1] != n:
-            hint = " (transposed? expected [n_mels, frames])" if mel.shape[2] == n else ""
-            raise InputError(source, f"expected {n} mel bins, got shape {shape}{hint}")
-        if mel.shape[0] == 0 or mel.shape[2] == 0:
-            raise InputError(source, f"empty mel (shape {shape})")
-        bad = int((~torch.isfinite(mel)).sum())
-        if bad:
-            raise InputError(source, f"contains {bad} NaN or infinite values")
-        warning = check_mel_range(mel) if warn else None
-        if warning:
-            log.warning("%s: %s", source, warning)
-        return mel
+        return validate_mel(mel, self.n_mels, source, warn)
 
     def mel_from_audio(self, audio: Tensor | np.ndarray, source: str = "audio") -> Tensor:
         """The log-mel `[n_mels, F]` (or `[B, n_mels, F]`) of audio `[T]` (or `[B, T]`) at
@@ -465,13 +430,6 @@ class Synthesizer:
             c = self._mel_config
             self._denoiser = Denoiser(bias_audio, c.n_fft, c.hop_length, c.win_length)
         return self._denoiser
-
-
-def _default_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        return int(total * GPU_MEMORY_FRACTION)
-    return CPU_MEMORY_BUDGET
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, remedy
 from vocoder.pretrained.download import sha256_file, staged_downloads
 from vocoder.pretrained.registry import parse_registry, read_registry
 
@@ -195,7 +195,11 @@ def download_published(
     if target.is_dir():
         raise InputError(target, "is a directory")
     if target.exists() and not force:
-        raise InputError(target, "already exists; refusing to overwrite it (--force replaces it)")
+        raise InputError(
+            target,
+            "already exists; refusing to overwrite it",
+            [remedy("to replace it", force=True)],
+        )
     with staged_downloads(folder) as staging:
         tmp = staging.fetch(entry.urls[0], entry.file)
         if entry.sha256 is not None:

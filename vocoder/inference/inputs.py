@@ -1,0 +1,52 @@
+"""Checking a mel before synthesis: shape, dtype, finiteness, and a warning on its range."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vocoder.errors import InputError
+from vocoder.melio import check_mel_range
+
+log = logging.getLogger(__name__)
+
+
+def validate_mel(
+    mel: Tensor | np.ndarray, n_mels: int, source: str = "mel", warn: bool = True
+) -> Tensor:
+    """`mel` as float32 `[B, n_mels, F]` on the CPU; `InputError` naming `source` when it
+    cannot be synthesized. With `warn`, logs a warning when its values do not look like
+    a natural-log mel (see `melio.check_mel_range`)."""
+    n = n_mels
+    if isinstance(mel, np.ndarray):
+        mel = torch.from_numpy(np.ascontiguousarray(mel))
+    if not isinstance(mel, Tensor):
+        raise InputError(source, f"expected a mel tensor or array, got {type(mel).__name__}")
+    shape = tuple(mel.shape)
+    if mel.dim() not in (2, 3):
+        raise InputError(
+            source, f"expected a mel [{n}, frames] or [batch, {n}, frames], got shape {shape}"
+        )
+    if mel.is_complex() or mel.dtype == torch.bool:
+        raise InputError(source, f"expected real mel values, got {mel.dtype}")
+    mel = mel.detach().cpu().float()
+    if mel.dim() == 2:
+        mel = mel.unsqueeze(0)
+    if mel.shape[1] != n:
+        hint = " (transposed? expected [n_mels, frames])" if mel.shape[2] == n else ""
+        raise InputError(source, f"expected {n} mel bins, got shape {shape}{hint}")
+    if mel.shape[0] == 0 or mel.shape[2] == 0:
+        raise InputError(source, f"empty mel (shape {shape})")
+    bad = int((~torch.isfinite(mel)).sum())
+    if bad:
+        raise InputError(source, f"contains {bad} NaN or infinite values")
+    warning = check_mel_range(mel) if warn else None
+    if warning:
+        log.warning("%s: %s", source, warning)
+    return mel
+
+
+__all__ = ["validate_mel"]

@@ -1,0 +1,135 @@
+"""The training state a checkpoint holds, and restoring it (resume) or other weights (fine-tune)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from vocoder.checkpoint import (
+    capture_rng_state,
+    list_checkpoints,
+    load_checkpoint,
+    load_model,
+    restore_rng_state,
+)
+from vocoder.checkpoint_retention import non_finite_tensor
+from vocoder.config import to_dict
+from vocoder.errors import ConfigError, InputError
+from vocoder.models import FlowVocoder
+from vocoder.train.config import ExperimentConfig, experiment_to_dict
+
+log = logging.getLogger(__name__)
+
+
+def training_state(
+    model, optimizer, scheduler, scaler, ema, config, step, epoch, batch_in_epoch
+) -> dict:
+    """Everything a resumed run needs to see the batches an uninterrupted one would."""
+    return {
+        "config": experiment_to_dict(config),
+        "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "rng": capture_rng_state(),
+    }
+
+
+def load_resumable(path: Path, device: torch.device, fall_back: bool) -> tuple[Path, dict]:
+    """The checkpoint at `path` when its weights and optimizer state are finite; else, with
+    `fall_back` (resuming a run folder), the newest finite one before it, said in a warning."""
+    candidates = [path]
+    if fall_back:
+        candidates += [p for p in reversed(list_checkpoints(path.parent)) if p != path]
+    first_bad = ""
+    for candidate in candidates:
+        state = load_checkpoint(candidate, map_location=device)
+        bad = non_finite_tensor(state)
+        if bad is None:
+            if candidate != path:
+                log.warning(
+                    "%s holds non-finite values (%s): resuming from %s, the newest finite "
+                    "checkpoint",
+                    path,
+                    first_bad,
+                    candidate,
+                )
+            return candidate, state
+        if candidate == path:
+            first_bad = bad
+    more = "; no earlier checkpoint of the run is finite either" if fall_back else ""
+    raise InputError(path, f"cannot resume: it holds non-finite values ({first_bad}){more}")
+
+
+def check_same_model(state: dict, config: ExperimentConfig, path: Path) -> None:
+    """A run resumes only with the model config it was saved with."""
+    saved = state["config"].get("model", {})
+    wanted = to_dict(config.model)
+    diff = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+    if diff:
+        changes = ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in diff)
+        raise ConfigError(f"{path}: cannot resume: the model config changed: {changes}")
+
+
+def restore_training_state(
+    state: dict, model, optimizer, scheduler, scaler, ema, config: ExperimentConfig
+) -> tuple[int, int, int]:
+    """Load `state` into the training objects; (step, epoch, batch_in_epoch) to go on from."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        ema.load_state_dict(state.get("ema") or model.state_dict())
+    step = state["step"]
+    set_schedule(optimizer, scheduler, config.train.lr, config.train.lr_halve_every, step)
+    restore_rng_state(state["rng"])
+    return step, state["epoch"], state["batch_in_epoch"]
+
+
+def set_schedule(optimizer, scheduler, lr: float, halve_every: int, step: int) -> None:
+    """The config's lr schedule at `step` (a resumed optimizer would keep the saved one)."""
+    scheduler.step_size = halve_every
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    current = lr * 0.5 ** (step // halve_every)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = current
+    scheduler._last_lr = [current] * len(optimizer.param_groups)
+
+
+def init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> None:
+    """Start from another run's (or an export's) weights: the fine-tuning start."""
+    source, info = load_model(path)
+    if info.form != "training":
+        raise InputError(
+            path,
+            "init_from needs training-form weights (a .pt checkpoint or an export of a "
+            "training-form model), not an inference-form export",
+        )
+    for name, mine, theirs in (
+        ("model", to_dict(config.model), to_dict(info.model)),
+        ("features", to_dict(config.features), to_dict(info.features)),
+    ):
+        diff = [k for k in mine if mine[k] != theirs.get(k)]
+        if diff:
+            changes = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine[k]!r} here)" for k in diff)
+            raise ConfigError(f"train.init_from {path}: its {name} config differs: {changes}")
+    model.load_state_dict(source.state_dict())
+    log.info("initialised from %s (%s weights, step %s)", path, info.weights, info.step)
+
+
+__all__ = [
+    "training_state",
+    "load_resumable",
+    "check_same_model",
+    "restore_training_state",
+    "set_schedule",
+    "init_weights",
+]

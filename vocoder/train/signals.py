@@ -1,0 +1,53 @@
+"""Stopping on SIGINT/SIGTERM after the current step, with all ranks agreeing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop stops (all ranks agreeing) after the step."""
+
+    def __init__(self):
+        self.requested = False
+        self.agreed = False
+        self.signal: int | None = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal = signum
+        log.warning("stop requested: finishing this step and saving a checkpoint")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A DataLoader worker moves to a process group of its own.
+
+    Ctrl-C, `timeout` and cluster schedulers signal the whole process group; a worker killed
+    by it would make the loader fail the step before the trainer could checkpoint. The
+    loader can still stop its workers itself, and they exit when the trainer dies.
+    """
+    os.setpgrp()
+
+
+__all__ = ["StopRequest", "leave_stop_signals_to_the_trainer"]
