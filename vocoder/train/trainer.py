@@ -270,6 +270,7 @@ def train(
             digest = distributed.check_replicas_equal(model, dist)
             if os.environ.get(DIGEST_ENV):
                 Path(f"{os.environ[DIGEST_ENV]}.rank{dist.rank}").write_text(digest + "\n")
+        distributed.barrier(dist)  # no replica leaves the group while another still uses it
         if skipped and skipped == step - start_step:
             raise VocoderError(
                 f"training made no progress: all {skipped} steps were skipped (non-finite loss "
