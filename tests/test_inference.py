@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from variants import ROW_VARIANTS, VARIANTS
+from variants import ROW_VARIANTS, VARIANTS, tiny_model
 
 from vocoder.audio import load_audio
 from vocoder.errors import ConfigError, InputError, VocoderError
@@ -27,22 +27,6 @@ from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
 from vocoder.model_source import resolve_model_source
 from vocoder.models import ModelConfig, build_model
-
-
-def tiny_model(variant: str, seed: int = 0, **changes):
-    """A tiny training-form model with every zero-initialised part made non-trivial."""
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig(**{**VARIANTS[variant], **changes}))
-    with torch.no_grad():
-        for projection in model.projections:
-            projection.weight.normal_(0.0, 0.1)
-            projection.bias.normal_(0.0, 0.1)
-        indication = getattr(model, "flow_indication", None)
-        if indication is not None and indication.log_gates is not None:
-            indication.log_gates.normal_(0.0, 0.2)
-        if indication is not None and indication.residual_gates is not None:
-            indication.residual_gates.normal_(1.0, 0.2)
-    return model.eval()
 
 
 def log_mel(n_mels: int, frames: int, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from variants import ROW_VARIANTS, TINY, VARIANTS
+from variants import ROW_VARIANTS, TINY, VARIANTS, tiny_model
 
 from vocoder.cli import main
 from vocoder.errors import ConfigError, InputError
@@ -25,22 +25,6 @@ from vocoder.models import (
 )
 from vocoder.models.nanoflow import CachedFlowIndication, FlowIndication
 from vocoder.nets.upsample import MelUpsampler2D
-
-
-def make_model(variant: str, seed: int = 0, dtype=torch.float32):
-    """A tiny model whose zero-initialised parts get random values, so no flow is trivial."""
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig(**VARIANTS[variant])).to(dtype)
-    with torch.no_grad():
-        for projection in model.projections:
-            projection.weight.normal_(0.0, 0.1)
-            projection.bias.normal_(0.0, 0.1)
-        indication = getattr(model, "flow_indication", None)
-        if indication is not None and indication.log_gates is not None:
-            indication.log_gates.normal_(0.0, 0.1)
-        if indication is not None and indication.residual_gates is not None:
-            indication.residual_gates.normal_(1.0, 0.1)
-    return model
 
 
 def inputs(model, samples: int, batch: int = 2, dtype=torch.float32, seed: int = 1):
@@ -61,7 +45,7 @@ def test_inverse_of_forward_is_identity(variant, samples):
     8: 25 and 7 columns), so even and odd widths are both covered; the mel has
     ceil(samples / hop) frames, more than the trimmed audio needs.
     """
-    model = make_model(variant)
+    model = tiny_model(variant, spread=0.1)
     odd, mel = inputs(model, samples)
     length = samples // model.config.n_group * model.config.n_group
     audio = odd[:, :length]
@@ -78,7 +62,7 @@ def test_inverse_of_forward_is_identity(variant, samples):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_logdet_is_log_abs_det_of_the_jacobian(variant):
-    model = make_model(variant, dtype=torch.float64)
+    model = tiny_model(variant, dtype=torch.float64, spread=0.1)
     samples = 8 * model.config.n_group if model.config.n_group == 4 else 32
     audio, mel = inputs(model, samples, batch=1, dtype=torch.float64)
     z, logdet = model(audio, mel)
@@ -90,7 +74,7 @@ def test_logdet_is_log_abs_det_of_the_jacobian(variant):
 
 @pytest.mark.parametrize("variant", ROW_VARIANTS)
 def test_each_flow_is_autoregressive_over_rows(variant):
-    model = make_model(variant)
+    model = tiny_model(variant, spread=0.1)
     audio, mel = inputs(model, 32, batch=1)
     h = model.config.n_group
     cond = squeeze(model.conditioning(mel, audio.shape[1]), h)
@@ -111,7 +95,7 @@ def test_each_flow_is_autoregressive_over_rows(variant):
 
 @pytest.mark.parametrize("variant", ["waveflow", "nanoflow", "nanoflow-rqs", "nanoflow-glow"])
 def test_inference_form_gives_the_same_outputs(variant):
-    model = make_model(variant)
+    model = tiny_model(variant, spread=0.1)
     audio, mel = inputs(model, 64)
     inference = model.to_inference_form()
     assert inference.inference_form and not model.inference_form
@@ -186,7 +170,7 @@ def test_padded_batch_log_prob_equals_each_utterance_alone(variant, monkeypatch)
     `mel_lengths`). WaveGlow scores each utterance alone; the
     row-autoregressive families mask the padding, and without the mask it leaks.
     """
-    model = make_model(variant)
+    model = tiny_model(variant, spread=0.1)
     g = torch.Generator().manual_seed(2)
     # 200, 60 and 128 samples kept (200, 56, 128 for groups of 8), mels of ceil(kept / 16)
     lengths, frames = torch.tensor([203, 61, 130]), torch.tensor([13, 4, 8])
@@ -216,7 +200,7 @@ def test_padded_batch_log_prob_equals_each_utterance_alone(variant, monkeypatch)
 
 
 def test_padded_batch_log_prob_ignores_non_finite_padding():
-    model = make_model("waveflow")
+    model = tiny_model("waveflow", spread=0.1)
     g = torch.Generator().manual_seed(3)
     audio = 0.5 * torch.randn(2, 160, generator=g)
     mel = torch.randn(2, model.config.n_mels, 10, generator=g)
@@ -229,7 +213,7 @@ def test_padded_batch_log_prob_ignores_non_finite_padding():
 
 
 def test_infer_shape_sigma_and_generator():
-    model = make_model("nanoflow")
+    model = tiny_model("nanoflow", spread=0.1)
     _, mel = inputs(model, 48, batch=2)
     with torch.no_grad():
         a = model.infer(mel, sigma=0.6, generator=torch.Generator().manual_seed(3))
@@ -244,7 +228,7 @@ def test_infer_shape_sigma_and_generator():
 
 
 def test_length_and_shape_errors():
-    model = make_model("waveflow")
+    model = tiny_model("waveflow", spread=0.1)
     audio, mel = inputs(model, 64)
     with pytest.raises(InputError, match="multiple of n_group"):
         model(audio[:, :63], mel)

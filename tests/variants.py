@@ -1,5 +1,10 @@
 """The tiny models every variant test runs on: one table for the model contract
-(`test_models.py`) and the inference engine (`test_inference.py`), ablations included."""
+(`test_models.py`) and the inference engines (`test_inference.py`, `test_cpu_engine.py`),
+ablations included."""
+
+import torch
+
+from vocoder.models import ModelConfig, build_model
 
 TINY = dict(n_flows=3, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=16)
 TINY_GLOW = dict(TINY, n_flows=4, n_group=8, n_early_every=2, n_early_size=2)
@@ -55,3 +60,23 @@ VARIANTS = {
     ),
 }
 ROW_VARIANTS = sorted(v for v in VARIANTS if "glow" not in v)
+
+
+def tiny_model(
+    variant: str, seed: int = 0, spread: float = 0.2, dtype=torch.float32, **changes
+) -> torch.nn.Module:
+    """A tiny model (`VARIANTS[variant]` with `changes`) whose zero-initialised parts (the
+    conditioning projections, NanoFlow's gates) get random values of scale `spread`, so that
+    no flow is trivial."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(**{**VARIANTS[variant], **changes})).to(dtype)
+    with torch.no_grad():
+        for projection in model.projections:
+            projection.weight.normal_(0.0, 0.1)
+            projection.bias.normal_(0.0, 0.1)
+        indication = getattr(model, "flow_indication", None)
+        if indication is not None and indication.log_gates is not None:
+            indication.log_gates.normal_(0.0, spread)
+        if indication is not None and indication.residual_gates is not None:
+            indication.residual_gates.normal_(1.0, spread)
+    return model.eval()

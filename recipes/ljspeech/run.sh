@@ -84,16 +84,7 @@ corpus=${corpus:-$db_root/LJSpeech-1.1}
 # (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
 resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
 trap 'rm -f "$resolved"' EXIT
-convention=$("$python" - "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"} <<'EOF'
-import sys
-import yaml
-from vocoder.train.config import experiment_to_dict, load_experiment_config
-c = load_experiment_config(sys.argv[1], sys.argv[3:])
-with open(sys.argv[2], "w") as f:
-    yaml.safe_dump(experiment_to_dict(c), f)
-print(f"{c.features.sample_rate} Hz, hop {c.features.hop_length}, {c.features.n_mels} mels")
-EOF
-) || die "cannot read $conf (see the error above)"
+convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || die "cannot read $conf (see the error above)"
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "stage 0: LJSpeech-1.1 into $corpus"
