@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vocoder.checkpoint import latest_checkpoint
+from vocoder.checkpoint import latest_checkpoint, load_model
 from vocoder.errors import InputError
 from vocoder.importers import resolve_checkpoint
 from vocoder.models import build_model, list_model_presets, resolve_model_config
@@ -15,6 +15,7 @@ from vocoder.pretrained import list_models, resolve_model_path
 from vocoder.train.run_dir import CONFIG_FILE
 
 HELP = "size, receptive field, FLOPs of a model, config or run folder"
+WEIGHT_FILES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
         source = resolve_model_path(source)
     if Path(source).is_dir():
         source = _run_folder_source(Path(source))
-    config = resolve_model_config(resolve_checkpoint(source))
+    source = resolve_checkpoint(source)
+    if Path(source).suffix.lower() in WEIGHT_FILES:
+        # built and loaded, so weights that do not fit their config are an error here too
+        config = load_model(source)[0].config
+    else:
+        config = resolve_model_config(source)
     lines = describe(config)
     width = max(len(label) for label, _ in lines)
     for label, value in lines:
