@@ -29,7 +29,7 @@ from torch import Tensor
 
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.inference.compile import RowFlows
-from vocoder.inference.incremental import IncrementalInverse, column_mask
+from vocoder.inference.incremental import IncrementalInverse
 
 
 @dataclass
@@ -148,17 +148,12 @@ class GemmRowInverse(IncrementalInverse):
 
     @torch.no_grad()
     def __call__(self, z: Tensor, cond: Tensor, lengths: list[int] | None = None) -> Tensor:
-        h = self.rows.n_group
-        z_sq = squeeze(z.to(self.rows.device, torch.float32), h)
-        batch, _, width = z_sq.shape
-        keep = None
-        if lengths is not None:
-            keep = column_mask([n // h for n in lengths], width, self.rows.device)
+        z_sq, keep = self.latent_rows(z, lengths)
         # [B, n_mels, T] -> [h, B, W, n_mels]: conditioning rows, channels last
-        cond_rows = squeeze(cond, h).permute(2, 0, 3, 1)
+        cond_rows = squeeze(cond, self.rows.n_group).permute(2, 0, 3, 1)
         cond_rows = cond_rows.to(self.rows.device, self.rows.dtype).contiguous()
         pad = None if keep is None else ~keep.transpose(1, 2)  # [B, W, 1]
-        buffers = self.allocate_gemm(batch, width)
+        buffers = self.allocate_gemm(z_sq.shape[0], z_sq.shape[2])
         return unsqueeze(self.run_gemm(buffers, z_sq, cond_rows, pad))
 
     @staticmethod

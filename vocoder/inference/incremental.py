@@ -124,14 +124,18 @@ class IncrementalInverse:
         `lengths`: each item's real length in samples (multiples of h) when the batch is
         padded; the output beyond an item's length is meaningless.
         """
+        z_sq, keep = self.latent_rows(z, lengths)
+        buffers = self.allocate(z_sq.shape[0], z_sq.shape[2])
+        return unsqueeze(self.run(buffers, z_sq, self.cond_rows(cond), keep))
+
+    def latent_rows(self, z: Tensor, lengths: list[int] | None) -> tuple[Tensor, Tensor | None]:
+        """Latent `[B, T]` -> (`[B, h, T/h]` float32 rows, `[B, 1, T/h]` bool mask of each
+        item's real columns, or None when `lengths` is None)."""
         h = self.rows.n_group
         z_sq = squeeze(z.to(self.rows.device, torch.float32), h)
-        batch, _, width = z_sq.shape
-        keep = None
-        if lengths is not None:
-            keep = column_mask([n // h for n in lengths], width, self.rows.device)
-        buffers = self.allocate(batch, width)
-        return unsqueeze(self.run(buffers, z_sq, self.cond_rows(cond), keep))
+        if lengths is None:
+            return z_sq, None
+        return z_sq, column_mask([n // h for n in lengths], z_sq.shape[2], self.rows.device)
 
     def run(
         self, buffers: RowBuffers, z_sq: Tensor, cond_rows: Tensor, keep: Tensor | None
