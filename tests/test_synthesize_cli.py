@@ -26,7 +26,7 @@ WAV = "LJ002-0020.wav"  # 33949 samples, the shortest LJ Speech clip in tests/da
 MEL = "LJ001-0028.npy"  # [80, 511], a reference mel
 
 
-def vocoder(*args: str) -> subprocess.CompletedProcess:
+def vocoder(*args: str, preexec_fn=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vocoder", *map(str, args)],
         capture_output=True,
@@ -34,6 +34,7 @@ def vocoder(*args: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},  # as conftest: one thread per test
+        preexec_fn=preexec_fn,
     )
 
 

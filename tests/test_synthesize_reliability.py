@@ -100,15 +100,8 @@ def limit_file_size(size: int):
 
 
 def run_limited(size: int, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vocoder", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=limit_file_size(size),
-    )
+    """`vocoder *args` in a subprocess whose files cannot grow over `size` bytes."""
+    return vocoder(*args, preexec_fn=limit_file_size(size))
 
 
 def test_a_full_disk_is_one_line_and_earlier_outputs_stay(model_file, ljspeech_clips, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_synthesize_reliability import run_limited
 
 from vocoder.checkpoint import (
     checkpoint_path,
@@ -436,19 +436,9 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints(reference, tmp_pa
     assert main([*base, "--max-steps", "2", "train.valid_every=100"]) == 0
     earlier = checkpoint_path(run, 2).read_bytes()
 
-    def no_room() -> None:  # files over 20 kB fail to write (EFBIG), as on a full disk
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-    command = [sys.executable, "-m", "vocoder", "train", "--out", str(run), "--resume"]
-    result = subprocess.run(
-        [*command, "--max-steps", "4", "train.checkpoint_every=2"],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=no_room,
+    # files over 20 kB fail to write (EFBIG), as on a full disk
+    result = run_limited(
+        20_000, "train", "--out", run, "--resume", "--max-steps", "4", "train.checkpoint_every=2"
     )
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
