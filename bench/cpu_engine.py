@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from imported_cpu import matmul_gflops, snr_db
 from inference_speed import inputs, random_model
 
 from vocoder.checkpoint import load_model
@@ -46,19 +47,6 @@ def load(name: str) -> torch.nn.Module:
     except Exception:  # not a preset: a pretrained name
         model, _ = load_model(resolve_model_source(name))
         return model.to_inference_form()
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    start = time.perf_counter()
-    a @ b
-    return 2 * n**3 / (time.perf_counter() - start) / 1e9
-
-
-def snr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
-    noise = (reference - test).double().pow(2).sum()
-    return 10 * math.log10(reference.double().pow(2).sum() / noise)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             times: dict[str, list[float]] = {path: [] for path in PATHS}
             peaks, audio = [], {}
             for repeat in range(args.repeats + 1):
-                peaks.append(matmul_gflops(DTYPES[precision]))
+                peaks.append(matmul_gflops(DTYPES[precision], repeats=1))
                 for path, runner in runners.items():
                     start = time.perf_counter()
                     audio[path] = runner(z, compiled.upsample(mel))

@@ -51,6 +51,12 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
+def snr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
+    """Signal-to-noise ratio (dB) of `test` against `reference`."""
+    noise = (reference - test).double().pow(2).sum()
+    return 10 * math.log10(reference.double().pow(2).sum() / noise)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=GOLDEN)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             "fraction_of_matmul": achieved / peak,
         }
     ref, test = audio["fp32"], audio["bf16"]
-    snr = 10 * math.log10(ref.double().pow(2).sum() / (ref - test).double().pow(2).sum())
+    snr = snr_db(ref, test)
     l1 = log_mel_l1(synth.mel_from_audio(ref), synth.mel_from_audio(test))
     quality = {"bf16_snr_db": snr, "bf16_log_mel_l1": l1}
 
