@@ -53,6 +53,17 @@ def test_gemm_rows_equal_the_conv_engine_and_the_model_in_fp32(variant):
     assert (expected - z).abs().max().item() > 1e-2  # the flows do something
 
 
+def test_dilations_wider_than_the_signal_see_only_zero_padding():
+    model = tiny_model("nanoflow", n_layers=6)  # dilations up to 32
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    mel, z = inputs(model.config, 1, 2)
+    cond = compiled.upsample(mel)
+    width = z.shape[1] // model.config.n_group
+    assert compiled.rows.flows[0].layers[-1].dilation > width
+    fast = GemmRowInverse(compiled.rows)(z, cond)
+    assert (fast - IncrementalInverse(compiled.rows)(z, cond)).abs().max().item() < 1e-5
+
+
 @pytest.mark.parametrize("variant", ["waveflow", "nanoflow"])
 def test_padded_batches_equal_single_items(variant):
     model = tiny_model(variant, n_layers=3)
@@ -70,12 +81,11 @@ def test_padded_batches_equal_single_items(variant):
         assert (batched[i, :n] - alone[0]).abs().max().item() < 1e-5
 
 
-def test_the_cpu_fast_path_is_the_gemm_engine_in_bf16_and_fp32_keeps_the_conv_one():
-    bf16 = prepare_for_inference(tiny_model("nanoflow", n_layers=3), "bf16", "cpu").rows
-    fp32 = prepare_for_inference(tiny_model("nanoflow", n_layers=3), "fp32", "cpu").rows
-    assert type(make_row_inverse(bf16, fast=True)) is GemmRowInverse
-    assert type(make_row_inverse(bf16, fast=False)) is IncrementalInverse
-    assert type(make_row_inverse(fp32, fast=True)) is IncrementalInverse
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_cpu_fast_path_is_the_gemm_engine_and_fast_false_the_conv_one(precision):
+    rows = prepare_for_inference(tiny_model("nanoflow", n_layers=3), precision, "cpu").rows
+    assert type(make_row_inverse(rows, fast=True)) is GemmRowInverse
+    assert type(make_row_inverse(rows, fast=False)) is IncrementalInverse
 
 
 @pytest.mark.parametrize("variant", ["waveflow", "nanoflow"])
@@ -86,8 +96,9 @@ def test_bf16_output_is_within_the_documented_bound_of_fp32(variant):
     audio = {}
     for precision in ("fp32", "bf16"):
         compiled = prepare_for_inference(model, precision, "cpu")
-        audio[precision] = GemmRowInverse(compiled.rows)(0.8 * z, compiled.upsample(mel))[0]
-    ref, test = audio["fp32"], audio["bf16"]
+        engine = GemmRowInverse if precision == "bf16" else IncrementalInverse
+        audio[precision] = engine(compiled.rows)(0.8 * z, compiled.upsample(mel))[0]
+    ref, test = audio["fp32"], audio["bf16"]  # against the exact conv1d path
     assert not torch.equal(ref, test)  # bf16 really ran
     snr = 10 * math.log10(ref.double().pow(2).sum() / (ref - test).double().pow(2).sum())
     mels = MelSpectrogram(

@@ -28,9 +28,9 @@ runner at batch 1 and the first at a larger batch (compiled separately: dynamic 
 specialize size 1) are each checked once against the eager path (relative L2 error) before
 they are trusted.
 
-Fallback: on the CPU `make_row_inverse` returns `vocoder.inference.cpu.make_cpu_row_inverse`'s
-engine (the GEMM rows in bf16, the conv1d rows in fp32);
-without CUDA graph support (or fast=False), `vocoder.inference.incremental.IncrementalInverse`.
+Fallback: on the CPU `make_row_inverse` returns `vocoder.inference.cpu.GemmRowInverse` (the
+GEMM rows, in fp32 and bf16); without CUDA graph support (or fast=False),
+`vocoder.inference.incremental.IncrementalInverse`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from torch import Tensor
 from vocoder.flows.coupling import Elementwise
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.inference.compile import RowFlows
-from vocoder.inference.cpu import make_cpu_row_inverse
+from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.incremental import IncrementalInverse, RowBuffers, StepKernels
 
 log = logging.getLogger(__name__)
@@ -270,11 +270,11 @@ def make_row_inverse(
     rows: RowFlows, fast: bool = True, fuse: bool = True
 ) -> IncrementalInverse | GraphedRowInverse:
     """The best row inverse for `rows`' device: CUDA graphs when `fast` and available, the
-    GEMM row steps on a CPU in bf16 when `fast`, else the eager incremental engine."""
+    GEMM row steps on a CPU when `fast`, else the eager incremental engine."""
     if fast and graphs_available(rows.device):
         return GraphedRowInverse(rows, fuse=fuse)
     if fast and rows.device.type == "cpu":
-        return make_cpu_row_inverse(rows)
+        return GemmRowInverse(rows)
     return IncrementalInverse(rows)
 
 
