@@ -14,7 +14,7 @@ from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
-from vocoder.inference.precision import cpu_bf16_units, default_precision
+from vocoder.inference.precision import cpu_bf16_units, default_precision, onednn_bf16
 from vocoder.metrics import log_mel_l1
 
 # the row variants the GEMM path runs, with a third layer (a third dilation)
@@ -79,6 +79,25 @@ def test_padded_batches_equal_single_items(variant):
     for i, n in enumerate(lengths):
         alone = inverse(z[i : i + 1, :n], cond[i : i + 1, :, :n])
         assert (batched[i, :n] - alone[0]).abs().max().item() < 1e-5
+
+
+@pytest.mark.skipif(not onednn_bf16(), reason="this CPU's oneDNN does not run bf16 natively")
+def test_prepacked_onednn_weights_give_the_plain_gemms_result():
+    model = tiny_model("nanoflow", n_layers=3)
+    rows = prepare_for_inference(model, "bf16", "cpu").rows
+    plain, prepacked = GemmRowInverse(rows, prepack=False), GemmRowInverse(rows, prepack=True)
+    assert all(layer.prepacked is not None for flow in prepacked.packed for layer in flow.layers)
+    mel, z = inputs(model.config, 3, 9)
+    hop = model.config.hop_length
+    cond = prepare_for_inference(model, "bf16", "cpu").upsample(mel)
+    for lengths in (None, [9 * hop, 5 * hop, 2 * hop]):  # one GEMM per item, then stacked
+        expected = plain(z, cond, lengths)
+        got = prepacked(z, cond, lengths)
+        for i, n in enumerate(lengths or [z.shape[1]] * 3):
+            err = (got[i, :n] - expected[i, :n]).pow(2).sum() / expected[i, :n].pow(2).sum()
+            assert err.item() < 1e-5  # the same bf16 products, summed by the same library
+    alone = prepacked(z[:1], cond[:1])[0]
+    assert (alone - prepacked(z, cond)[0]).abs().max().item() < 1e-3
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

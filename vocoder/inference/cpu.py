@@ -33,17 +33,24 @@ from torch import Tensor
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.inference.compile import RowFlows
 from vocoder.inference.incremental import IncrementalInverse
+from vocoder.inference.precision import onednn_bf16
+
+# Prepacked oneDNN weights pay from this width on (bench/cpu_engine.py: NanoFlow-r128
+# about 10% faster; WaveFlow-r64 and the small model slower, the copies outweighing it).
+PREPACK_MIN_CHANNELS = 128
 
 
 @dataclass
 class PackedLayer:
     """One gated layer of one flow as GEMM operands (tanh half pre-scaled by -2)."""
 
-    taps: Tensor  # [k phases, k taps, k*C, 2C]: ring row -> pre-activation, per tap
+    taps: list[list[Tensor]]  # [phase][tap] -> [k*C, 2C]: ring row -> pre-activation
     cond: Tensor  # [E, 2C]: conditioning row, then the folded bias (the ones column), zeros
     dilation: int
     padding: int
     res_weight: Tensor | None  # [C + 1, C]: transposed residual half, its bias last
+    # cond and taps again in oneDNN's own layout (`onednn_prepack`), or None
+    prepacked: tuple[Tensor, list[list[Tensor]]] | None = None
 
 
 @dataclass
@@ -68,6 +75,20 @@ def extra_columns(n_mels: int) -> int:
     return -(-(n_mels + 1) // 32) * 32
 
 
+def onednn_prepack(weight: Tensor) -> Tensor | None:
+    """`weight` `[K, N]` reordered once into oneDNN's blocked layout for
+    `torch.ops.mkldnn._linear_pointwise`, or None where this build lacks those ops.
+
+    `torch.mm` repacks its second operand on every call; for the layer GEMMs of a wide
+    model in bf16 that repacking is a third of the time. The ops are PyTorch's own
+    (what its inductor freezing pass uses), private but stable within the pinned release.
+    """
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), None)
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def pack_flows(rows: RowFlows) -> list[PackedFlow]:
     """Transpose, scale and stack `rows`' weights into GEMM operands (exact rescaling)."""
     c, n_mels = rows.channels, rows.config.n_mels
@@ -78,7 +99,7 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
         for layer in flow.layers:
             w = layer.conv_weights  # [k phases, 2C, kC, k taps]
             scale = _tanh_scale(c, w)
-            taps = (w * scale[:, None, None]).permute(0, 3, 2, 1).contiguous()
+            taps = (w * scale[:, None, None]).permute(0, 3, 2, 1).contiguous()  # [k, k, kC, 2C]
             group = rows.shared_cond_weight if layer.shared else flow.cond_weight
             projection = group[layer.proj_start : layer.proj_start + 2 * c]  # [2C, n_mels]
             cond = w.new_zeros(ext, 2 * c)
@@ -87,6 +108,7 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
             res = None
             if layer.res_weight is not None:
                 res = torch.cat([layer.res_weight[:, :, 0].t(), layer.res_bias[None]]).contiguous()
+            taps = [list(phase) for phase in taps]
             layers.append(PackedLayer(taps, cond, layer.dilation, layer.padding, res))
         out_weight = flow.out_weight[:, :, 0].t()  # [L*C, P]
         blocks = []
@@ -107,36 +129,82 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
 
 @dataclass
 class GemmBuffers:
-    """Working memory of one (batch, width) run."""
+    """Working memory of one (batch, width) run, and the views the row steps use (made
+    once: at small widths making them costs as much as the arithmetic)."""
 
     x: Tensor  # [B, h, W] float32
-    rings: list[Tensor]  # per layer [B, p + W + p, k*C + E]; see the module docstring
+    rings: list[Tensor]  # per layer [B, p + W + p, k*C]; see the module docstring
     gate: Tensor  # [B, W, 2C]: a layer's pre-activation
     hidden: Tensor  # [B, W, L*(C+1)]: [hidden_l, 1] blocks
+    tap_rows: list[list[list[Tensor]]]  # [layer][item][tap]: the ring rows tap t reads
+    slots: list[list[Tensor]]  # [layer][phase]: `[B, W, C]`, the input rows in that slot
+    blocks: list[Tensor]  # [layer]: `[B, W, C+1]`, the layer's [hidden_l, 1] block
 
 
 class GemmRowInverse(IncrementalInverse):
     """`IncrementalInverse` with each layer-row as GEMMs (the CPU engine); see the module
     docstring. Same call: `(z [B, T], cond [B, n_mels, T], lengths) -> audio`."""
 
-    def __init__(self, rows: RowFlows):
+    def __init__(self, rows: RowFlows, prepack: bool | None = None):
+        """`prepack`: run the conditioning and tap GEMMs on oneDNN-prepacked weights
+        (default: in bf16 on a CPU whose oneDNN runs bf16, for at least
+        `PREPACK_MIN_CHANNELS` channels)."""
         super().__init__(rows)
         self.packed = pack_flows(rows)
+        if prepack is None:
+            prepack = (
+                rows.dtype == torch.bfloat16
+                and rows.device.type == "cpu"
+                and rows.channels >= PREPACK_MIN_CHANNELS
+                and onednn_bf16()
+            )
+        if prepack:
+            self._prepack()
+        shapes = {tuple((layer.dilation, layer.padding) for layer in f.layers) for f in self.packed}
+        if len(shapes) != 1:
+            raise ValueError(f"the flows' layers differ in dilation or padding: {sorted(shapes)}")
+
+    def _prepack(self) -> None:
+        for flow in self.packed:
+            for layer in flow.layers:
+                cond = onednn_prepack(layer.cond)
+                taps = [[onednn_prepack(w) for w in phase] for phase in layer.taps]
+                if cond is None or any(w is None for phase in taps for w in phase):
+                    return  # this build cannot: the plain GEMMs run
+                layer.prepacked = (cond, taps)
 
     def allocate_gemm(self, batch: int, width: int) -> GemmBuffers:
         r = self.rows
         c, k, L = r.channels, r.kernel_size, r.n_layers
         dev, dt = r.device, r.dtype
-        rings = []
-        for layer in self.packed[0].layers:
-            rings.append(torch.zeros(batch, width + 2 * layer.padding, k * c, device=dev, dtype=dt))
+        layers = self.packed[0].layers  # every flow has these dilations (checked)
+        rings = [
+            torch.zeros(batch, width + 2 * layer.padding, k * c, device=dev, dtype=dt)
+            for layer in layers
+        ]
         hidden = torch.zeros(batch, width, L, c + 1, device=dev, dtype=dt)
         hidden[..., -1] = 1.0
+        hidden = hidden.view(batch, width, L * (c + 1))
         return GemmBuffers(
             x=torch.zeros(batch, r.n_group, width, device=dev),
             rings=rings,
             gate=torch.empty(batch, width, 2 * c, device=dev, dtype=dt),
-            hidden=hidden.view(batch, width, L * (c + 1)),
+            hidden=hidden,
+            tap_rows=[
+                [
+                    [ring[b, t * layer.dilation : t * layer.dilation + width] for t in range(k)]
+                    for b in range(batch)
+                ]
+                for ring, layer in zip(rings, layers, strict=True)
+            ],
+            slots=[
+                [
+                    ring[:, layer.padding : layer.padding + width, s * c : (s + 1) * c]
+                    for s in range(k)
+                ]
+                for ring, layer in zip(rings, layers, strict=True)
+            ],
+            blocks=[hidden[..., l * (c + 1) : (l + 1) * (c + 1)] for l in range(L)],
         )
 
     @torch.no_grad()
@@ -160,6 +228,29 @@ class GemmRowInverse(IncrementalInverse):
         columns[..., n_mels] = 1.0
         return columns
 
+    @staticmethod
+    def _prepacked_preactivation(
+        layer: PackedLayer,
+        phase: int,
+        tap_rows: list[list[Tensor]],
+        cond_rows: list[Tensor],
+        gate: Tensor,
+    ) -> Tensor:
+        """The layer's pre-activation `[B, W, 2C]` on prepacked weights: oneDNN's linear,
+        the running sum a fused addend. It returns new tensors (no in-place form); with
+        several items they are copied into `gate`."""
+        linear = torch.ops.mkldnn._linear_pointwise
+        cond, taps = layer.prepacked
+        items = []
+        for item_cond, item_taps in zip(cond_rows, tap_rows, strict=True):
+            a = linear(item_cond, cond, None, "none", [], "")
+            for rows, weight in zip(item_taps, taps[phase], strict=True):
+                a = linear.binary(rows, a, weight, None, "add")
+            items.append(a)
+        if len(items) == 1:
+            return items[0].unsqueeze(0)
+        return torch.stack(items, out=gate)
+
     def run_gemm(
         self, buffers: GemmBuffers, z_sq: Tensor, cond_rows: Tensor, pad: Tensor | None
     ) -> Tensor:
@@ -168,49 +259,53 @@ class GemmRowInverse(IncrementalInverse):
         or None."""
         r = self.rows
         c, k = r.channels, r.kernel_size
-        x, rings, gate, hidden = buffers.x, buffers.rings, buffers.gate, buffers.hidden
+        x, gate, hidden = buffers.x, buffers.gate, buffers.hidden
         batch, _, width = x.shape
         finish = r.elementwise.inverse
         zeros = torch.zeros(batch, width, 1, device=x.device, dtype=r.dtype)
-        gate_2d = gate.view(batch * width, -1)
+        gate_2d, gate_tanh, gate_sigmoid = (
+            gate.view(batch * width, -1),
+            gate[..., :c],
+            gate[..., c:],
+        )
+        hidden_2d = hidden.view(batch * width, -1)
+        cond_2d = [rows.view(batch * width, -1) for rows in cond_rows]
+        cond_items = [list(rows) for rows in cond_rows]  # [row][item]: [W, E]
         x.copy_(z_sq)
         for flow in reversed(self.packed):
-            for ring in rings:
+            for ring in buffers.rings:
                 ring.zero_()
             prev = zeros
             for i, row in enumerate(flow.order):
                 phase = i % k
-                slot = slice(phase * c, (phase + 1) * c)
-                # each layer's input row, in its ring's slot (between the zero padding)
-                inputs = [
-                    ring[:, layer.padding : layer.padding + width, slot]
-                    for ring, layer in zip(rings, flow.layers, strict=True)
-                ]
-                torch.addcmul(flow.front_bias, prev, flow.front_weight, out=inputs[0])
+                torch.addcmul(flow.front_bias, prev, flow.front_weight, out=buffers.slots[0][phase])
                 if pad is not None:
-                    inputs[0].masked_fill_(pad, 0.0)
+                    buffers.slots[0][phase].masked_fill_(pad, 0.0)
                 for l, layer in enumerate(flow.layers):
-                    ring, taps = rings[l], layer.taps[phase]
-                    # a = conditioning and bias + every tap's shifted view of the ring @ its
-                    # weights
-                    torch.mm(cond_rows[row].view(batch * width, -1), layer.cond, out=gate_2d)
-                    for b in range(batch):
-                        for t in range(k):
-                            shift = t * layer.dilation
-                            gate[b].addmm_(ring[b, shift : shift + width], taps[t])
+                    # a = conditioning and bias + every tap's rows of the ring @ its weights
+                    if layer.prepacked is None:
+                        torch.mm(cond_2d[row], layer.cond, out=gate_2d)
+                        taps = layer.taps[phase]
+                        for b, tap_rows in enumerate(buffers.tap_rows[l]):
+                            for rows, weight in zip(tap_rows, taps, strict=True):
+                                gate[b].addmm_(rows, weight)
+                        a, a_tanh, a_sigmoid = gate, gate_tanh, gate_sigmoid
+                    else:
+                        a = self._prepacked_preactivation(
+                            layer, phase, buffers.tap_rows[l], cond_items[row], gate
+                        )
+                        a_tanh, a_sigmoid = a[..., :c], a[..., c:]
                     # tanh(a1) * sigmoid(a2) = s2 - 2 s1 s2, s = sigmoid(a), a1 scaled by -2
-                    gate.sigmoid_()
-                    hid = hidden[..., l * (c + 1) : (l + 1) * (c + 1)]
-                    torch.addcmul(
-                        gate[..., c:], gate[..., :c], gate[..., c:], value=-2.0, out=hid[..., :c]
-                    )
-                    if layer.res_weight is not None:
-                        nxt = inputs[l + 1]
+                    a.sigmoid_()
+                    block = buffers.blocks[l]
+                    torch.addcmul(a_sigmoid, a_tanh, a_sigmoid, value=-2.0, out=block[..., :c])
+                    if layer.res_weight is not None:  # h_{l+1} = h_l + res([hidden_l, 1])
+                        now, nxt = buffers.slots[l][phase], buffers.slots[l + 1][phase]
                         for b in range(batch):
-                            torch.addmm(inputs[l][b], hid[b], layer.res_weight, out=nxt[b])
+                            torch.addmm(now[b], block[b], layer.res_weight, out=nxt[b])
                         if pad is not None:
                             nxt.masked_fill_(pad, 0.0)
-                params = torch.mm(hidden.view(batch * width, -1), flow.out_weight)
+                params = torch.mm(hidden_2d, flow.out_weight)
                 params = params.view(batch, width, -1).permute(0, 2, 1).float()
                 x_row = finish(x[:, row], params)[0]
                 x[:, row] = x_row
