@@ -5,22 +5,25 @@ CPU oneDNN gives that 1-row conv only part of the matrix-multiply rate, in bf16 
 Here every layer's ring is channels last and zero-padded along the width:
 `rings[l]` `[B, p + W + p, k*C]`, ring slot s in channels `s*C:(s+1)*C`, p the layer's
 padding. Tap t of the layer's dilated conv (dilation d) then reads rows `t*d : t*d + W` of
-the ring, a plain strided matrix: no unfolding, no copies. One layer-row is
+the ring, a plain matrix (a ring row is exactly k*C wide): no unfolding, no copies. One
+layer-row is
 
     a   = cond_row @ cond_l  (the conditioning projection and the folded bias, through a
           ones column)  +  sum over taps t of  rings[l][t*d : t*d + W] @ taps_l[phase, t]
     s   = sigmoid(a); hidden_l = s2 - 2 s1 s2  (= tanh(a1) * sigmoid(a2): a1's weights are
           pre-scaled by -2, exact, and tanh(x) = 1 - 2 sigmoid(-2x))
-    h_{l+1} = h_l + [hidden_l, 1] @ [res_l; bias]   written straight into rings[l+1]'s slot
+    h_{l+1} = h_l + bias_l + hidden_l @ res_l   written straight into rings[l+1]'s slot
 
-k + 2 GEMMs accumulating in place into one buffer, two elementwise passes, nothing
-allocated; the output projection is one GEMM over the stacked `[hidden_l, 1]` blocks. The
-ring stays small (k*C channels), so a layer's taps re-read it from cache. On this project's
-machines it is faster than the conv1d path in fp32 and in bf16 (see bench/cpu_engine.py).
+k + 2 GEMMs accumulating in place, two elementwise passes, nothing allocated; the output
+projection is one GEMM over the stacked `[hidden_l, 1]` blocks. The ring stays small
+(k*C channels), so a layer's taps re-read it from cache, and every view the loop uses is
+made once per run. For wide models in bf16 the k + 1 GEMMs of `a` run on weights that
+oneDNN prepacked once (`onednn_prepack`), chained through its fused addend.
 
 Numerically it is `IncrementalInverse`'s computation (the same folded weights, summed in
 another order): in fp32 the two agree to float rounding; padded batches are masked the
-same way. `vocoder.inference.cuda.make_row_inverse` picks it on the CPU.
+same way. `vocoder.inference.cuda.make_row_inverse` picks it on the CPU, in both
+precisions (bench/cpu_engine.py has the figures).
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.precision import onednn_bf16
 
 # Prepacked oneDNN weights pay from this width on (bench/cpu_engine.py: NanoFlow-r128
-# about 10% faster; WaveFlow-r64 and the small model slower, the copies outweighing it).
+# about 10% faster; WaveFlow-r64 and the small model slower: there a new output tensor
+# per GEMM costs more than the repacking it saves).
 PREPACK_MIN_CHANNELS = 128
 
 
@@ -48,7 +52,8 @@ class PackedLayer:
     cond: Tensor  # [E, 2C]: conditioning row, then the folded bias (the ones column), zeros
     dilation: int
     padding: int
-    res_weight: Tensor | None  # [C + 1, C]: transposed residual half, its bias last
+    res_weight: Tensor | None  # [C, C]: transposed residual half; None: the last layer
+    res_bias: Tensor | None  # [C]
     # cond and taps again in oneDNN's own layout (`onednn_prepack`), or None
     prepacked: tuple[Tensor, list[list[Tensor]]] | None = None
 
@@ -105,11 +110,11 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
             cond = w.new_zeros(ext, 2 * c)
             cond[:n_mels] = (projection * scale[:, None]).t()
             cond[n_mels] = layer.conv_bias * scale
-            res = None
-            if layer.res_weight is not None:
-                res = torch.cat([layer.res_weight[:, :, 0].t(), layer.res_bias[None]]).contiguous()
+            res = None if layer.res_weight is None else layer.res_weight[:, :, 0].t().contiguous()
             taps = [list(phase) for phase in taps]
-            layers.append(PackedLayer(taps, cond, layer.dilation, layer.padding, res))
+            layers.append(
+                PackedLayer(taps, cond, layer.dilation, layer.padding, res, layer.res_bias)
+            )
         out_weight = flow.out_weight[:, :, 0].t()  # [L*C, P]
         blocks = []
         for l in range(len(flow.layers)):
@@ -138,7 +143,7 @@ class GemmBuffers:
     hidden: Tensor  # [B, W, L*(C+1)]: [hidden_l, 1] blocks
     tap_rows: list[list[list[Tensor]]]  # [layer][item][tap]: the ring rows tap t reads
     slots: list[list[Tensor]]  # [layer][phase]: `[B, W, C]`, the input rows in that slot
-    blocks: list[Tensor]  # [layer]: `[B, W, C+1]`, the layer's [hidden_l, 1] block
+    hiddens: list[Tensor]  # [layer]: `[B, W, C]`, hidden_l in its [hidden_l, 1] block
 
 
 class GemmRowInverse(IncrementalInverse):
@@ -158,11 +163,11 @@ class GemmRowInverse(IncrementalInverse):
                 and rows.channels >= PREPACK_MIN_CHANNELS
                 and onednn_bf16()
             )
-        if prepack:
-            self._prepack()
         shapes = {tuple((layer.dilation, layer.padding) for layer in f.layers) for f in self.packed}
         if len(shapes) != 1:
             raise ValueError(f"the flows' layers differ in dilation or padding: {sorted(shapes)}")
+        if prepack:
+            self._prepack()
 
     def _prepack(self) -> None:
         for flow in self.packed:
@@ -204,7 +209,7 @@ class GemmRowInverse(IncrementalInverse):
                 ]
                 for ring, layer in zip(rings, layers, strict=True)
             ],
-            blocks=[hidden[..., l * (c + 1) : (l + 1) * (c + 1)] for l in range(L)],
+            hiddens=[hidden[..., l * (c + 1) : l * (c + 1) + c] for l in range(L)],
         )
 
     @torch.no_grad()
@@ -297,12 +302,13 @@ class GemmRowInverse(IncrementalInverse):
                         a_tanh, a_sigmoid = a[..., :c], a[..., c:]
                     # tanh(a1) * sigmoid(a2) = s2 - 2 s1 s2, s = sigmoid(a), a1 scaled by -2
                     a.sigmoid_()
-                    block = buffers.blocks[l]
-                    torch.addcmul(a_sigmoid, a_tanh, a_sigmoid, value=-2.0, out=block[..., :c])
-                    if layer.res_weight is not None:  # h_{l+1} = h_l + res([hidden_l, 1])
+                    hid = buffers.hiddens[l]
+                    torch.addcmul(a_sigmoid, a_tanh, a_sigmoid, value=-2.0, out=hid)
+                    if layer.res_weight is not None:  # h_{l+1} = h_l + bias + res(hidden_l)
                         now, nxt = buffers.slots[l][phase], buffers.slots[l + 1][phase]
+                        torch.add(now, layer.res_bias, out=nxt)
                         for b in range(batch):
-                            torch.addmm(now[b], block[b], layer.res_weight, out=nxt[b])
+                            nxt[b].addmm_(hid[b], layer.res_weight)
                         if pad is not None:
                             nxt.masked_fill_(pad, 0.0)
                 params = torch.mm(hidden_2d, flow.out_weight)
