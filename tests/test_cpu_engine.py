@@ -14,8 +14,8 @@ from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
-from vocoder.inference.precision import cpu_bf16_units, default_precision, onednn_bf16
 from vocoder.metrics import log_mel_l1
+from vocoder.precision import cpu_bf16_units, default_precision, onednn_bf16
 
 # the row variants the GEMM path runs, with a third layer (a third dilation)
 CPU_VARIANTS = (

@@ -28,6 +28,7 @@ from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.cli import main
 from vocoder.errors import ConfigError
 from vocoder.models import build_model
+from vocoder.precision import cpu_bf16_units, default_precision, onednn_bf16
 from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
@@ -358,6 +359,14 @@ def test_init_from_loads_weights_and_checks_the_config(reference):
     other = load_experiment_config(conf, ["model.channels=16"])
     with pytest.raises(ConfigError, match=r"model config differs: channels \(8 there, 16 here\)"):
         init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
+
+
+def test_auto_precision_is_the_devices_best_and_the_run_config_records_it(reference):
+    conf, run = reference  # the tiny config states no precision: "auto"
+    assert load_experiment_config(conf).train.precision == "auto"
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"]
+    assert recorded == default_precision(torch.device("cpu"))
+    assert recorded == ("bf16" if cpu_bf16_units() and onednn_bf16() else "fp32")
 
 
 def test_bf16_autocast_on_cpu_trains(reference, tmp_path):

@@ -36,8 +36,8 @@ from vocoder.cli.outputs import output_folders
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.inference.engine import Synthesizer, default_batch_size
-from vocoder.inference.precision import default_precision
 from vocoder.melio import MEL_FORMATS, check_mel_range, load_mel, load_stats
+from vocoder.precision import default_precision
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from torch import Tensor
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.inference.compile import RowFlows
 from vocoder.inference.incremental import IncrementalInverse
-from vocoder.inference.precision import onednn_bf16
+from vocoder.precision import onednn_bf16
 
 # Prepacked oneDNN weights pay from this width on (bench/cpu_engine.py: NanoFlow-r128
 # about 10% faster; WaveFlow-r64 and the small model slower: there a new output tensor

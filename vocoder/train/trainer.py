@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset
 from vocoder.errors import ConfigError, VocoderError
 from vocoder.models import build_model
+from vocoder.precision import resolve_precision
 from vocoder.train import distributed
 from vocoder.train.config import ExperimentConfig
 from vocoder.train.data import SkipSampler, check_no_test_files, filelist_files, optional_path
@@ -107,6 +108,10 @@ def train(
         device = dist.device
         if tc.precision == "fp16" and device.type != "cuda":
             raise ConfigError("train.precision fp16 needs a CUDA device; use bf16 or fp32")
+        if tc.precision == "auto":  # the run folder's config.yaml records the choice
+            tc = replace(tc, precision=resolve_precision(tc.precision, device))
+            config = replace(config, train=tc)
+            log.info("train.precision auto: %s on %s", tc.precision, device)
         torch.manual_seed(tc.seed)
         torch.backends.cudnn.benchmark = False
 

@@ -1,5 +1,9 @@
 """Which precision a device runs best: bf16 on CPUs with bf16 arithmetic units, else fp32.
 
+Synthesis (`vocoder synthesize --device cpu`) and training (`train.precision: auto`, the
+default) take it; bench/cpu_engine.py and bench/train_precision.py measure both the speed
+and what bf16 costs in quality there.
+
 A CPU has bf16 units when it reports the `avx512_bf16` (AVX512-BF16: Cooper Lake, Zen 4 and
 later) or `amx_bf16` (AMX: Sapphire Rapids and later) instruction-set flags; there oneDNN
 runs bf16 matrix products at about twice (AVX512-BF16) to four times (AMX) the fp32 rate.
@@ -52,4 +56,9 @@ def default_precision(device: torch.device) -> str:
     return "fp32"
 
 
-__all__ = ["BF16_FLAGS", "cpu_bf16_units", "default_precision", "onednn_bf16"]
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`precision`, with "auto" replaced by `default_precision(device)`."""
+    return default_precision(device) if precision == "auto" else precision
+
+
+__all__ = ["BF16_FLAGS", "cpu_bf16_units", "default_precision", "onednn_bf16", "resolve_precision"]
