@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("fp32", "fp16", "bf16"),
         default=None,
         help="network precision (fp16 on GPUs only; default bf16 on a CPU with bf16 units, "
-        "else fp32; fp32 is the exact path)",
+        "else fp32; fp32 is full precision)",
     )
     parser.add_argument(
         "--batch-size",
@@ -378,7 +378,7 @@ def normalize_peak(audio: torch.Tensor, dbfs: float) -> torch.Tensor:
 
 def _precision_note(asked: str | None, synth: Synthesizer) -> str:
     if asked is None and synth.precision == "bf16":
-        return " (default: this CPU has bf16 units; --precision fp32 for the exact path)"
+        return " (default: this CPU has bf16 units; --precision fp32 for full precision)"
     return ""
 
 
