@@ -4,11 +4,12 @@
 
 Trains one model config (default: the shipped small model's recipe) from the same
 initialisation on the same sequence of batches (random segments of LJ Speech mini's train
-split) once per precision, on the CPU, with the trainer's own step (`train_step`:
-autocast, backward, clipping, Adam). Reports each run's samples/s, its training loss over
-the last quarter of the steps, and the held-out log-likelihood (nats per sample, scored in
-fp32, higher is better) of the final weights on the test split: the measure of whether
-bf16 training is numerically safe for this model, not only faster.
+split, cut by the trainer's `SegmentDataset`) once per precision, on the CPU, with the
+trainer's own step (`train_step`: autocast, backward, the config's clipping, Adam).
+Reports each run's samples/s, its training loss over the last quarter of the steps, and
+the held-out log-likelihood (nats per sample, scored in fp32, higher is better) of the
+final weights on the test split: the measure of whether bf16 training is numerically safe
+for this model, not only faster.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from vocoder.data.ljspeech import audio_path
-from vocoder.data.segments import UtteranceDataset
+from vocoder.data.segments import SegmentDataset, UtteranceDataset
 from vocoder.data.splits import read_id_list
 from vocoder.evaluate import batched_log_prob
 from vocoder.models import build_model
@@ -36,36 +38,36 @@ DATA = ROOT.parent / "shared/data/ljspeech-mini"
 CONFIG = ROOT / "recipes/pretrained/waveflow-small-cpu.yaml"
 
 
-def utterances(data: Path, split: str, features) -> tuple[list, list]:
-    """(audio, mel) of each utterance of the split, as training and evaluation read them."""
-    ids = read_id_list(data / f"{split}.txt")
-    items = UtteranceDataset([audio_path(data, i) for i in ids], features)
-    pairs = [items[i][:2] for i in range(len(items))]
-    return [a for a, _ in pairs], [m for _, m in pairs]
+def split_files(data: Path, split: str) -> list[Path]:
+    return [audio_path(data, i) for i in read_id_list(data / f"{split}.txt")]
 
 
-def batches(audio: list[torch.Tensor], mels, hop: int, segment: int, batch: int, steps: int):
-    """The same `steps` batches of (audio, mel) segments for every precision."""
-    g = torch.Generator().manual_seed(0)
-    frames = segment // hop
-    for _ in range(steps):
-        a, m = [], []
-        for i in torch.randint(len(audio), (batch,), generator=g).tolist():
-            start = int(torch.randint(mels[i].shape[-1] - frames, (1,), generator=g)) * hop
-            a.append(audio[i][start : start + segment])
-            m.append(mels[i][:, start // hop : start // hop + frames])
-        yield torch.stack(a), torch.stack(m)
+def batches(segments: SegmentDataset, batch: int, steps: int, seed: int):
+    """`steps` batches of (audio, mel) segments, cut as the trainer cuts them: the same
+    ones for every precision."""
+    step, epoch = 0, 0
+    while True:
+        segments.set_epoch(epoch)
+        shuffle = torch.Generator().manual_seed(seed + epoch)
+        loader = DataLoader(segments, batch, shuffle=True, generator=shuffle, drop_last=True)
+        for audio, mel in loader:
+            if step == steps:
+                return
+            yield audio, mel
+            step += 1
+        epoch += 1
 
 
-def train(config, precision: str, data: list, args) -> dict:
-    torch.manual_seed(args.seed)
+def train(config, precision: str, data, seed: int) -> dict:
+    torch.manual_seed(seed)
     model = build_model(config.model)
     objective = LogLikelihood(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    grad_clip = config.train.grad_clip
     losses, start = [], time.perf_counter()
     for audio, mel in data:
-        result = train_step(objective, optimizer, scaler, audio, mel, precision, grad_clip=5.0)
+        result = train_step(objective, optimizer, scaler, audio, mel, precision, grad_clip)
         losses.append(result.loss)
     seconds = time.perf_counter() - start
     return {"model": model, "losses": losses, "seconds": seconds}
@@ -88,23 +90,23 @@ def main(argv: list[str] | None = None) -> None:
     features = config.features
     batch = args.batch or config.data.batch_size
     segment = args.segment or config.data.segment_length
-    train_audio, train_mels = utterances(args.data, "train", features)
-    test_audio, test_mels = utterances(args.data, "test", features)
-    hop = features.hop_length
+    segments = SegmentDataset(split_files(args.data, "train"), features, segment, args.seed)
+    test = UtteranceDataset(split_files(args.data, "test"), features)
+    test_audio, test_mels = zip(*(test[i][:2] for i in range(len(test))), strict=True)
     print(
         f"# {args.config.name}: {platform.processor() or platform.machine()}, torch "
         f"{torch.__version__}, bf16 units: {cpu_bf16_units()}, {args.threads} threads, "
         f"{args.steps} steps of batch {batch} x {segment} samples, "
-        f"{len(train_audio)} train / {len(test_audio)} test clips"
+        f"{len(segments)} train / {len(test)} test clips"
     )
     print(f"{'precision':<9} {'samples/s':>9} {'last-quarter loss':>17} {'test LL':>8}")
     rows = []
     for precision in args.precisions.split(","):
-        data = batches(train_audio, train_mels, hop, segment, batch, args.steps)
-        run = train(config, precision, data, args)
+        data = batches(segments, batch, args.steps, args.seed)
+        run = train(config, precision, data, args.seed)
         with torch.no_grad():
             model = run["model"].eval()
-            test_ll = statistics.mean(batched_log_prob(model, test_audio, test_mels))
+            test_ll = statistics.mean(batched_log_prob(model, list(test_audio), list(test_mels)))
         tail = run["losses"][-max(1, args.steps // 4) :]
         row = {
             "precision": precision,
@@ -120,8 +122,14 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     if args.json:
-        info = {"config": str(args.config), "steps": args.steps, "batch": batch}
-        info.update(segment=segment, threads=args.threads, bf16_units=cpu_bf16_units())
+        info = {
+            "config": str(args.config),
+            "steps": args.steps,
+            "batch": batch,
+            "segment": segment,
+            "threads": args.threads,
+            "bf16_units": cpu_bf16_units(),
+        }
         args.json.write_text(json.dumps({"run": info, "rows": rows}, indent=2) + "\n")
         print(f"wrote {args.json}")
 

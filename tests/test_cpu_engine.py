@@ -84,12 +84,13 @@ def test_padded_batches_equal_single_items(variant):
 @pytest.mark.skipif(not onednn_bf16(), reason="this CPU's oneDNN does not run bf16 natively")
 def test_prepacked_onednn_weights_give_the_plain_gemms_result():
     model = tiny_model("nanoflow", n_layers=3)
-    rows = prepare_for_inference(model, "bf16", "cpu").rows
-    plain, prepacked = GemmRowInverse(rows, prepack=False), GemmRowInverse(rows, prepack=True)
+    compiled = prepare_for_inference(model, "bf16", "cpu")
+    plain = GemmRowInverse(compiled.rows, prepack=False)
+    prepacked = GemmRowInverse(compiled.rows, prepack=True)
     assert all(layer.prepacked is not None for flow in prepacked.packed for layer in flow.layers)
     mel, z = inputs(model.config, 3, 9)
     hop = model.config.hop_length
-    cond = prepare_for_inference(model, "bf16", "cpu").upsample(mel)
+    cond = compiled.upsample(mel)
     for lengths in (None, [9 * hop, 5 * hop, 2 * hop]):  # one GEMM per item, then stacked
         expected = plain(z, cond, lengths)
         got = prepacked(z, cond, lengths)
