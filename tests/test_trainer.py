@@ -361,9 +361,12 @@ def test_init_from_loads_weights_and_checks_the_config(reference):
         init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
 
 
-def test_auto_precision_is_the_devices_best_and_the_run_config_records_it(reference):
-    conf, run = reference  # the tiny config states no precision: "auto"
-    assert load_experiment_config(conf).train.precision == "auto"
+def test_auto_precision_is_the_devices_best_and_the_run_config_records_it(reference, tmp_path):
+    conf, _ = reference
+    assert load_experiment_config(conf).train.precision == "fp32"  # the default
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]
+    assert main([*args, "train.precision=auto", "train.valid_every=100"]) == 0
     recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"]
     assert recorded == default_precision(torch.device("cpu"))
     assert recorded == ("bf16" if cpu_bf16_units() and onednn_bf16() else "fp32")
