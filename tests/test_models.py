@@ -325,11 +325,12 @@ def test_flops_and_receptive_field_of_a_tiny_waveflow():
     model = build_model(ModelConfig(**VARIANTS["waveflow"]))
     c = model.config
     # per sample, per flow: each layer's 3x3 conv and cond conv, the res/skip convs (the
-    # last layer's skip only), the front conv and the projection; plus the upsampler:
-    # ConvTranspose2d kernels (3, 8) = 24 MACs per input position, on 8 x F then 8 x 4F
-    # positions, over T = 16 F samples
+    # last layer's skip only), the front conv and the projection; plus the upsampler, in its
+    # polyphase form: per layer a [8 x (F_in + 1), 7] @ [7, s = 4] product, on F_in = 4 then
+    # 16 frames (flops_per_sample's 4 frames), over T = 64 samples
     per_layer = 9 * 8 * 16 + 8 * 16
-    macs = c.n_flows * (2 * per_layer + 8 * 16 + 8 * 8 + 8 + 8 * 2) + (8 + 32) * 24 / 16
+    upsampler = 8 * (4 + 1) * 7 * 4 + 8 * (16 + 1) * 7 * 4
+    macs = c.n_flows * (2 * per_layer + 8 * 16 + 8 * 8 + 8 + 8 * 2) + upsampler / 64
     assert model.flops_per_sample() == 2 * macs
     field = model.receptive_field()
     assert field.rows == 3 and field.columns == 1 + 2 * 3
@@ -352,3 +353,24 @@ def test_training_loss_reaches_every_parameter(variant):
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("stride", [16, 15, 20, 4, 2, 1])
+def test_upsampler_polyphase_matches_transposed_conv(stride):
+    """The upsampler's matrix-product form computes exactly `ConvTranspose2d`, values and
+    gradients, for even and odd strides."""
+    torch.manual_seed(stride)
+    upsampler = MelUpsampler2D((stride, 2))
+    mel = torch.randn(2, 5, 7, requires_grad=True)
+    got = upsampler(mel)
+    x = mel.unsqueeze(1)
+    for layer in upsampler.layers:
+        x = torch.nn.functional.leaky_relu(layer(x), upsampler.negative_slope)
+    expected = x.squeeze(1)
+    assert got.shape == expected.shape == (2, 5, 7 * stride * 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weights = [layer.parametrizations.weight.original1 for layer in upsampler.layers]
+    grads = torch.autograd.grad(got.square().sum(), [mel, *weights])
+    grads_expected = torch.autograd.grad(expected.square().sum(), [mel, *weights])
+    for g, e in zip(grads, grads_expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vocoder.flows.squeeze import squeeze, unsqueeze
+from vocoder.flows.squeeze import unsqueeze
 from vocoder.inference.compile import RowFlows
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.precision import onednn_bf16
@@ -224,8 +224,10 @@ class GemmRowInverse(IncrementalInverse):
         """Conditioning `[B, n_mels, T]` -> `[h, B, W, E]`: each row's frames channels last,
         then a ones column (the bias input) and zeros, in the network's dtype."""
         r = self.rows
-        rows = squeeze(cond, r.n_group).permute(2, 0, 3, 1)
-        n_mels = rows.shape[-1]
+        batch, n_mels, length = cond.shape
+        # samples-major first: gathering straight into the row layout is 3x slower on a CPU
+        frames = cond.transpose(1, 2).contiguous()  # [B, T, n_mels]
+        rows = frames.view(batch, length // r.n_group, r.n_group, n_mels).permute(2, 0, 1, 3)
         columns = torch.zeros(
             *rows.shape[:-1], extra_columns(n_mels), device=r.device, dtype=r.dtype
         )
