@@ -12,7 +12,14 @@ layer-row is
           ones column)  +  sum over taps t of  rings[l][t*d : t*d + W] @ taps_l[phase, t]
     s   = sigmoid(a); hidden_l = s2 - 2 s1 s2  (= tanh(a1) * sigmoid(a2): a1's weights are
           pre-scaled by -2, exact, and tanh(x) = 1 - 2 sigmoid(-2x))
-    h_{l+1} = h_l + bias_l + hidden_l @ res_l   written straight into rings[l+1]'s slot
+    g_{l+1} = g_l + hidden_l @ res_l   written straight into rings[l+1]'s slot
+
+where the ring holds each layer's input less a constant: g_l = h_l - offset_l, offset_l
+the sum of the residual biases of the layers below (zero for layer 0), and -offset_l where
+the input is zero (the width padding, the rows before a flow's first, padded columns).
+Then the residual needs no bias, one GEMM with its addend instead of an add and a GEMM,
+and the taps see h_l less offset_l @ (all taps), a constant added back through the
+conditioning's bias row.
 
 k + 2 GEMMs accumulating in place, two elementwise passes, nothing allocated; the output
 projection is one GEMM over the stacked `[hidden_l, 1]` blocks. The ring stays small
@@ -53,7 +60,9 @@ class PackedLayer:
     dilation: int
     padding: int
     res_weight: Tensor | None  # [C, C]: transposed residual half; None: the last layer
-    res_bias: Tensor | None  # [C]
+    # [k*C]: what the ring holds where the layer input is zero (-offset_l, once per slot)
+    ring_fill: Tensor
+    res_fill: Tensor | None  # [C]: the next layer's -offset, its padded columns' value
     # cond and taps again in oneDNN's own layout (`onednn_prepack`), or None
     prepacked: tuple[Tensor, list[list[Tensor]]] | None = None
 
@@ -101,19 +110,29 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
     flows = []
     for flow in rows.flows:
         layers = []
+        offset = torch.zeros(c, dtype=torch.float64, device=rows.device)
         for layer in flow.layers:
             w = layer.conv_weights  # [k phases, 2C, kC, k taps]
+            k = w.shape[0]
             scale = _tanh_scale(c, w)
             taps = (w * scale[:, None, None]).permute(0, 3, 2, 1).contiguous()  # [k, k, kC, 2C]
             group = rows.shared_cond_weight if layer.shared else flow.cond_weight
             projection = group[layer.proj_start : layer.proj_start + 2 * c]  # [2C, n_mels]
             cond = w.new_zeros(ext, 2 * c)
             cond[:n_mels] = (projection * scale[:, None]).t()
-            cond[n_mels] = layer.conv_bias * scale
-            res = None if layer.res_weight is None else layer.res_weight[:, :, 0].t().contiguous()
+            # the ring holds input - offset everywhere (module docstring): the taps then see
+            # their input less offset @ (all taps), a constant given back through the bias
+            seen = offset.repeat(k) @ taps[0].double().sum(0)  # [2C]
+            cond[n_mels] = (layer.conv_bias * scale).double() + seen
+            ring_fill = (-offset).to(w.dtype).repeat(k)
+            res, res_fill = None, None
+            if layer.res_weight is not None:
+                res = layer.res_weight[:, :, 0].t().contiguous()
+                offset = offset + layer.res_bias.double()
+                res_fill = (-offset).to(w.dtype)
             taps = [list(phase) for phase in taps]
             layers.append(
-                PackedLayer(taps, cond, layer.dilation, layer.padding, res, layer.res_bias)
+                PackedLayer(taps, cond, layer.dilation, layer.padding, res, ring_fill, res_fill)
             )
         out_weight = flow.out_weight[:, :, 0].t()  # [L*C, P]
         blocks = []
@@ -280,8 +299,8 @@ class GemmRowInverse(IncrementalInverse):
         cond_items = [list(rows) for rows in cond_rows]  # [row][item]: [W, E]
         x.copy_(z_sq)
         for flow in reversed(self.packed):
-            for ring in buffers.rings:
-                ring.zero_()
+            for ring, layer in zip(buffers.rings, flow.layers, strict=True):
+                ring.copy_(layer.ring_fill.expand_as(ring))
             prev = zeros
             for i, row in enumerate(flow.order):
                 phase = i % k
@@ -308,11 +327,10 @@ class GemmRowInverse(IncrementalInverse):
                     torch.addcmul(a_sigmoid, a_tanh, a_sigmoid, value=-2.0, out=hid)
                     if layer.res_weight is not None:  # h_{l+1} = h_l + bias + res(hidden_l)
                         now, nxt = buffers.slots[l][phase], buffers.slots[l + 1][phase]
-                        torch.add(now, layer.res_bias, out=nxt)
                         for b in range(batch):
-                            nxt[b].addmm_(hid[b], layer.res_weight)
+                            torch.addmm(now[b], hid[b], layer.res_weight, out=nxt[b])
                         if pad is not None:
-                            nxt.masked_fill_(pad, 0.0)
+                            torch.where(pad, layer.res_fill, nxt, out=nxt)
                 params = torch.mm(hidden_2d, flow.out_weight)
                 params = params.view(batch, width, -1).permute(0, 2, 1).float()
                 x_row = finish(x[:, row], params)[0]
