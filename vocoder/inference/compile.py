@@ -137,8 +137,9 @@ class RowFlows:
             (f.cond_weight.shape[0] for f in self.flows if f.cond_weight is not None), default=0
         )
         network = h * (shared + own + n_mels) + L * k * c + L * c + 8 * c
-        # float32: z, audio, and the upsampled conditioning (upsampler output, batch, rows)
-        float32 = 4 * h + 3 * n_mels * h
+        # float32: z, audio, and the upsampled conditioning (upsampler output with its
+        # polyphase neighbours, batch, rows, the CPU engine's samples-major copy)
+        float32 = 4 * h + 4 * n_mels * h
         return batch * (network * item + 4 * float32)
 
 

@@ -325,7 +325,7 @@ class GemmRowInverse(IncrementalInverse):
                     a.sigmoid_()
                     hid = buffers.hiddens[l]
                     torch.addcmul(a_sigmoid, a_tanh, a_sigmoid, value=-2.0, out=hid)
-                    if layer.res_weight is not None:  # h_{l+1} = h_l + bias + res(hidden_l)
+                    if layer.res_weight is not None:  # g_{l+1} = g_l + res(hidden_l)
                         now, nxt = buffers.slots[l][phase], buffers.slots[l + 1][phase]
                         for b in range(batch):
                             torch.addmm(now[b], hid[b], layer.res_weight, out=nxt[b])

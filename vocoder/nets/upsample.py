@@ -70,8 +70,9 @@ def transposed_conv_polyphase(x: Tensor, conv: nn.ConvTranspose2d, stride: int) 
     weight = torch.cat([taps, conv.bias.expand(1, stride)])  # the bias through a ones column
     padded = F.pad(x, (1, 1, 1, 1))
     neighbours = [padded[:, a : a + height, b : b + frames + 1] for a in range(3) for b in range(2)]
-    neighbours = torch.stack([*neighbours, neighbours[0].new_ones(()).expand_as(neighbours[0])], -1)
-    phases = (neighbours @ weight).view(batch, height, (frames + 1) * stride)  # [B, H, F + 1, 7]
+    ones = neighbours[0].new_ones(()).expand_as(neighbours[0])
+    neighbours = torch.stack([*neighbours, ones], -1)  # [B, H, F + 1, 7]
+    phases = (neighbours @ weight).view(batch, height, (frames + 1) * stride)
     start = stride // 2
     return phases[..., start : start + frames * stride]
 
