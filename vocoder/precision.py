@@ -56,9 +56,4 @@ def default_precision(device: torch.device) -> str:
     return "fp32"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`precision`, with "auto" replaced by `default_precision(device)`."""
-    return default_precision(device) if precision == "auto" else precision
-
-
-__all__ = ["BF16_FLAGS", "cpu_bf16_units", "default_precision", "onednn_bf16", "resolve_precision"]
+__all__ = ["BF16_FLAGS", "cpu_bf16_units", "default_precision", "onednn_bf16"]

@@ -31,7 +31,7 @@ from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset
 from vocoder.errors import ConfigError, VocoderError
 from vocoder.models import build_model
-from vocoder.precision import resolve_precision
+from vocoder.precision import default_precision
 from vocoder.train import distributed
 from vocoder.train.config import ExperimentConfig
 from vocoder.train.data import SkipSampler, check_no_test_files, filelist_files, optional_path
@@ -109,7 +109,7 @@ def train(
         if tc.precision == "fp16" and device.type != "cuda":
             raise ConfigError("train.precision fp16 needs a CUDA device; use bf16 or fp32")
         if tc.precision == "auto":  # the run folder's config.yaml records the choice
-            tc = replace(tc, precision=resolve_precision(tc.precision, device))
+            tc = replace(tc, precision=default_precision(device))
             config = replace(config, train=tc)
             log.info("train.precision auto: %s on %s", tc.precision, device)
         torch.manual_seed(tc.seed)
