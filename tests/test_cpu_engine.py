@@ -11,7 +11,7 @@ from variants import tiny_model
 
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import prepare_for_inference
-from vocoder.inference.cpu import GemmRowInverse
+from vocoder.inference.cpu import GemmRowInverse, pack_lanes
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.metrics import log_mel_l1
@@ -64,14 +64,28 @@ def test_dilations_wider_than_the_signal_see_only_zero_padding():
     assert (fast - IncrementalInverse(compiled.rows)(z, cond)).abs().max().item() < 1e-5
 
 
+def test_lanes_hold_items_end_to_end_up_to_the_limit():
+    # items of 5, 3, 10, 2 and 30 columns, 2 apart, lanes of at most 12 columns
+    assert pack_lanes([5, 3, 10, 2, 30], gap=2, limit=12) == [
+        [(0, 0), (1, 7)],
+        [(2, 0)],
+        [(3, 0)],
+        [(4, 0)],  # wider than a lane: alone
+    ]
+    assert pack_lanes([4, 4, 4], gap=0, limit=12) == [[(0, 0), (1, 4), (2, 8)]]
+
+
 @pytest.mark.parametrize("variant", ["waveflow", "nanoflow"])
-def test_padded_batches_equal_single_items(variant):
+@pytest.mark.parametrize("lane_columns", [None, 40])
+def test_batched_items_equal_single_items(variant, lane_columns):
     model = tiny_model(variant, n_layers=3)
     compiled = prepare_for_inference(model, "fp32", "cpu")
-    inverse = GemmRowInverse(compiled.rows)
-    mel, z = inputs(model.config, 3, 9)
-    hop = model.config.hop_length
-    lengths = [9 * hop, 5 * hop, 2 * hop]
+    inverse = GemmRowInverse(compiled.rows, lane_columns=lane_columns)
+    mel, z = inputs(model.config, 4, 9)
+    hop, h = model.config.hop_length, model.config.n_group
+    lengths = [9 * hop, 5 * hop, 2 * hop, 4 * hop]
+    lanes = pack_lanes([n // h for n in lengths], inverse.gap, inverse.lane_columns)
+    assert len(lanes) == (1 if lane_columns is None else 3)  # 36, 20 + 8, 16 columns
     for i, n in enumerate(lengths):  # what lies beyond an item must not matter
         z[i, n:] = 1e3
     cond = compiled.upsample(mel)
@@ -79,6 +93,7 @@ def test_padded_batches_equal_single_items(variant):
     for i, n in enumerate(lengths):
         alone = inverse(z[i : i + 1, :n], cond[i : i + 1, :, :n])
         assert (batched[i, :n] - alone[0]).abs().max().item() < 1e-5
+        assert not batched[i, n:].any()
 
 
 @pytest.mark.skipif(not onednn_bf16(), reason="this CPU's oneDNN does not run bf16 natively")

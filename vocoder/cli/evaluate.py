@@ -18,7 +18,8 @@ from vocoder.data.filelist import read_filelist
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
-from vocoder.inference.engine import Synthesizer, default_batch_size
+from vocoder.inference.engine import Synthesizer
+from vocoder.inference.sizing import log_prob_batch_size
 from vocoder.model_source import resolve_model_source
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
@@ -202,7 +203,7 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
             },
             on_file=on_file,
             synthesize=synthesize,
-            batch_size=args.batch_size or default_batch_size(device),
+            batch_size=args.batch_size or log_prob_batch_size(device),
         )
     finally:
         bar.close()

@@ -98,8 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="utterances synthesized together (default 8 on a GPU, 1 on a CPU, where "
-        "batching does not pay)",
+        help="utterances synthesized together (default 8 on a GPU, 16 on a CPU)",
     )
     parser.add_argument(
         "--sigma",

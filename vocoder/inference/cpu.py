@@ -2,9 +2,9 @@
 
 `IncrementalInverse` runs a layer-row as `conv1d` over a `[B, k*C, W]` ring of rows; on a
 CPU oneDNN gives that 1-row conv only part of the matrix-multiply rate, in bf16 much less.
-Here every layer's ring is channels last and zero-padded along the width:
-`rings[l]` `[B, p + W + p, k*C]`, ring slot s in channels `s*C:(s+1)*C`, p the layer's
-padding. Tap t of the layer's dilated conv (dilation d) then reads rows `t*d : t*d + W` of
+Here every layer's ring is channels last and zero-padded along the width: `rings[l]`
+`[p + W + p, k*C]` (one lane, below), ring slot s in channels `s*C:(s+1)*C`, p the
+layer's padding. Tap t of the layer's dilated conv (dilation d) then reads rows `t*d : t*d + W` of
 the ring, a plain matrix (a ring row is exactly k*C wide): no unfolding, no copies. One
 layer-row is
 
@@ -16,7 +16,7 @@ layer-row is
 
 where the ring holds each layer's input less a constant: g_l = h_l - offset_l, offset_l
 the sum of the residual biases of the layers below (zero for layer 0), and -offset_l where
-the input is zero (the width padding, the rows before a flow's first, padded columns).
+the input is zero (the width padding, the rows before a flow's first, the gaps in a lane).
 Then the residual needs no bias, one GEMM with its addend instead of an add and a GEMM,
 and the taps see h_l less offset_l @ (all taps), a constant added back through the
 conditioning's bias row.
@@ -27,20 +27,26 @@ projection is one GEMM over the stacked `[hidden_l, 1]` blocks. The ring stays s
 made once per run. For wide models in bf16 the k + 1 GEMMs of `a` run on weights that
 oneDNN prepacked once (`onednn_prepack`), chained through its fused addend.
 
+A batch is not padded: its items are laid end to end in lanes (`pack_lanes`), one run of
+the loop above per lane, the columns between two items as wide as the widest padding and
+masked like padding (zero input, so no tap of one item sees another). Short clips then
+share wide GEMMs instead of paying each GEMM's fixed cost on a few hundred columns.
+
 Numerically it is `IncrementalInverse`'s computation (the same folded weights, summed in
-another order): in fp32 the two agree to float rounding; padded batches are masked the
-same way. `vocoder.inference.cuda.make_row_inverse` picks it on the CPU, in both
-precisions (bench/cpu_engine.py has the figures).
+another order): in fp32 the two agree to float rounding, and an item's audio does not
+depend on its batch. `vocoder.inference.cuda.make_row_inverse` picks it on the CPU, in
+both precisions (bench/cpu_engine.py and bench/cpu_batch.py have the figures).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor
 
-from vocoder.flows.squeeze import unsqueeze
+from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.inference.compile import RowFlows
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.precision import onednn_bf16
@@ -49,6 +55,11 @@ from vocoder.precision import onednn_bf16
 # about 10% faster; WaveFlow-r64 and the small model slower: there a new output tensor
 # per GEMM costs more than the repacking it saves).
 PREPACK_MIN_CHANNELS = 128
+# Items of a batch share a lane up to this many columns (`pack_lanes`). In bf16 a narrow
+# lane leaves the GEMMs' fixed cost per call unpaid; in fp32 a wide one falls out of cache
+# (bench/cpu_batch.py, the small model on 2 cores: 24 clips of 0.3-1.5 s 1.5-1.65x batch 1
+# in bf16 at 8k-32k columns; fp32 1.05x at 2k, 0.95x at 8k).
+LANE_COLUMNS = {torch.float32: 2048, torch.bfloat16: 16384, torch.float16: 16384}
 
 
 @dataclass
@@ -62,7 +73,7 @@ class PackedLayer:
     res_weight: Tensor | None  # [C, C]: transposed residual half; None: the last layer
     # [k*C]: what the ring holds where the layer input is zero (-offset_l, once per slot)
     ring_fill: Tensor
-    res_fill: Tensor | None  # [C]: the next layer's -offset, its padded columns' value
+    res_fill: Tensor | None  # [C]: the next layer's -offset, its value in a lane's gaps
     # cond and taps again in oneDNN's own layout (`onednn_prepack`), or None
     prepacked: tuple[Tensor, list[list[Tensor]]] | None = None
 
@@ -151,30 +162,50 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
     return flows
 
 
+def pack_lanes(columns: list[int], gap: int, limit: int) -> list[list[tuple[int, int]]]:
+    """Items of `columns` columns laid end to end in lanes, `gap` columns apart: per lane,
+    (item, first column) pairs, in order. A lane is closed before it would pass `limit`
+    columns; an item wider than `limit` runs in a lane of its own."""
+    lanes: list[list[tuple[int, int]]] = []
+    end = 0
+    for item, width in enumerate(columns):
+        if lanes and end + gap + width <= limit:
+            lanes[-1].append((item, end + gap))
+            end += gap + width
+        else:
+            lanes.append([(item, 0)])
+            end = width
+    return lanes
+
+
 @dataclass
 class GemmBuffers:
-    """Working memory of one (batch, width) run, and the views the row steps use (made
+    """Working memory of one lane of `width` columns, and the views the row steps use (made
     once: at small widths making them costs as much as the arithmetic)."""
 
-    x: Tensor  # [B, h, W] float32
-    rings: list[Tensor]  # per layer [B, p + W + p, k*C]; see the module docstring
-    gate: Tensor  # [B, W, 2C]: a layer's pre-activation
-    hidden: Tensor  # [B, W, L*(C+1)]: [hidden_l, 1] blocks
-    tap_rows: list[list[list[Tensor]]]  # [layer][item][tap]: the ring rows tap t reads
-    slots: list[list[Tensor]]  # [layer][phase]: `[B, W, C]`, the input rows in that slot
-    hiddens: list[Tensor]  # [layer]: `[B, W, C]`, hidden_l in its [hidden_l, 1] block
+    x: Tensor  # [h, W] float32
+    rings: list[Tensor]  # per layer [p + W + p, k*C]; see the module docstring
+    gate: Tensor  # [W, 2C]: a layer's pre-activation
+    hidden: Tensor  # [W, L*(C+1)]: [hidden_l, 1] blocks
+    tap_rows: list[list[Tensor]]  # [layer][tap]: the ring rows tap t reads
+    slots: list[list[Tensor]]  # [layer][phase]: `[W, C]`, the input rows in that slot
+    hiddens: list[Tensor]  # [layer]: `[W, C]`, hidden_l in its [hidden_l, 1] block
 
 
 class GemmRowInverse(IncrementalInverse):
     """`IncrementalInverse` with each layer-row as GEMMs (the CPU engine); see the module
     docstring. Same call: `(z [B, T], cond [B, n_mels, T], lengths) -> audio`."""
 
-    def __init__(self, rows: RowFlows, prepack: bool | None = None):
+    def __init__(
+        self, rows: RowFlows, prepack: bool | None = None, lane_columns: int | None = None
+    ):
         """`prepack`: run the conditioning and tap GEMMs on oneDNN-prepacked weights
         (default: in bf16 on a CPU whose oneDNN runs bf16, for at least
-        `PREPACK_MIN_CHANNELS` channels)."""
+        `PREPACK_MIN_CHANNELS` channels). `lane_columns`: the width up to which items of a
+        batch are laid end to end (`pack_lanes`; default: `LANE_COLUMNS` of the dtype)."""
         super().__init__(rows)
         self.packed = pack_flows(rows)
+        self.lane_columns = lane_columns or LANE_COLUMNS[rows.dtype]
         if prepack is None:
             prepack = (
                 rows.dtype == torch.bfloat16
@@ -185,6 +216,8 @@ class GemmRowInverse(IncrementalInverse):
         shapes = {tuple((layer.dilation, layer.padding) for layer in f.layers) for f in self.packed}
         if len(shapes) != 1:
             raise ValueError(f"the flows' layers differ in dilation or padding: {sorted(shapes)}")
+        # zero columns between two items of a lane: no tap of one reaches the other
+        self.gap = max(layer.padding for layer in self.packed[0].layers)
         if prepack:
             self._prepack()
 
@@ -197,56 +230,77 @@ class GemmRowInverse(IncrementalInverse):
                     return  # this build cannot: the plain GEMMs run
                 layer.prepacked = (cond, taps)
 
-    def allocate_gemm(self, batch: int, width: int) -> GemmBuffers:
+    def allocate_gemm(self, width: int) -> GemmBuffers:
         r = self.rows
         c, k, L = r.channels, r.kernel_size, r.n_layers
         dev, dt = r.device, r.dtype
         layers = self.packed[0].layers  # every flow has these dilations (checked)
         rings = [
-            torch.zeros(batch, width + 2 * layer.padding, k * c, device=dev, dtype=dt)
-            for layer in layers
+            torch.zeros(width + 2 * layer.padding, k * c, device=dev, dtype=dt) for layer in layers
         ]
-        hidden = torch.zeros(batch, width, L, c + 1, device=dev, dtype=dt)
+        hidden = torch.zeros(width, L, c + 1, device=dev, dtype=dt)
         hidden[..., -1] = 1.0
-        hidden = hidden.view(batch, width, L * (c + 1))
+        hidden = hidden.view(width, L * (c + 1))
         return GemmBuffers(
-            x=torch.zeros(batch, r.n_group, width, device=dev),
+            x=torch.zeros(r.n_group, width, device=dev),
             rings=rings,
-            gate=torch.empty(batch, width, 2 * c, device=dev, dtype=dt),
+            gate=torch.empty(width, 2 * c, device=dev, dtype=dt),
             hidden=hidden,
             tap_rows=[
-                [
-                    [ring[b, t * layer.dilation : t * layer.dilation + width] for t in range(k)]
-                    for b in range(batch)
-                ]
+                [ring[t * layer.dilation : t * layer.dilation + width] for t in range(k)]
                 for ring, layer in zip(rings, layers, strict=True)
             ],
             slots=[
-                [
-                    ring[:, layer.padding : layer.padding + width, s * c : (s + 1) * c]
-                    for s in range(k)
-                ]
+                [ring[layer.padding : layer.padding + width, s * c : (s + 1) * c] for s in range(k)]
                 for ring, layer in zip(rings, layers, strict=True)
             ],
-            hiddens=[hidden[..., l * (c + 1) : l * (c + 1) + c] for l in range(L)],
+            hiddens=[hidden[:, l * (c + 1) : l * (c + 1) + c] for l in range(L)],
         )
 
     @torch.no_grad()
     def __call__(self, z: Tensor, cond: Tensor, lengths: list[int] | None = None) -> Tensor:
-        z_sq, keep = self.latent_rows(z, lengths)
-        cond_rows = self.cond_columns(cond)
-        pad = None if keep is None else ~keep.transpose(1, 2)  # [B, W, 1]
-        buffers = self.allocate_gemm(z_sq.shape[0], z_sq.shape[2])
-        return unsqueeze(self.run_gemm(buffers, z_sq, cond_rows, pad))
+        """Audio `[B, T]` float32, zero beyond each item's length. The items run in lanes
+        (`pack_lanes`): laid end to end, `gap` zero columns apart, the gaps masked as
+        padding is, so each item's audio is what it gets alone (to float rounding)."""
+        h = self.rows.n_group
+        batch, length = z.shape
+        lengths = lengths or [length] * batch
+        columns = [-(-n // h) for n in lengths]
+        audio = torch.zeros(batch, length, device=self.rows.device)
+        for lane in pack_lanes(columns, self.gap, self.lane_columns):
+            last, first = lane[-1]
+            width = first + columns[last]
+            lane_z = z.new_zeros(width * h, dtype=torch.float32, device=self.rows.device)
+            lane_cond = cond.new_zeros(cond.shape[1], width * h)
+            gaps = [
+                column
+                for (item, first), (_, following) in pairwise(lane)
+                for column in range(first + columns[item], following)
+            ]
+            for item, first in lane:
+                span = slice(first * h, (first + columns[item]) * h)
+                lane_z[span] = z[item, : columns[item] * h]
+                lane_cond[:, span] = cond[item, :, : columns[item] * h]
+            buffers = self.allocate_gemm(width)
+            x = self.run_gemm(
+                buffers,
+                squeeze(lane_z, h),
+                self.cond_columns(lane_cond),
+                torch.tensor(gaps, dtype=torch.long, device=self.rows.device) if gaps else None,
+            )
+            lane_audio = unsqueeze(x)
+            for item, first in lane:
+                audio[item, : lengths[item]] = lane_audio[first * h : first * h + lengths[item]]
+        return audio
 
     def cond_columns(self, cond: Tensor) -> Tensor:
-        """Conditioning `[B, n_mels, T]` -> `[h, B, W, E]`: each row's frames channels last,
-        then a ones column (the bias input) and zeros, in the network's dtype."""
+        """Conditioning `[n_mels, T]` -> `[h, W, E]`: each row's frames channels last, then a
+        ones column (the bias input) and zeros, in the network's dtype."""
         r = self.rows
-        batch, n_mels, length = cond.shape
+        n_mels, length = cond.shape
         # samples-major first: gathering straight into the row layout is 3x slower on a CPU
-        frames = cond.transpose(1, 2).contiguous()  # [B, T, n_mels]
-        rows = frames.view(batch, length // r.n_group, r.n_group, n_mels).permute(2, 0, 1, 3)
+        frames = cond.t().contiguous()  # [T, n_mels]
+        rows = frames.view(length // r.n_group, r.n_group, n_mels).transpose(0, 1)
         columns = torch.zeros(
             *rows.shape[:-1], extra_columns(n_mels), device=r.device, dtype=r.dtype
         )
@@ -256,87 +310,73 @@ class GemmRowInverse(IncrementalInverse):
 
     @staticmethod
     def _prepacked_preactivation(
-        layer: PackedLayer,
-        phase: int,
-        tap_rows: list[list[Tensor]],
-        cond_rows: list[Tensor],
-        gate: Tensor,
+        layer: PackedLayer, phase: int, tap_rows: list[Tensor], cond_row: Tensor
     ) -> Tensor:
-        """The layer's pre-activation `[B, W, 2C]` on prepacked weights: oneDNN's linear,
-        the running sum a fused addend. It returns new tensors (no in-place form); with
-        several items they are copied into `gate`."""
+        """The layer's pre-activation `[W, 2C]` on prepacked weights: oneDNN's linear, the
+        running sum a fused addend. It returns a new tensor (there is no in-place form)."""
         linear = torch.ops.mkldnn._linear_pointwise
         cond, taps = layer.prepacked
-        items = []
-        for item_cond, item_taps in zip(cond_rows, tap_rows, strict=True):
-            a = linear(item_cond, cond, None, "none", [], "")
-            for rows, weight in zip(item_taps, taps[phase], strict=True):
-                a = linear.binary(rows, a, weight, None, "add")
-            items.append(a)
-        if len(items) == 1:
-            return items[0].unsqueeze(0)
-        return torch.stack(items, out=gate)
+        a = linear(cond_row, cond, None, "none", [], "")
+        for rows, weight in zip(tap_rows, taps[phase], strict=True):
+            a = linear.binary(rows, a, weight, None, "add")
+        return a
 
     def run_gemm(
-        self, buffers: GemmBuffers, z_sq: Tensor, cond_rows: Tensor, pad: Tensor | None
+        self, buffers: GemmBuffers, z_rows: Tensor, cond_rows: Tensor, gaps: Tensor | None
     ) -> Tensor:
-        """Invert all flows into `buffers.x` (returned): z_sq `[B, h, W]` float32,
-        cond_rows `[h, B, W, E]` (`cond_columns`), pad `[B, W, 1]` bool (True on padding)
-        or None."""
+        """Invert all flows of one lane into `buffers.x` (returned): z_rows `[h, W]` float32,
+        cond_rows `[h, W, E]` (`cond_columns`), gaps: the indices of the columns between
+        items, or None."""
         r = self.rows
         c, k = r.channels, r.kernel_size
         x, gate, hidden = buffers.x, buffers.gate, buffers.hidden
-        batch, _, width = x.shape
         finish = r.elementwise.inverse
-        zeros = torch.zeros(batch, width, 1, device=x.device, dtype=r.dtype)
-        gate_2d, gate_tanh, gate_sigmoid = (
-            gate.view(batch * width, -1),
-            gate[..., :c],
-            gate[..., c:],
-        )
-        hidden_2d = hidden.view(batch * width, -1)
-        cond_2d = [rows.view(batch * width, -1) for rows in cond_rows]
-        cond_items = [list(rows) for rows in cond_rows]  # [row][item]: [W, E]
-        x.copy_(z_sq)
+        gate_tanh, gate_sigmoid = gate[:, :c], gate[:, c:]
+        x.copy_(z_rows)
+        if gaps is not None:  # what each layer's residual leaves in the gaps
+            gap_fills = {
+                id(layer): layer.res_fill.expand(len(gaps), c).contiguous()
+                for flow in self.packed
+                for layer in flow.layers
+                if layer.res_fill is not None
+            }
         for flow in reversed(self.packed):
             for ring, layer in zip(buffers.rings, flow.layers, strict=True):
                 ring.copy_(layer.ring_fill.expand_as(ring))
-            prev = zeros
+            prev = torch.zeros(x.shape[1], 1, device=x.device, dtype=r.dtype)
             for i, row in enumerate(flow.order):
                 phase = i % k
                 torch.addcmul(flow.front_bias, prev, flow.front_weight, out=buffers.slots[0][phase])
-                if pad is not None:
-                    buffers.slots[0][phase].masked_fill_(pad, 0.0)
+                if gaps is not None:
+                    buffers.slots[0][phase].index_fill_(0, gaps, 0.0)
                 for l, layer in enumerate(flow.layers):
                     # a = conditioning and bias + every tap's rows of the ring @ its weights
                     if layer.prepacked is None:
-                        torch.mm(cond_2d[row], layer.cond, out=gate_2d)
-                        taps = layer.taps[phase]
-                        for b, tap_rows in enumerate(buffers.tap_rows[l]):
-                            for rows, weight in zip(tap_rows, taps, strict=True):
-                                gate[b].addmm_(rows, weight)
+                        torch.mm(cond_rows[row], layer.cond, out=gate)
+                        for rows, weight in zip(
+                            buffers.tap_rows[l], layer.taps[phase], strict=True
+                        ):
+                            gate.addmm_(rows, weight)
                         a, a_tanh, a_sigmoid = gate, gate_tanh, gate_sigmoid
                     else:
                         a = self._prepacked_preactivation(
-                            layer, phase, buffers.tap_rows[l], cond_items[row], gate
+                            layer, phase, buffers.tap_rows[l], cond_rows[row]
                         )
-                        a_tanh, a_sigmoid = a[..., :c], a[..., c:]
+                        a_tanh, a_sigmoid = a[:, :c], a[:, c:]
                     # tanh(a1) * sigmoid(a2) = s2 - 2 s1 s2, s = sigmoid(a), a1 scaled by -2
                     a.sigmoid_()
                     hid = buffers.hiddens[l]
                     torch.addcmul(a_sigmoid, a_tanh, a_sigmoid, value=-2.0, out=hid)
                     if layer.res_weight is not None:  # g_{l+1} = g_l + res(hidden_l)
                         now, nxt = buffers.slots[l][phase], buffers.slots[l + 1][phase]
-                        for b in range(batch):
-                            torch.addmm(now[b], hid[b], layer.res_weight, out=nxt[b])
-                        if pad is not None:
-                            torch.where(pad, layer.res_fill, nxt, out=nxt)
-                params = torch.mm(hidden_2d, flow.out_weight)
-                params = params.view(batch, width, -1).permute(0, 2, 1).float()
-                x_row = finish(x[:, row], params)[0]
-                x[:, row] = x_row
+                        torch.addmm(now, hid, layer.res_weight, out=nxt)
+                        if gaps is not None:
+                            nxt.index_copy_(0, gaps, gap_fills[id(layer)])
+                params = torch.mm(hidden, flow.out_weight).t()[None].float()  # [1, P, W]
+                x_row = finish(x[None, row], params)[0][0]
+                x[row] = x_row
                 prev = x_row.unsqueeze(-1).to(r.dtype)
         return x
 
 
-__all__ = ["GemmRowInverse", "pack_flows"]
+__all__ = ["GemmRowInverse", "pack_flows", "pack_lanes"]
