@@ -13,6 +13,7 @@ from vocoder.audio import load_audio
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import build_row_flows, prepare_for_inference
+from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import (
     CapturedRun,
     GraphedRowInverse,
@@ -154,6 +155,31 @@ def test_padded_batches_equal_single_utterances(variant, synthesizers):
     assert stacked.shape == (2, 11 * model.config.hop_length)
     assert (stacked[0] - batch[0]).abs().max().item() < 1e-5
     assert (stacked[1] - stacked[0]).abs().max().item() > 1e-3  # item 1 uses seed 6
+
+
+def test_cpu_batches_are_grouped_to_fill_one_lane(monkeypatch):
+    model = tiny_model("nanoflow")
+    c = model.config
+    synth = Synthesizer.from_model(model, device="cpu")
+    engine = synth._row_inverse
+    assert isinstance(engine, GemmRowInverse)
+    engine.lane_columns = 24 * c.hop_length // c.n_group  # a lane holds 24 frames
+    sizes = []
+    original = GemmRowInverse.__call__
+
+    def recording(self, z, cond, lengths=None):
+        sizes.append(z.shape[0])
+        return original(self, z, cond, lengths)
+
+    monkeypatch.setattr(GemmRowInverse, "__call__", recording)
+    frames = [20, 11, 7, 6, 5, 3]  # the longest alone; then 11 + 7 (padded: 22); 6 + 5 + 3
+    mels = [log_mel(c.n_mels, n, i) for i, n in enumerate(frames)]
+    batch = synth.synthesize_batch(mels, seed=list(range(len(mels))))
+    assert sizes == [1, 2, 3]
+    sizes.clear()
+    for i, (mel, audio) in enumerate(zip(mels, batch, strict=True)):
+        assert (audio - synth.synthesize(mel, seed=i)).abs().max().item() < 1e-5
+    assert sizes == [1] * len(mels)
 
 
 def test_seeds_make_synthesis_reproducible(synthesizers):

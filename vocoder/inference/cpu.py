@@ -221,6 +221,11 @@ class GemmRowInverse(IncrementalInverse):
         if prepack:
             self._prepack()
 
+    @property
+    def lane_samples(self) -> int:
+        """The samples a lane holds."""
+        return self.lane_columns * self.rows.n_group
+
     def _prepack(self) -> None:
         for flow in self.packed:
             for layer in flow.layers:

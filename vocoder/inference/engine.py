@@ -35,6 +35,7 @@ from vocoder.checkpoint import load_model
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import InferenceModel, prepare_for_inference
+from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import make_row_inverse
 from vocoder.inference.denoiser import Denoiser, bias_mel
 from vocoder.inference.inputs import validate_mel
@@ -366,12 +367,18 @@ class Synthesizer:
             return []
         order = sorted(range(len(items)), key=lambda i: -items[i].length)
         per_sample = self._bytes_per_sample()
+        # the CPU engine runs a batch lane by lane: a batch wider than a lane gains nothing,
+        # and its padded inputs would only take memory
+        lane = None
+        if isinstance(self._row_inverse, GemmRowInverse):
+            lane = self._row_inverse.lane_samples
         out: dict[int, Tensor] = {}
         group: list[int] = []
         for i in order + [None]:
             if i is not None:
                 longest = items[group[0]].length if group else items[i].length
                 fits = (len(group) + 1) * longest * per_sample <= self.memory_budget
+                fits = fits and (lane is None or (len(group) + 1) * longest <= lane)
                 if not group or (fits and len(group) < self.max_batch):
                     group.append(i)
                     continue
