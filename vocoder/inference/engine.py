@@ -5,13 +5,14 @@
 
 What runs underneath: `compile.prepare_for_inference` (folded weights, cached NanoFlow
 biases, precision), then for WaveFlow/NanoFlow the incremental row engine
-(`incremental`), replayed from CUDA graphs on a GPU (`cuda`), for the Glow families their
-parallel inverse. Long mels are synthesized in overlapping windows (`longform`); the noise
-of each utterance comes from a `NoiseStream` of its seed, so results do not depend on
-chunking, batching or the device (beyond float rounding). Several utterances are padded
-to a batch exactly: each mel is upsampled alone (the upsampler looks a frame ahead), then
-padded, and the row engine masks the padding (see `incremental`); the Glow families batch
-utterances of equal length only.
+(`incremental`), replayed from CUDA graphs on a GPU (`cuda`), as GEMMs on a CPU (`cpu`),
+for the Glow families their parallel inverse. Long mels are synthesized in overlapping
+windows (`longform`); the noise of each utterance comes from a `NoiseStream` of its seed,
+so results do not depend on chunking, batching or the device (beyond float rounding).
+Several utterances are batched exactly: each mel is upsampled alone (the upsampler looks
+a frame ahead), then padded, and the row engine masks the padding (see `incremental`; the
+CPU engine lays the utterances end to end instead, and a CPU batch holds one of its lanes
+at most); the Glow families batch utterances of equal length only.
 
 sigma: the prior temperature, default `DEFAULT_SIGMA` (see `vocoder.sigma`).
 

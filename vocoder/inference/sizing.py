@@ -11,8 +11,8 @@ GPU_MEMORY_FRACTION = 0.25  # of the GPU's memory
 
 def default_batch_size(device: torch.device) -> int:
     """Utterances synthesized together when none is asked for: 8 on a GPU; `MAX_BATCH` on
-    a CPU, whose row engine lays them end to end rather than padding them (no slower
-    than one at a time, faster for short clips: see the README)."""
+    a CPU, whose row engine lays short ones end to end rather than padding them (faster
+    for short clips, the same for long ones: see the README)."""
     return 8 if device.type == "cuda" else MAX_BATCH
 
 
