@@ -4,9 +4,9 @@
 CPU oneDNN gives that 1-row conv only part of the matrix-multiply rate, in bf16 much less.
 Here every layer's ring is channels last and zero-padded along the width: `rings[l]`
 `[p + W + p, k*C]` (one lane, below), ring slot s in channels `s*C:(s+1)*C`, p the
-layer's padding. Tap t of the layer's dilated conv (dilation d) then reads rows `t*d : t*d + W` of
-the ring, a plain matrix (a ring row is exactly k*C wide): no unfolding, no copies. One
-layer-row is
+layer's padding. Tap t of the layer's dilated conv (dilation d) then reads rows
+`t*d : t*d + W` of the ring, a plain matrix (a ring row is exactly k*C wide): no
+unfolding, no copies. One layer-row is
 
     a   = cond_row @ cond_l  (the conditioning projection and the folded bias, through a
           ones column)  +  sum over taps t of  rings[l][t*d : t*d + W] @ taps_l[phase, t]
@@ -269,12 +269,14 @@ class GemmRowInverse(IncrementalInverse):
         padding is, so each item's audio is what it gets alone (to float rounding)."""
         h = self.rows.n_group
         batch, length = z.shape
+        if length % h:
+            raise ValueError(f"length {length} is not a multiple of the squeeze height {h}")
         lengths = lengths or [length] * batch
         columns = [-(-n // h) for n in lengths]
         audio = torch.zeros(batch, length, device=self.rows.device)
         for lane in pack_lanes(columns, self.gap, self.lane_columns):
-            last, first = lane[-1]
-            width = first + columns[last]
+            last, start = lane[-1]
+            width = start + columns[last]
             lane_z = z.new_zeros(width * h, dtype=torch.float32, device=self.rows.device)
             lane_cond = cond.new_zeros(cond.shape[1], width * h)
             gaps = [
