@@ -46,7 +46,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from vocoder.flows.squeeze import squeeze, unsqueeze
+from vocoder.flows.squeeze import unsqueeze
 from vocoder.inference.compile import RowFlows
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.precision import onednn_bf16
@@ -268,16 +268,15 @@ class GemmRowInverse(IncrementalInverse):
         (`pack_lanes`): laid end to end, `gap` zero columns apart, the gaps masked as
         padding is, so each item's audio is what it gets alone (to float rounding)."""
         h = self.rows.n_group
+        z_rows, _ = self.latent_rows(z, None)  # [B, h, T/h] float32
         batch, length = z.shape
-        if length % h:
-            raise ValueError(f"length {length} is not a multiple of the squeeze height {h}")
         lengths = lengths or [length] * batch
         columns = [-(-n // h) for n in lengths]
         audio = torch.zeros(batch, length, device=self.rows.device)
         for lane in pack_lanes(columns, self.gap, self.lane_columns):
             last, start = lane[-1]
             width = start + columns[last]
-            lane_z = z.new_zeros(width * h, dtype=torch.float32, device=self.rows.device)
+            lane_z = z_rows.new_zeros(h, width)
             lane_cond = cond.new_zeros(cond.shape[1], width * h)
             gaps = [
                 column
@@ -285,13 +284,13 @@ class GemmRowInverse(IncrementalInverse):
                 for column in range(first + columns[item], following)
             ]
             for item, first in lane:
+                lane_z[:, first : first + columns[item]] = z_rows[item, :, : columns[item]]
                 span = slice(first * h, (first + columns[item]) * h)
-                lane_z[span] = z[item, : columns[item] * h]
                 lane_cond[:, span] = cond[item, :, : columns[item] * h]
             buffers = self.allocate_gemm(width)
             x = self.run_gemm(
                 buffers,
-                squeeze(lane_z, h),
+                lane_z,
                 self.cond_columns(lane_cond),
                 torch.tensor(gaps, dtype=torch.long, device=self.rows.device) if gaps else None,
             )
@@ -340,6 +339,7 @@ class GemmRowInverse(IncrementalInverse):
         finish = r.elementwise.inverse
         gate_tanh, gate_sigmoid = gate[:, :c], gate[:, c:]
         x.copy_(z_rows)
+        zeros = torch.zeros(x.shape[1], 1, device=x.device, dtype=r.dtype)
         if gaps is not None:  # what each layer's residual leaves in the gaps
             gap_fills = {
                 id(layer): layer.res_fill.expand(len(gaps), c).contiguous()
@@ -350,7 +350,7 @@ class GemmRowInverse(IncrementalInverse):
         for flow in reversed(self.packed):
             for ring, layer in zip(buffers.rings, flow.layers, strict=True):
                 ring.copy_(layer.ring_fill.expand_as(ring))
-            prev = torch.zeros(x.shape[1], 1, device=x.device, dtype=r.dtype)
+            prev = zeros
             for i, row in enumerate(flow.order):
                 phase = i % k
                 torch.addcmul(flow.front_bias, prev, flow.front_weight, out=buffers.slots[0][phase])
