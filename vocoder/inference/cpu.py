@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vocoder.flows.squeeze import unsqueeze
@@ -55,11 +56,12 @@ from vocoder.precision import onednn_bf16
 # about 10% faster; WaveFlow-r64 and the small model slower: there a new output tensor
 # per GEMM costs more than the repacking it saves).
 PREPACK_MIN_CHANNELS = 128
-# Items of a batch share a lane up to this many columns (`pack_lanes`). In bf16 a narrow
-# lane leaves the GEMMs' fixed cost per call unpaid; in fp32 a wide one falls out of cache
-# (bench/cpu_batch.py, the small model on 2 cores: 24 clips of 0.3-1.5 s 1.5-1.65x batch 1
-# in bf16 at 8k-32k columns; fp32 1.05x at 2k, 0.95x at 8k).
-LANE_COLUMNS = {torch.float32: 2048, torch.bfloat16: 16384, torch.float16: 16384}
+# Items of a batch share a lane up to this many columns (`pack_lanes`). A narrow lane leaves
+# the GEMMs' fixed cost per call unpaid, a wide one falls out of cache: fp32 sooner (the
+# README has bench/cpu_batch.py's figures; 8k columns in bf16 was the best or within noise
+# of it for the small model on AMX and on AVX512-BF16, where WaveFlow-r64 lost up to 12% at
+# 16k; fp32 1.05x batch 1 at 2k on AMX, 0.95x at 8k).
+LANE_COLUMNS = {torch.float32: 2048, torch.bfloat16: 8192, torch.float16: 8192}
 
 
 @dataclass
@@ -84,7 +86,9 @@ class PackedFlow:
     front_weight: Tensor  # [C]
     front_bias: Tensor  # [C]
     layers: list[PackedLayer]
-    out_weight: Tensor  # [L*(C+1), P]: projection of the stacked [hidden_l, 1] blocks
+    # [P, L*(C+1)]: projection of the stacked [hidden_l, 1] blocks, in `F.linear`'s layout:
+    # with P = 2 outputs MKL's fp32 GEMM runs it 4-7x faster than in the [L*(C+1), P] one
+    out_weight: Tensor
 
 
 def _tanh_scale(channels: int, like: Tensor) -> Tensor:
@@ -156,7 +160,7 @@ def pack_flows(rows: RowFlows) -> list[PackedFlow]:
                 front_weight=flow.front_weight.flatten(),
                 front_bias=flow.front_bias.flatten(),
                 layers=layers,
-                out_weight=torch.cat(blocks).contiguous(),
+                out_weight=torch.cat(blocks).t().contiguous(),
             )
         )
     return flows
@@ -277,41 +281,41 @@ class GemmRowInverse(IncrementalInverse):
             last, start = lane[-1]
             width = start + columns[last]
             lane_z = z_rows.new_zeros(h, width)
-            lane_cond = cond.new_zeros(cond.shape[1], width * h)
-            gaps = [
+            lane_cond = self.cond_columns(width)
+            between = [
                 column
                 for (item, first), (_, following) in pairwise(lane)
                 for column in range(first + columns[item], following)
             ]
-            for item, first in lane:
-                lane_z[:, first : first + columns[item]] = z_rows[item, :, : columns[item]]
-                span = slice(first * h, (first + columns[item]) * h)
-                lane_cond[:, span] = cond[item, :, : columns[item] * h]
-            buffers = self.allocate_gemm(width)
-            x = self.run_gemm(
-                buffers,
-                lane_z,
-                self.cond_columns(lane_cond),
-                torch.tensor(gaps, dtype=torch.long, device=self.rows.device) if gaps else None,
+            gaps = (
+                torch.tensor(between, dtype=torch.long, device=self.rows.device)
+                if between
+                else None
             )
+            for item, first in lane:
+                n = columns[item]
+                lane_z[:, first : first + n] = z_rows[item, :, :n]
+                # each row's frames channels last: [n_mels, n*h] -> [h, n, n_mels]
+                frames = cond[item, :, : n * h].unflatten(1, (n, h)).permute(2, 1, 0)
+                lane_cond[:, first : first + n, : frames.shape[2]] = frames
+            if gaps is not None:
+                lane_cond.index_fill_(1, gaps, 0.0)
+            x = self.run_gemm(self.allocate_gemm(width), lane_z, lane_cond, gaps)
             lane_audio = unsqueeze(x)
             for item, first in lane:
                 audio[item, : lengths[item]] = lane_audio[first * h : first * h + lengths[item]]
         return audio
 
-    def cond_columns(self, cond: Tensor) -> Tensor:
-        """Conditioning `[n_mels, T]` -> `[h, W, E]`: each row's frames channels last, then a
-        ones column (the bias input) and zeros, in the network's dtype."""
+    def cond_columns(self, width: int) -> Tensor:
+        """The conditioning rows of a lane, `[h, W, E]` in the network's dtype, to be filled:
+        per column its n_mels frames (left unset), then a one (the bias input) and zeros."""
         r = self.rows
-        n_mels, length = cond.shape
-        # samples-major first: gathering straight into the row layout is 3x slower on a CPU
-        frames = cond.t().contiguous()  # [T, n_mels]
-        rows = frames.view(length // r.n_group, r.n_group, n_mels).transpose(0, 1)
-        columns = torch.zeros(
-            *rows.shape[:-1], extra_columns(n_mels), device=r.device, dtype=r.dtype
+        n_mels = r.config.n_mels
+        columns = torch.empty(
+            r.n_group, width, extra_columns(n_mels), device=r.device, dtype=r.dtype
         )
-        columns[..., :n_mels] = rows
         columns[..., n_mels] = 1.0
+        columns[..., n_mels + 1 :] = 0.0
         return columns
 
     @staticmethod
@@ -379,7 +383,7 @@ class GemmRowInverse(IncrementalInverse):
                         torch.addmm(now, hid, layer.res_weight, out=nxt)
                         if gaps is not None:
                             nxt.index_copy_(0, gaps, gap_fills[id(layer)])
-                params = torch.mm(hidden, flow.out_weight).t()[None].float()  # [1, P, W]
+                params = F.linear(hidden, flow.out_weight).t()[None].float()  # [1, P, W]
                 x_row = finish(x[None, row], params)[0][0]
                 x[row] = x_row
                 prev = x_row.unsqueeze(-1).to(r.dtype)
