@@ -24,6 +24,7 @@ from vocoder.models import (
     resolve_model_config,
 )
 from vocoder.models.nanoflow import CachedFlowIndication, FlowIndication
+from vocoder.nets import wavenet2d
 from vocoder.nets.upsample import MelUpsampler2D
 
 
@@ -353,6 +354,39 @@ def test_training_loss_reaches_every_parameter(variant):
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("variant", ["waveflow", "nanoflow", "nanoflow-partial-concat"])
+def test_cpu_runs_the_2d_network_channels_last_with_the_same_values(variant, monkeypatch):
+    """On a CPU every dilated conv of the 2-D WaveNet gets a channels-last input (oneDNN's
+    faster layout), and the log-likelihood and its gradients are what NCHW gives."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**VARIANTS[variant]))
+    audio, mel = inputs(model, 64)
+    layouts: list[bool] = []
+
+    def record(module, args):
+        layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    for module in model.modules():
+        if isinstance(module, wavenet2d.GatedLayer2D):
+            module.dilated_conv.register_forward_pre_hook(record)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = -model.log_prob(audio, mel).mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = loss_and_grads()
+    assert layouts and all(layouts)
+    layouts.clear()
+    monkeypatch.setattr(wavenet2d, "conv_layout", lambda x: x)
+    nchw_loss, nchw_grads = loss_and_grads()
+    assert layouts and not any(layouts)
+    torch.testing.assert_close(loss, nchw_loss, rtol=1e-5, atol=1e-6)
+    for grad, nchw in zip(grads, nchw_grads, strict=True):
+        torch.testing.assert_close(grad, nchw, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("stride", [16, 15, 20, 4, 2, 1])
