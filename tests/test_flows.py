@@ -39,6 +39,16 @@ def test_row_orders():
     assert torch.equal(permute_rows(x, torch.tensor([2, 0, 1])), x[:, :, [2, 0, 1]])
 
 
+def test_permuted_rows_pass_gradients_back_to_their_original_rows():
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64, requires_grad=True)
+    order = torch.tensor([4, 0, 5, 2, 1, 3])
+    weights = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    (permute_rows(x, order) * weights).sum().backward()
+    expected = torch.zeros_like(x).index_copy_(-2, order, weights)  # row i went to i's place
+    assert torch.equal(x.grad, expected)
+    assert torch.autograd.gradcheck(lambda t: permute_rows(t, order), (x,))
+
+
 def test_bipartized_row_orders_match_official_waveflow():
     # PaddlePaddle/Parakeet parakeet/models/waveflow.py (WaveFlow._create_perm, forward): after
     # flow i the rows are reversed if i < n_flows // 2, else each half is reversed on its own.
