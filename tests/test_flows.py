@@ -47,6 +47,11 @@ def test_permuted_rows_pass_gradients_back_to_their_original_rows():
     expected = torch.zeros_like(x).index_copy_(-2, order, weights)  # row i went to i's place
     assert torch.equal(x.grad, expected)
     assert torch.autograd.gradcheck(lambda t: permute_rows(t, order), (x,))
+    # a channels-last input (the 2-D WaveNet's layout on a CPU) stays channels last
+    last = x.detach().contiguous(memory_format=torch.channels_last)
+    permuted = permute_rows(last, order)
+    assert permuted.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(permuted, x.detach()[:, :, order])
 
 
 def test_bipartized_row_orders_match_official_waveflow():

@@ -78,6 +78,12 @@ def row_orders(kind: PermutationKind, h: int, n_flows: int, first_flow: bool = F
     return torch.stack(orders)
 
 
+def _select_rows(x: Tensor, order: Tensor) -> Tensor:
+    # into a tensor of x's memory format: a channels-last x comes out channels last, 13x
+    # faster on a CPU than the NCHW result `index_select` gives it on its own
+    return torch.index_select(x, -2, order, out=torch.empty_like(x))
+
+
 class _PermuteRows(torch.autograd.Function):
     """`index_select` of rows whose gradient is the inverse permutation's `index_select`:
     autograd's own, an `index_add_`, was 2.3 ms a call in CPU training, 4% of a step."""
@@ -85,12 +91,12 @@ class _PermuteRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, order: Tensor) -> Tensor:
         ctx.save_for_backward(order)
-        return x.index_select(-2, order)
+        return _select_rows(x, order)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         (order,) = ctx.saved_tensors
-        return grad.index_select(-2, torch.argsort(order)), None
+        return _select_rows(grad, torch.argsort(order)), None
 
 
 def permute_rows(x: Tensor, order: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.models.base import FlowVocoder, ReceptiveField, elementwise_for
 from vocoder.models.config import ModelConfig
 from vocoder.nets.upsample import MelUpsampler2D
-from vocoder.nets.wavenet2d import WaveNet2D
+from vocoder.nets.wavenet2d import WaveNet2D, conv_layout
 
 
 def zero_projection(channels: int, outputs: int) -> nn.Conv2d:
@@ -72,8 +72,9 @@ class WaveFlow(FlowVocoder):
         )
 
     def prepare_conditioning(self, cond: Tensor):
-        """Signal-independent work done once per utterance; here just the squeezed mel."""
-        return cond
+        """Signal-independent work done once per utterance; here just the squeezed mel, in
+        the layout the networks' convs take (`conv_layout`), converted once for all flows."""
+        return conv_layout(cond)
 
     def flow_conditioner(
         self, k: int, prepared, mask: Tensor | None = None
