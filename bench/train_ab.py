@@ -1,4 +1,4 @@
-"""Training speed of two checkouts side by side: the trainer's step, alternating.
+"""CPU training speed of two checkouts side by side: the trainer's step, alternating.
 
     git worktree add /tmp/before HEAD~1
     python bench/train_ab.py /tmp/before . --config recipes/pretrained/waveflow-small-cpu.yaml
