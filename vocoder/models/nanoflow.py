@@ -37,7 +37,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from vocoder.flows.permutations import permute_rows
 from vocoder.models.config import ModelConfig
 from vocoder.models.waveflow import WaveFlow, zero_projection
-from vocoder.nets.wavenet2d import Modulation, conv_layout
+from vocoder.nets.wavenet2d import Modulation
 
 
 class FlowIndication(nn.Module):
@@ -186,9 +186,9 @@ class NanoFlow(WaveFlow):
         return None if self.flow_indication is None else self.flow_indication(k)
 
     def prepare_conditioning(self, cond: Tensor):
-        """The squeezed mel (in the convs' layout, `conv_layout`) and the shared layers'
-        projections of it, computed once."""
-        cond = conv_layout(cond)
+        """WaveFlow's prepared mel (in the convs' layout) and the shared layers' projections
+        of it, computed once."""
+        cond = super().prepare_conditioning(cond)
         return cond, self.net.project_conditioning(cond)
 
     def flow_conditioner(
