@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vocoder.cli import main
 from vocoder.errors import InputError
 from vocoder.pretrained import (
     PRETRAINED_DIR,
+    REGISTRY_FILE,
     ModelEntry,
     default_model_name,
     list_models,
@@ -79,6 +82,34 @@ def test_default_model_resolves_and_matches_its_entry():
     model, info = load_model(path)
     assert info.model.family == entry.family
     assert model.parameter_count(inference_form=True) == entry.parameters
+
+
+def test_the_default_models_card_is_what_its_recipe_writes_from_the_registry(tmp_path):
+    """pretrained/<name>.md is register.py's card of the registry entry, the weights'
+    metadata and the recipe's config as the run resolved it (trained in fp32), so the
+    card and the figures cannot drift apart; the card states the training precision."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "pretrained"
+    spec = importlib.util.spec_from_file_location("register", recipe / "register.py")
+    register = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(register)
+    entry = next(
+        m
+        for m in json.loads((PRETRAINED_DIR / REGISTRY_FILE).read_text())["models"]
+        if m["name"] == register.NAME
+    )
+    metadata = json.loads((PRETRAINED_DIR / f"{register.NAME}.json").read_text())["metadata"]
+    config = yaml.safe_load((recipe / f"{register.NAME}.yaml").read_text())
+    cards = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / precision
+        run.mkdir()
+        config["train"]["precision"] = precision
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        cards[precision] = run / "card.md"
+        register.write_card(cards[precision], entry, metadata, metadata["weights_dtype"], run)
+    assert cards["fp32"].read_text() == (PRETRAINED_DIR / entry["card"]).read_text()
+    assert "halved every 2,500 steps, fp32)" in cards["fp32"].read_text()
+    assert "halved every 2,500 steps, bf16)" in cards["bf16"].read_text()
 
 
 def test_an_existing_path_passes_through(tmp_path):

@@ -361,23 +361,23 @@ def test_init_from_loads_weights_and_checks_the_config(reference):
         init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
 
 
-def test_auto_precision_is_the_devices_best_and_the_run_config_records_it(reference, tmp_path):
-    conf, _ = reference
-    assert load_experiment_config(conf).train.precision == "fp32"  # the default
-    run = tmp_path / "run"
-    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]
-    assert main([*args, "train.precision=auto", "train.valid_every=100"]) == 0
+def test_auto_precision_is_the_default_and_the_run_config_records_the_devices_best(reference):
+    conf, run = reference  # trained without train.precision in its config
+    assert "precision" not in yaml.safe_load(conf.read_text())["train"]
+    assert load_experiment_config(conf).train.precision == "auto"
     recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"]
     assert recorded == default_precision(torch.device("cpu"))
     assert recorded == ("bf16" if cpu_bf16_units() and onednn_bf16() else "fp32")
 
 
-def test_bf16_autocast_on_cpu_trains(reference, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_stated_precision_trains_on_cpu_as_stated(reference, tmp_path, precision):
     conf, _ = reference
     run = tmp_path / "run"
     args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "2"]
-    assert main([*args, "train.precision=bf16", "train.valid_every=100"]) == 0
+    assert main([*args, f"train.precision={precision}", "train.valid_every=100"]) == 0
     assert all(math.isfinite(v) for v in losses(run).values())
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"] == precision
 
 
 # ---- what a resume resumes ----

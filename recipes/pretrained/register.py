@@ -58,7 +58,7 @@ CARD = """# {name}
 | weights | `{name}.safetensors`, network weights in {dtype}, training form (fine-tunable) |
 | data | {data}; the test splits were never read in training |
 | training | {step:,} steps of `vocoder train` (batch {batch} x {segment} samples, Adam lr \
-{lr:g} halved every {halve:,} steps), {hours:.1f} h on {hardware} |
+{lr:g} halved every {halve:,} steps, {precision}), {hours:.1f} h on {hardware} |
 | recipe | `bash recipes/pretrained/run.sh` (config `recipes/pretrained/waveflow-small-cpu.yaml`) |
 | license | code MIT; LJ Speech public domain; male-reader Apache-2.0 (PhilippMatthes/dc_tts) |
 
@@ -108,6 +108,7 @@ def write_card(path: Path, entry: dict, metadata: dict, dtype: str, run: Path) -
         segment=config["data"]["segment_length"],
         lr=config["train"]["lr"],
         halve=config["train"]["lr_halve_every"],
+        precision=config["train"]["precision"],  # as the run resolved it (not "auto")
         parameters=entry["parameters"],
         dtype=dtype,
         data=entry["data"],

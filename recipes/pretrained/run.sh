@@ -22,6 +22,7 @@ RUN=$EXP/wf-small
 EVAL=$EXP/eval
 MAX_STEPS=${MAX_STEPS:-4300}
 DTYPE=${DTYPE:-fp32}           # the shipped storage precision (stage 3 scores both)
+PRECISION=${PRECISION:-}       # training precision; empty: the config's (auto)
 HERE=recipes/pretrained
 run() { [ "$first" -le "$1" ] && [ "$1" -le "$last" ]; }
 
@@ -35,8 +36,10 @@ fi
 if run 2; then
   resume=()
   [ -d $RUN/checkpoints ] && resume=(--resume)
+  precision=()
+  [ -n "$PRECISION" ] && precision=("train.precision=$PRECISION")
   vocoder train --config $HERE/waveflow-small-cpu.yaml --out $RUN "${resume[@]}" \
-    --max-steps "$MAX_STEPS"
+    --max-steps "$MAX_STEPS" "${precision[@]}"
 fi
 if run 3; then
   mkdir -p $EVAL
