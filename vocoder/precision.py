@@ -1,8 +1,8 @@
 """Which precision a device runs best: bf16 on CPUs with bf16 arithmetic units, else fp32.
 
 Synthesis (`vocoder synthesize --device cpu`) and training (`train.precision: auto`) take
-it by default; bench/cpu_engine.py and bench/train_precision.py
-measure both the speed and what bf16 costs in quality there.
+it by default; bench/cpu_engine.py and bench/train_precision.py measure both the speed and
+what bf16 costs in quality there.
 
 A CPU has bf16 units when it reports the `avx512_bf16` (AVX512-BF16: Cooper Lake, Zen 4 and
 later) or `amx_bf16` (AMX: Sapphire Rapids and later) instruction-set flags; there oneDNN
