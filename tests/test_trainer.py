@@ -289,6 +289,20 @@ def test_resume_applies_a_new_learning_rate(reference, tmp_path):
     assert [e["lr"] for e in read_log(run)][2:] == [1e-4, 1e-4, 5e-5]  # halved after step 4
 
 
+def test_a_run_begun_with_auto_precision_resumes_with_its_config_given(reference, tmp_path):
+    """The run keeps the precision `auto` chose when it began; the --config's `auto` (the
+    default) agrees with it, as a recipe passes --config with --resume."""
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "train.valid_every=100"]
+    assert main([*args, "--max-steps", "1"]) == 0
+    chosen = yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"]
+    assert chosen == default_precision(torch.device("cpu"))
+    assert main([*args, "--resume", "--max-steps", "2"]) == 0
+    assert sorted(losses(run)) == [1, 2]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"] == chosen
+
+
 def test_resume_refuses_a_changed_model(reference, tmp_path, capsys):
     conf, _ = reference
     run = tmp_path / "run"

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -168,6 +169,8 @@ def resolve_config(
     if config_path is None:
         return config
     given = load_experiment_config(config_path, overrides)
+    if given.train.precision == "auto":  # resolved when the run began; the run keeps it
+        given = replace(given, train=replace(given.train, precision=config.train.precision))
     changed = [
         d
         for d in _differences(experiment_to_dict(config), experiment_to_dict(given))
