@@ -106,8 +106,9 @@ def train_side_by_side(config, runs: list[Run], data, score_every: int, score) -
     last."""
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     grad_clip = config.train.grad_clip
+    initial = score(runs[0].model)  # every run starts from the same weights (`new_run`)
     for run in runs:
-        run.scores.append((0, 0.0, score(run.model)))
+        run.scores.append((0, 0.0, initial))
     step = 0
     for step, (audio, mel) in enumerate(data, start=1):
         for run in runs if step % 2 else runs[::-1]:
@@ -160,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     segment = args.segment or config.data.segment_length
     segments = SegmentDataset(split_files(args.data, "train"), features, segment, args.seed)
     test = UtteranceDataset(split_files(args.data, "test"), features)
-    test_audio = [test[i][0] for i in range(len(test))]
-    test_mels = [test[i][1] for i in range(len(test))]
+    test_items = [test[i] for i in range(len(test))]  # each clip read and its mel made once
+    test_audio = [item[0] for item in test_items]
+    test_mels = [item[1] for item in test_items]
     print(
         f"# {args.config.name}: {platform.processor() or platform.machine()}, torch "
         f"{torch.__version__}, bf16 units: {cpu_bf16_units()}, {args.threads} threads, "
