@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from vocoder.cli import main
 from vocoder.errors import InputError
@@ -84,32 +83,60 @@ def test_default_model_resolves_and_matches_its_entry():
     assert model.parameter_count(inference_form=True) == entry.parameters
 
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "pretrained"
+
+
+def _recipe_script(name: str):
+    """recipes/pretrained/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, RECIPE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_default_models_card_is_what_its_recipe_writes_from_the_registry(tmp_path):
     """pretrained/<name>.md is register.py's card of the registry entry, the weights'
-    metadata and the recipe's config as the run resolved it (trained in fp32), so the
-    card and the figures cannot drift apart; the card states the training precision."""
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "pretrained"
-    spec = importlib.util.spec_from_file_location("register", recipe / "register.py")
-    register = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(register)
+    metadata and the recipe's config, so the card and the figures cannot drift apart; the
+    card states the precision of training (the weights' metadata) and of the speed figure."""
+    register = _recipe_script("register")
     entry = next(
         m
         for m in json.loads((PRETRAINED_DIR / REGISTRY_FILE).read_text())["models"]
         if m["name"] == register.NAME
     )
     metadata = json.loads((PRETRAINED_DIR / f"{register.NAME}.json").read_text())["metadata"]
-    config = yaml.safe_load((recipe / f"{register.NAME}.yaml").read_text())
-    cards = {}
-    for precision in ("fp32", "bf16"):
-        run = tmp_path / precision
-        run.mkdir()
-        config["train"]["precision"] = precision
-        (run / "config.yaml").write_text(yaml.safe_dump(config))
-        cards[precision] = run / "card.md"
-        register.write_card(cards[precision], entry, metadata, metadata["weights_dtype"], run)
-    assert cards["fp32"].read_text() == (PRETRAINED_DIR / entry["card"]).read_text()
-    assert "halved every 2,500 steps, fp32)" in cards["fp32"].read_text()
-    assert "halved every 2,500 steps, bf16)" in cards["bf16"].read_text()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text((RECIPE / f"{register.NAME}.yaml").read_text())
+    shipped = tmp_path / "card.md"
+    register.write_card(shipped, entry, metadata, metadata["weights_dtype"], run)
+    assert shipped.read_text() == (PRETRAINED_DIR / entry["card"]).read_text()
+    trained, speed = metadata["training_precision"], entry["summary"]["cpu_speed_precision"]
+    assert f"halved every 2,500 steps, {trained})" in shipped.read_text()
+    assert f"batch 1,\n{speed}, 2 cores" in shipped.read_text()
+
+    other = {"fp32": "bf16", "bf16": "fp32"}
+    metadata["training_precision"] = other[trained]
+    entry["summary"]["cpu_speed_precision"] = other[speed]
+    changed = tmp_path / "changed.md"
+    register.write_card(changed, entry, metadata, metadata["weights_dtype"], run)
+    assert f"halved every 2,500 steps, {other[trained]})" in changed.read_text()
+    assert f"batch 1,\n{other[speed]}, 2 cores" in changed.read_text()
+
+
+def test_the_recipe_reads_speed_and_precision_from_what_synthesize_prints(
+    ljspeech_clips, tmp_path, capsys
+):
+    """Stage 5 takes the card's CPU speed and its precision from stage 4's log."""
+    collect_figures = _recipe_script("collect_figures")
+    mel = ljspeech_clips / "mels_tacotron2" / "LJ001-0028.npy"
+    args = [str(mel), "--device", "cpu", "--precision", "fp32", "--batch-size", "1"]
+    assert main(["synthesize", *args, "--seed", "0", "--out", str(tmp_path / "out")]) == 0
+    log = capsys.readouterr().out
+    found = collect_figures.cpu_speed(log)
+    assert found["cpu_speed_precision"] == "fp32"
+    speed = float(log.rsplit("x real time", 1)[0].rsplit("(", 1)[1])  # the total, last
+    assert found["cpu_speed_x_real_time"] == speed > 0
 
 
 def test_an_existing_path_passes_through(tmp_path):

@@ -8,8 +8,8 @@
 Means are over all test clips of the reports together (`EvalReport.summary` of their
 files pooled: each clip counts once, NaN scores such as PESQ on a clip it cannot score are
 left out), with each report's own means under "per_split". The real-time factor is the
-one `vocoder synthesize` printed. With --other-dtype, the test LL of the weights stored in
-that other precision is recorded too.
+one `vocoder synthesize` printed, with the precision it ran in. With --other-dtype, the
+test LL of the weights stored in that other precision is recorded too.
 """
 
 from __future__ import annotations
@@ -53,10 +53,21 @@ def figures(reports: dict[str, dict], synthesize_log: str | None) -> dict:
         },
     }
     if synthesize_log:
-        found = re.findall(r"of audio in ([\d.]+) s \(([\d.]+)x real time\)", synthesize_log)
-        if found:
-            out["cpu_speed_x_real_time"] = float(found[-1][1])
+        out.update(cpu_speed(synthesize_log))
     return out
+
+
+def cpu_speed(synthesize_log: str) -> dict:
+    """The real-time factor of the run's total (its last line) and the precision it ran in
+    (its first: "model NAME (...) on cpu, bf16 (default: ...); ..."), or {}."""
+    found = re.findall(r"of audio in ([\d.]+) s \(([\d.]+)x real time\)", synthesize_log)
+    if not found:
+        return {}
+    precision = re.search(r"\) on \w+, (\w+)", synthesize_log)
+    return {
+        "cpu_speed_x_real_time": float(found[-1][1]),
+        "cpu_speed_precision": precision.group(1) if precision else "unknown",
+    }
 
 
 def main() -> None:

@@ -81,12 +81,13 @@ GPU-trained models ship, so that the toolkit's commands work out of the box.
 ## Speed
 
 CPU: {cpu_speed} x real time (`vocoder synthesize` of the {n_lj} LJ Speech test clips, batch 1,
-fp32, 2 cores; stage 4 of the recipe). GPU: not measured.
+{speed_precision}, 2 cores; stage 4 of the recipe). GPU: not measured.
 """
 
 
 def write_card(path: Path, entry: dict, metadata: dict, dtype: str, run: Path) -> None:
-    """The model card, from the registry entry, its figures and the run's resolved config."""
+    """The model card, from the registry entry, its figures, the weights' metadata and the
+    run's resolved config."""
     fig = entry["summary"]
     config = load_mapping(run / "config.yaml")
     per_split = "; ".join(
@@ -108,7 +109,7 @@ def write_card(path: Path, entry: dict, metadata: dict, dtype: str, run: Path) -
         segment=config["data"]["segment_length"],
         lr=config["train"]["lr"],
         halve=config["train"]["lr_halve_every"],
-        precision=config["train"]["precision"],  # as the run resolved it (not "auto")
+        precision=metadata["training_precision"],
         parameters=entry["parameters"],
         dtype=dtype,
         data=entry["data"],
@@ -121,6 +122,7 @@ def write_card(path: Path, entry: dict, metadata: dict, dtype: str, run: Path) -
         **{f"gl_{k}": v for k, v in fig["griffin_lim"].items()},
         per_split=per_split,
         cpu_speed=fig.get("cpu_speed_x_real_time", "not measured"),
+        speed_precision=fig.get("cpu_speed_precision", "precision not recorded"),
         n_lj=fig["split"].split("ljspeech-mini test (")[1].split()[0],
     )
     with atomic_output(path, overwrite=True) as tmp:
@@ -148,6 +150,8 @@ def main() -> None:
         "weights_dtype": args.dtype,
         "trained_on": HARDWARE,
         "training_hours": round(hours, 2),
+        # as the run resolved it: `auto` is recorded as what it chose
+        "training_precision": load_mapping(args.run / "config.yaml")["train"]["precision"],
         "data": DATA,
         "recipe": "recipes/pretrained/run.sh",
         "card": f"pretrained/{NAME}.md",
