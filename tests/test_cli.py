@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import importlib
+import json
 import logging
 import os
 import platform
@@ -162,6 +163,11 @@ SYNTHESIZE_CASES = {
     "wrong-bins": ("bins.npy", np.zeros((60, 20)), "expected 80 mel bins, got shape (60, 20)"),
     "nan-mel": ("nan.npy", nan_mel(), "contains 6 NaN or infinite values"),
     "not-a-mel": ("notes.csv", "not a mel", "not a mel (.npy, .pt) or audio file"),
+    # numpy's own words would be about pickles and allow_pickle, torch's a bare "101"
+    "text-as-npy": ("text.npy", "hello world", "not a .npy file (no NumPy header)"),
+    "text-as-pt": ("text.pt", "hello world", "not a mel file: neither a zip nor a pickle"),
+    # centered reflect padding takes n_fft / 2 samples: torch's error named no file
+    "short-audio": ("short.wav", np.zeros(512), "512 samples is too short for a mel"),
 }
 
 
@@ -172,7 +178,9 @@ def bad_command(case: str, folder: Path, model: Path) -> tuple[list[str], Path, 
     if case in SYNTHESIZE_CASES:
         name, content, problem = SYNTHESIZE_CASES[case]
         path = folder / name
-        if isinstance(content, np.ndarray):
+        if path.suffix == ".wav":
+            sf.write(path, content, 22050)
+        elif isinstance(content, np.ndarray):
             np.save(path, content.astype(np.float32))
         elif content is not None:
             path.write_text(content)
@@ -383,6 +391,30 @@ def test_torch_hint_to_unpickle_never_leaks(tmp_path, capsys):
         assert "weights_only" not in message and "will likely succeed" not in message
 
 
+@pytest.mark.parametrize(
+    "option, value, problem",
+    [
+        ("--chunk-seconds", "inf", "--chunk-seconds must be a finite number above 0, got inf"),
+        ("--chunk-seconds", "0", "--chunk-seconds must be a finite number above 0, got 0.0"),
+        ("--denoise", "inf", "--denoise must be a finite number >= 0, got inf"),
+        ("--denoise", "nan", "--denoise must be a finite number >= 0, got nan"),
+    ],
+)
+def test_synthesize_options_are_checked_before_any_work(option, value, problem, tmp_path, capsys):
+    argv = ["synthesize", str(tmp_path / "a.npy"), "--out", str(tmp_path / "out")]
+    assert main([*argv, option, value]) == 2
+    assert capsys.readouterr().err == f"error: {problem}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_info_refuses_a_config_without_model_settings(tmp_path, capsys):
+    for name, text in [("empty.json", "{}"), ("empty.yaml", "model: {}\n")]:
+        path = tmp_path / name
+        path.write_text(text)  # every field has a default: this would describe a made-up model
+        assert main(["info", str(path)]) == 2
+        assert capsys.readouterr().err == f"error: {path}: no model settings in it\n"
+
+
 def test_other_exits_of_a_command(monkeypatch, capsys):
     module = importlib.import_module("vocoder.cli.info")
 
@@ -391,6 +423,14 @@ def test_other_exits_of_a_command(monkeypatch, capsys):
 
     monkeypatch.setattr(module, "run", stopped)
     assert main(["info", "waveglow"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+    def interrupted_while_importing(command):  # Ctrl-C while torch is being imported
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr("vocoder.cli.build_parser", interrupted_while_importing)
+        assert main(["info", "waveglow"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
 
     monkeypatch.setattr(module, "run", lambda args: 3)
@@ -469,8 +509,12 @@ def test_evaluate_takes_a_pretrained_name(tmp_path, capsys):
     filelist = tmp_path / "test.txt"
     filelist.write_text(f"{REPO / 'app' / 'examples' / 'LJ050-0030.wav'}\n")
     argv = ["evaluate", "--checkpoint", default_model_name(), "--filelist", str(filelist)]
-    assert main([*argv, "--no-synthesis", "--device", "cpu"]) == 0
+    report = tmp_path / "report.json"
+    assert main([*argv, "--no-synthesis", "--device", "cpu", "--out", str(report)]) == 0
     assert "test LL" in capsys.readouterr().out
+    info = json.loads(report.read_text())["info"]  # the name asked for, and the file read
+    assert info["checkpoint_given"] == default_model_name()
+    assert info["checkpoint"].endswith(f"{default_model_name()}.safetensors")
 
 
 def test_a_failed_prepare_leaves_no_folder(tmp_path, capsys):
@@ -561,5 +605,11 @@ def test_remedies_are_flags_in_the_cli_and_settings_in_the_library():
         "m.npy", "looks mean-variance normalized", [remedy(mel_format="meanvar", stats="FILE")]
     )
     assert describe_error(stats).endswith("; pass --mel-format meanvar --stats FILE")
+    # the library's `overwrite` is --force in every command
+    exists = InputError(
+        "m.safetensors", "already exists", [remedy("to replace it", overwrite=True)]
+    )
+    assert str(exists) == "m.safetensors: already exists; set overwrite=True to replace it"
+    assert describe_error(exists) == "m.safetensors: already exists; pass --force to replace it"
     key = InputError("data", "no mels", [remedy(**{"data.mel_dir": "DIR"})])
     assert describe_error(key) == "data: no mels; set data.mel_dir: DIR in the config"

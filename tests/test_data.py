@@ -69,6 +69,18 @@ def test_filelist_comments_and_missing_entries(tmp_path, clips):
         read_filelist(tmp_path / "nope.txt")
 
 
+def test_text_files_saved_with_a_byte_order_mark_read_as_without(tmp_path, clips):
+    # Windows editors and Excel start UTF-8 files with U+FEFF, which strip() keeps
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.wav").write_bytes(clips[0].read_bytes())
+    (tmp_path / "list.txt").write_bytes(bom + b"a.wav\r\n")
+    assert read_filelist(tmp_path / "list.txt") == [tmp_path / "a.wav"]
+    (tmp_path / "ids.txt").write_bytes(bom + b"LJ001-0001\r\nLJ001-0002\r\n")
+    assert read_id_list(tmp_path / "ids.txt") == ["LJ001-0001", "LJ001-0002"]
+    (tmp_path / "metadata.csv").write_bytes(bom + b"LJ001-0001|Text|Text\r\n")
+    assert read_metadata(tmp_path) == ["LJ001-0001"]
+
+
 # -- LJ Speech ---------------------------------------------------------------------------
 
 

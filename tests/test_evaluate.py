@@ -67,6 +67,15 @@ def test_white_noise_scores_badly(clip):
     assert s["log_mel_l1"] > 1.0 and s["mcd_db"] > 20.0
 
 
+def test_stoi_is_undefined_where_pystoi_has_too_few_speech_frames(clip):
+    audio = clip[0]
+    short = audio[11025 : 11025 + 6615]  # 0.3 s: pystoi would warn and return 1e-5
+    assert math.isnan(metrics.stoi(short, short.clone(), 22050))
+    silent = torch.zeros(22050)
+    assert math.isnan(metrics.stoi(silent, silent.clone(), 22050))
+    assert metrics.stoi(audio, audio.clone(), 22050) > 0.999  # a whole clip still scores
+
+
 def test_mcd_ignores_overall_level_but_l1_does_not(clip):
     mel = clip[1]
     louder = mel + 0.5  # a gain: only c0, which MCD leaves out, changes

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vocoder.audio import load_audio
-from vocoder.errors import ConfigError
+from vocoder.errors import ConfigError, InputError
 from vocoder.features import MelConfig, MelSpectrogram, mel_spectrogram
 
 REFERENCE_IDS = ["LJ001-0026", "LJ001-0028"]  # shipped in tests/data
@@ -41,6 +41,17 @@ def test_frame_counts_follow_each_convention():
         assert mel.shape == (80, config.num_frames(audio.numel()))
     assert MelConfig.preset("tacotron2").num_frames(22050) == 1 + 22050 // 256
     assert MelConfig.preset("hifigan").num_frames(22050) == 22050 // 256
+
+
+@pytest.mark.parametrize("preset", ["tacotron2", "hifigan"])
+def test_audio_no_longer_than_the_reflect_padding_is_refused_by_name(preset):
+    config = MelConfig.preset(preset)
+    extractor = MelSpectrogram(config)
+    shortest = config.min_samples  # 513 centered, 385 uncentered
+    assert shortest == (513 if config.center else 385)
+    assert extractor(torch.zeros(shortest)).shape == (80, config.num_frames(shortest))
+    with pytest.raises(InputError, match=f"{shortest - 1} samples is too short for a mel"):
+        extractor(torch.zeros(shortest - 1))
 
 
 def test_batched_equals_single():

@@ -155,6 +155,88 @@ def test_config_mismatch_and_missing_flow_count_are_one_line_errors(tmp_path):
         import_checkpoint(GOLDENS / "waveflow-small.pt", wrong)
 
 
+@needs_goldens
+def test_a_rearranged_tensor_is_refused_not_reshaped(tmp_path):
+    data = torch.load(GOLDENS / "waveflow-small.pt", weights_only=True)
+    key = "upsample_conv.0.weight_v"
+    data["model"][key] = data["model"][key].transpose(2, 3).contiguous()  # (1, 1, 32, 3)
+    torch.save(data, tmp_path / "transposed.pt")
+    with pytest.raises(InputError, match=r"has shape \(1, 1, 32, 3\), the model expects \(1, 1, 3"):
+        import_checkpoint(tmp_path / "transposed.pt", GOLDENS / "waveflow-small.json")
+
+
+@needs_goldens
+def test_a_bare_state_dict_imports_as_the_saved_checkpoint(tmp_path):
+    data = torch.load(GOLDENS / "waveflow-small.pt", weights_only=True)
+    torch.save(data["model"], tmp_path / "bare.pt")  # torch.save(model.state_dict())
+    bare = import_checkpoint(tmp_path / "bare.pt", GOLDENS / "waveflow-small.json")
+    saved = import_checkpoint(GOLDENS / "waveflow-small.pt", GOLDENS / "waveflow-small.json")
+    for (name, a), (_, b) in zip(
+        bare.model.state_dict().items(), saved.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+@needs_goldens
+def test_a_config_that_describes_another_model_is_refused(tmp_path):
+    with pytest.raises(
+        InputError, match="coupling_type 'nanoflow_decomp', the weights are a 'nano"
+    ):
+        import_checkpoint(GOLDENS / "nanoflow-small-nsf.pt", GOLDENS / "nanoflow-decomp-small.json")
+    affine = tmp_path / "affine.json"
+    config = json.loads((GOLDENS / "nanoflow-small-nsf.json").read_text())
+    config["waveflow_config"]["bijection"] = "affine"
+    affine.write_text(json.dumps(config))
+    with pytest.raises(InputError, match="bijection 'affine', the weights are RQ-NSF"):
+        import_checkpoint(GOLDENS / "nanoflow-small-nsf.pt", affine)
+    config = json.loads((GOLDENS / "nanoflow-small-nsf.json").read_text())
+    config["waveflow_config"]["size_flow_embed"] = 512  # the published model's; this has 32
+    (tmp_path / "embed.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="the config says size_flow_embed 512, the weights have"):
+        import_checkpoint(GOLDENS / "nanoflow-small-nsf.pt", tmp_path / "embed.json")
+    glow = GOLDENS / "waveglow-small.json"
+    with pytest.raises(InputError, match="waveglow-small.json: a config with waveglow_config"):
+        import_checkpoint(GOLDENS / "waveflow-small.pt", glow)
+    with pytest.raises(InputError, match="a config with waveflow_config, not waveglow_config"):
+        import_checkpoint(GOLDENS / "waveglow-small.pt", GOLDENS / "waveflow-small.json")
+
+
+@needs_goldens
+def test_malformed_values_in_a_checkpoint_or_config_are_one_line(tmp_path, capsys):
+    data = torch.load(GOLDENS / "nanoflow-small-nsf.pt", weights_only=True)
+    gates = data["model"]["flows.2.multgate"]
+    data["model"]["flows.2.multgate"] = gates[:, :8]  # one flow's gates cut short
+    torch.save(data, tmp_path / "gates.pt")
+    data["model"]["flows.2.multgate"] = None
+    torch.save(data, tmp_path / "none.pt")
+    words = json.loads((GOLDENS / "waveflow-small-nsf.json").read_text())
+    words["waveflow_config"]["tail_bound"] = "five"
+    (tmp_path / "words.json").write_text(json.dumps(words))
+    cases = [
+        (["gates.pt"], "cannot be converted (stack expects each tensor to be equal size"),
+        (["none.pt"], "flows.2.multgate is a NoneType, not a tensor"),
+        ([GOLDENS / "waveflow-small-nsf.pt", "--config", tmp_path / "words.json"], "tail_bound"),
+    ]
+    for (source, *rest), problem in cases:
+        out = tmp_path / "out" / "model"
+        assert main(["import", str(tmp_path / source), *map(str, rest), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and problem in err and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists()
+
+
+@needs_goldens
+def test_the_missing_flow_count_points_to_the_command_that_takes_a_config(tmp_path, capsys):
+    naive = str(GOLDENS / "nanoflow-naive-small.pt")
+    assert main(["info", naive]) == 2  # info has no --config: import has
+    assert capsys.readouterr().err.endswith(
+        "does not record its number of flows; pass --config FILE (the reference config) to "
+        "vocoder import\n"
+    )
+    assert main(["import", naive, "--out", str(tmp_path / "naive")]) == 2
+    assert capsys.readouterr().err.endswith("pass --config FILE (the reference config)\n")
+
+
 def test_foreign_files_give_one_line(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
@@ -188,6 +270,10 @@ def test_model_option_runs_published_weights_on_the_fly(tmp_path, monkeypatch, c
     assert os.stat(cached[0]).st_mtime_ns == stamp
     assert main(["info", str(renamed)]) == 0
     assert "waveflow" in capsys.readouterr().out
+    # a damaged cache entry (a full disk, a crash) is imported again, not an error forever
+    cached[0].write_bytes(cached[0].read_bytes()[:1000])
+    assert resolve_checkpoint(renamed) == cached[0]
+    assert load_model(cached[0])[0].config.family == "waveflow"
 
 
 @needs_goldens

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from vocoder.errors import InputError
+from vocoder.features import MelConfig
 from vocoder.flows.squeeze import squeeze, unsqueeze
+from vocoder.importers import import_checkpoint
 from vocoder.importers.nvidia import convert_nvidia_waveglow, is_nvidia_waveglow
 from vocoder.importers.safe_pickle import ModuleRecord, load_foreign_checkpoint, module_state_dict
 from vocoder.models import build_model
@@ -192,6 +194,32 @@ class RunsCommand:
 
     def __reduce__(self):
         return self.call, self.args
+
+
+@needs_goldens
+def test_the_configs_audio_settings_become_the_models_mel_convention(tmp_path):
+    config = json.loads((GOLDENS / "waveglow-small.json").read_text())
+    audio = {"sampling_rate": 16000, "filter_length": 1024, "hop_length": 256}
+    config["data_config"] = {**audio, "win_length": 800, "mel_fmin": 55.0, "mel_fmax": None}
+    (tmp_path / "16k.json").write_text(json.dumps(config))
+    imported = import_checkpoint(GOLDENS / "waveglow-small.pt", tmp_path / "16k.json")
+    features = imported.features
+    assert (features.sample_rate, features.win_length, features.n_mels) == (16000, 800, 20)
+    assert (features.fmin, features.fmax) == (55.0, None)  # null: up to Nyquist, as librosa
+    assert imported.model.config.sample_rate == 16000
+    plain = import_checkpoint(GOLDENS / "waveglow-small.pt", GOLDENS / "waveglow-small.json")
+    assert plain.features == MelConfig.preset("tacotron2", n_mels=20)  # no data_config
+    for change, problem in [
+        ({"hop_length": 200}, "data_config.hop_length is 200; the reference models' upsampl"),
+        ({"sampling_rate": "16k"}, "data_config.sampling_rate is '16k', not a number"),
+        ({"n_mel_channels": 80}, "data_config.n_mel_channels is 80, the weights 20"),
+        ({"mel_fmax": 9000.0}, "its data_config: features: need fmin < fmax <= sample_rate/2"),
+    ]:
+        config["data_config"] = {**audio, **change}
+        (tmp_path / "bad.json").write_text(json.dumps(config))
+        with pytest.raises(InputError, match=problem) as e:
+            import_checkpoint(GOLDENS / "waveglow-small.pt", tmp_path / "bad.json")
+        assert e.value.source == str(tmp_path / "bad.json")
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])

@@ -119,6 +119,7 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     np.save(tmp_path / "empty.npy", np.zeros((80, 0), dtype=np.float32))
     np.save(tmp_path / "norm.npy", ref_mel.numpy())
     (tmp_path / "text.npy").write_text("not a mel")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "norm.npy").read_bytes()[:300])
     (tmp_path / "zero.npy").write_bytes(b"")
     (tmp_path / "mel.txt").write_text("0 1 2")
     torch.save({"audio": ref_mel}, tmp_path / "nokey.pt")
@@ -128,7 +129,8 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
         "nan.npy": ({}, "NaN"),
         "bins.npy": ({}, "expected 80 mel bins"),
         "empty.npy": ({}, "0 frames"),
-        "text.npy": ({}, "not a readable mel file"),
+        "text.npy": ({}, "not a .npy file (no NumPy header)"),  # numpy: "pickled data"
+        "cut.npy": ({}, "not a readable mel file"),
         "zero.npy": ({}, "empty file (0 bytes)"),
         "mel.txt": ({}, "unknown mel file type"),
         "nokey.pt": ({}, "'mel' key"),

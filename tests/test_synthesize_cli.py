@@ -58,7 +58,11 @@ def model_file(tmp_path_factory) -> Path:
     assert "inference form" in result.stdout
     assert (folder / "tiny.safetensors").is_file() and (folder / "tiny.json").is_file()
     again = vocoder("export", folder / "trained.safetensors", "--out", folder / "tiny")
-    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.returncode == 2
+    assert again.stderr == (
+        f"error: {folder / 'tiny.safetensors'}: already exists; refusing to overwrite it; "
+        "pass --force to replace it\n"
+    )
     return folder / "tiny.safetensors"
 
 
@@ -152,6 +156,10 @@ def test_a_file_list_names_inputs_relative_to_its_folder(model_file, ljspeech_cl
     with pytest.raises(InputError, match="cannot name another file list") as info:
         collect_inputs([str(listing)], out)
     assert info.value.source == f"{listing}:2"
+    # a byte-order mark (Windows editors write one) is not part of the first entry
+    listing.write_bytes(b"\xef\xbb\xbf# from Notepad\r\nsub/a.npy\r\n")
+    jobs = collect_inputs([str(listing)], out)
+    assert [job.source for job in jobs] == [lists / "sub" / "a.npy"]
     listing.write_text("# nothing\n\n")
     with pytest.raises(InputError, match="names no files"):
         collect_inputs([str(listing)], out)

@@ -33,6 +33,7 @@ from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
 from vocoder.train.resume import init_weights
+from vocoder.train.signals import StopRequest
 from vocoder.train.step import LogLikelihood, train_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +120,9 @@ def test_presets_overrides_and_resolved_config(reference):
         ("data.segment_length=2000", "not a multiple of hop_length 256 .try 1792 or 2048"),
         ("train.precision=fp8", "train.precision"),
         ("train.bogus=1", "unknown key"),
+        # inf passed "> 0": every step then non-finite, and a NaN checkpoint written
+        ("train.lr=.inf", "train.lr must be a finite number above 0, got inf"),
+        ("train.lr=.nan", "train.lr must be a finite number above 0, got nan"),
     ],
 )
 def test_config_errors_are_clear(reference, override, message):
@@ -246,6 +250,17 @@ def test_resume_after_sigkill_gives_the_same_losses(reference, tmp_path):
     assert sorted(got) == list(range(1, 9))  # steps logged after the kill were dropped
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_a_repeated_sigterm_still_waits_for_the_checkpoint_and_a_second_ctrl_c_does_not():
+    stop, before = StopRequest(), signal.getsignal(signal.SIGTERM)
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill` twice, or a process manager's repeat
+        assert stop.requested and stop.signal == signal.SIGTERM  # exits 143 after saving
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C now: stop at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
 
 
 @pytest.mark.parametrize("workers", [0, 2])

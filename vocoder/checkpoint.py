@@ -37,7 +37,7 @@ import safetensors.torch
 import torch
 
 from vocoder.config import from_dict, to_dict
-from vocoder.errors import ConfigError, InputError, first_line
+from vocoder.errors import ConfigError, InputError, first_line, remedy
 from vocoder.features import MelConfig
 from vocoder.files import atomic_output, load_torch_file
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
@@ -220,7 +220,11 @@ def export_model(
     meta_path = out_stem.parent / f"{out_stem.name}.json"
     for p in (weights_path, meta_path):
         if p.exists() and not overwrite:
-            raise InputError(p, "already exists; refusing to overwrite it")
+            raise InputError(
+                p,
+                "already exists; refusing to overwrite it",
+                [remedy("to replace it", overwrite=True)],
+            )
     form = "inference" if model.inference_form else "training"
     document = {
         "format": EXPORT_FORMAT,

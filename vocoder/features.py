@@ -54,11 +54,23 @@ class MelConfig:
         config.validate()
         return config
 
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples of audio the extractor takes: its reflect padding (n_fft / 2
+        centered, (n_fft - hop) / 2 not) must be shorter than the audio."""
+        pad = self.n_fft // 2 if self.center else (self.n_fft - self.hop_length) // 2
+        return pad + 1
+
     def num_frames(self, num_samples: int) -> int:
         """Frames the extractor yields for `num_samples` samples of audio."""
         if self.center:
             return 1 + num_samples // self.hop_length
         return 1 + (num_samples - self.hop_length) // self.hop_length
+
+
+def too_short_for_a_mel(samples: int, config: MelConfig) -> str:
+    """The problem of audio shorter than `config.min_samples`, worded once."""
+    return f"{samples} samples is too short for a mel (needs at least {config.min_samples})"
 
 
 PRESETS: dict[str, MelConfig] = {
@@ -101,11 +113,11 @@ class MelSpectrogram(torch.nn.Module):
         if audio.dim() != 2:
             raise InputError("audio", f"expected [batch, samples], got shape {tuple(audio.shape)}")
         c = self.config
+        if audio.shape[-1] < c.min_samples:
+            raise InputError("audio", too_short_for_a_mel(audio.shape[-1], c))
         audio = audio.to(self.compute_dtype)
         if not c.center:
             pad = (c.n_fft - c.hop_length) // 2
-            if audio.shape[-1] <= pad:
-                raise InputError("audio", f"{audio.shape[-1]} samples is too short for a mel")
             audio = torch.nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect")
             audio = audio.squeeze(1)
         spec = torch.stft(

@@ -21,10 +21,15 @@ from typing import Any
 
 import torch
 
-from vocoder.errors import InputError, first_line
+from vocoder.errors import InputError, first_line, remedy
 
 # errno values that mean "no room": the disk, a quota, or the process's file size limit
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+# How the text files users write (file lists, id lists, metadata.csv) are read: UTF-8, a
+# byte-order mark at the start (Windows editors write one) skipped, not part of the first line
+TEXT_ENCODING = "utf-8-sig"
 
 
 @contextlib.contextmanager
@@ -37,7 +42,11 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise InputError(path, "already exists; refusing to overwrite it")
+        raise InputError(
+            path,
+            "already exists; refusing to overwrite it",
+            [remedy("to replace it", overwrite=True)],
+        )
     if path.is_dir():
         raise InputError(path, "is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +108,14 @@ def _check_zip_crcs(path: Path, what: str) -> None:
     """Files saved by `torch.save` are zip archives with a CRC-32 per record; check them
     all (legacy non-zip files have none and are left to torch)."""
     if not zipfile.is_zipfile(path):
+        try:
+            with path.open("rb") as f:
+                start = f.read(2)
+        except OSError:
+            return  # torch.load words what is wrong
+        # a pickle (legacy torch files) starts with 0x80; "PK" is a zip cut short: torch says
+        if start[:1] != b"\x80" and start != b"PK":
+            raise InputError(path, f"not a {what}: neither a zip nor a pickle")
         return
     try:
         with zipfile.ZipFile(path) as archive:
@@ -109,4 +126,4 @@ def _check_zip_crcs(path: Path, what: str) -> None:
         raise InputError(path, f"corrupt {what}: record {bad} fails its CRC check")
 
 
-__all__ = ["atomic_output", "write_problem", "load_torch_file"]
+__all__ = ["TEXT_ENCODING", "atomic_output", "write_problem", "load_torch_file"]

@@ -28,6 +28,7 @@ Conversions are exact inverses of those formulas; values that the source pipelin
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -278,6 +279,11 @@ def _read_array(path: Path) -> torch.Tensor:
         raise InputError(path, "empty file (0 bytes)")
     try:
         if suffix == ".npy":
+            with path.open("rb") as f:
+                magic = f.read(6)
+            # numpy takes anything without its magic for a pickle and says so, wrongly here
+            if magic != b"\x93NUMPY" and not zipfile.is_zipfile(path):
+                raise InputError(path, "not a .npy file (no NumPy header)")
             array = np.load(path, allow_pickle=False)
             if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
                 raise InputError(path, "does not hold a numeric array")

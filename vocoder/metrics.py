@@ -17,6 +17,7 @@ the recording's own mel), so no time alignment is needed.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.fft
@@ -66,12 +67,21 @@ def pesq_wb(reference: torch.Tensor, synthesized: torch.Tensor, sample_rate: int
 
 
 def stoi(reference: torch.Tensor, synthesized: torch.Tensor, sample_rate: int) -> float:
-    """STOI of `synthesized` against `reference` (`[samples]`), 0 to 1."""
+    """STOI of `synthesized` against `reference` (`[samples]`), 0 to 1; NaN if undefined."""
     from pystoi import stoi as _stoi
 
     ref = reference.double().cpu().numpy()
     syn = synthesized.double().cpu().numpy()
-    return float(_stoi(ref, syn, sample_rate, extended=False))
+    if not np.abs(ref).max(initial=0.0) > 0:  # a silent reference has no speech to score
+        return math.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(_stoi(ref, syn, sample_rate, extended=False))
+    # too few speech frames (a short or silent clip): pystoi warns and returns 1e-5, a
+    # placeholder that would drag any mean down, where PESQ gives NaN
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        return math.nan
+    return value
 
 
 def _at_16k(audio: torch.Tensor, sample_rate: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import importlib
 import logging
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from vocoder import __version__
 from vocoder.errors import InputError, Remedy, VocoderError, first_line
@@ -92,19 +92,30 @@ class _MessageFormatter(logging.Formatter):
         return message
 
 
+# library keywords this CLI spells otherwise: every command replaces files with --force
+FLAG_NAMES = {"overwrite": "force"}
+# the command that takes a remedy's flag where the failing command has no such option: a
+# reference config is given once, to `vocoder import` (not to synthesize, info, export...)
+ELSEWHERE = {"config": "import"}
+
+
 def flags(remedy: Remedy) -> str:
     """A remedy's options as this CLI's flags: `--mel-format meanvar --stats FILE`."""
     words = []
     for name, value in remedy.settings:
-        words.append("--" + name.replace("_", "-"))
+        words.append("--" + FLAG_NAMES.get(name, name).replace("_", "-"))
         if value is not True:
             words.append(str(value))
     return " ".join(words)
 
 
-def cli_problem(problem: str, remedies: Iterable[Remedy | None]) -> str:
+def cli_problem(
+    problem: str, remedies: Iterable[Remedy | None], given: Collection[str] | None = None
+) -> str:
     """`problem` and the remedies a user of the CLI can take: flags to pass, config keys to
-    set (`; pass --resume to continue its run or --force to start over`)."""
+    set (`; pass --resume to continue its run or --force to start over`). `given`: the
+    options of the command that failed; a flag it lacks is worded with the command that
+    takes it (`pass --config FILE to vocoder import`)."""
     phrases, all_flags = [], True
     for r in remedies:
         if r is None:
@@ -113,8 +124,13 @@ def cli_problem(problem: str, remedies: Iterable[Remedy | None]) -> str:
             all_flags = False
             keys = ", ".join(f"{name}: {value}" for name, value in r.settings)
             phrases.append(f"set {keys} in the config {r.purpose}".rstrip())
-        else:
-            phrases.append(f"{flags(r)} {r.purpose}".rstrip())
+            continue
+        phrase = f"{flags(r)} {r.purpose}".rstrip()
+        names = [FLAG_NAMES.get(name, name) for name, _ in r.settings]
+        if given is not None and not all(name in given for name in names):
+            owner = {ELSEWHERE.get(name) for name in names} - {None}
+            phrase += f" to vocoder {owner.pop()}" if len(owner) == 1 else ""
+        phrases.append(phrase)
     if not phrases:
         return problem
     if all_flags:
@@ -122,14 +138,15 @@ def cli_problem(problem: str, remedies: Iterable[Remedy | None]) -> str:
     return f"{problem}; {' or '.join(p if p.startswith('set ') else 'pass ' + p for p in phrases)}"
 
 
-def describe_error(error: Exception) -> str:
-    """One line for a `VocoderError` or an `OSError`: the file, then the problem."""
+def describe_error(error: Exception, given: Collection[str] | None = None) -> str:
+    """One line for a `VocoderError` or an `OSError`: the file, then the problem. `given`:
+    the failed command's options (see `cli_problem`)."""
     if isinstance(error, OSError) and error.strerror:
         problem = error.strerror[0].lower() + error.strerror[1:]
         where = error.filename2 if error.filename is None else error.filename
         return problem if where is None else f"{where}: {problem}"
     if isinstance(error, InputError):
-        return f"{error.source}: {cli_problem(error.problem, error.remedies)}"
+        return f"{error.source}: {cli_problem(error.problem, error.remedies, given)}"
     return str(error) if isinstance(error, VocoderError) else first_line(error)
 
 
@@ -138,7 +155,14 @@ def _module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # Ctrl-C at any point, the imports of torch while the parser is built included
+        return _run(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     command = command if command in COMMANDS else None
     parser = build_parser(command)
@@ -155,8 +179,5 @@ def main(argv: list[str] | None = None) -> int:
     except (VocoderError, OSError) as e:
         if verbose:
             traceback.print_exc()
-        print(f"error: {describe_error(e)}", file=sys.stderr)
+        print(f"error: {describe_error(e, vars(args))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

@@ -157,9 +157,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
     model, info = _load(args, device)
+    # what was asked for (a name, a published checkpoint) and the file that holds it
+    given = str(args.checkpoint)
     log.info(
         "evaluating %s (%s, step %s, %s weights) on %d file(s) of %s",
-        info.source,
+        given if given == str(info.source) else f"{given} ({info.source})",
         info.model.family,
         info.step,
         info.weights,
@@ -192,6 +194,7 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
             mel_dir=args.mel_dir,
             audio_dir=args.audio_dir,
             info={
+                "checkpoint_given": given,
                 "checkpoint": str(info.source),
                 "step": info.step,
                 "weights": info.weights,

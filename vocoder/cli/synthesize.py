@@ -35,6 +35,7 @@ from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
+from vocoder.files import TEXT_ENCODING
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.melio import MEL_FORMATS, check_mel_range, load_mel, load_stats
 from vocoder.precision import default_precision
@@ -225,7 +226,7 @@ def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
     (`a/b.npy` -> `out_dir/a/b.wav`), others (absolute, or reaching above the list's
     folder) go to `out_dir` by name. Errors name the list and the line."""
     try:
-        text = listing.read_text(encoding="utf-8")
+        text = listing.read_text(encoding=TEXT_ENCODING)
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(listing, f"cannot read the file list ({first_line(e)})") from None
     jobs: list[Job] = []
@@ -253,10 +254,12 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_sigma(args.sigma, "--sigma")
-    if not args.denoise >= 0:
-        raise ConfigError(f"--denoise must be >= 0, got {args.denoise}")
-    if args.chunk_seconds is not None and not args.chunk_seconds > 0:
-        raise ConfigError(f"--chunk-seconds must be positive, got {args.chunk_seconds}")
+    if not 0 <= args.denoise < math.inf:
+        raise ConfigError(f"--denoise must be a finite number >= 0, got {args.denoise}")
+    if args.chunk_seconds is not None and not 0 < args.chunk_seconds < math.inf:
+        raise ConfigError(
+            f"--chunk-seconds must be a finite number above 0, got {args.chunk_seconds}"
+        )
     if args.peak_normalize is not None and not args.peak_normalize <= 0:
         raise ConfigError(f"--peak-normalize must be at most 0 dBFS, got {args.peak_normalize}")
     if args.mel_format == "meanvar" and args.stats is None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vocoder.errors import InputError
-from vocoder.files import atomic_output
+from vocoder.files import TEXT_ENCODING, atomic_output
 
 
 def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:
@@ -21,7 +21,7 @@ def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:
     if not path.is_file():
         raise InputError(path, "no such filelist")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding=TEXT_ENCODING).splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(path, f"not a readable text file ({e})") from None
     base = Path(os.path.abspath(path.parent))

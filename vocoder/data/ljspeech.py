@@ -28,6 +28,7 @@ from pathlib import Path
 from vocoder.audio import AUDIO_EXTENSIONS
 from vocoder.data.splits import carve_valid, random_split, read_id_list
 from vocoder.errors import InputError, remedy
+from vocoder.files import TEXT_ENCODING
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def read_metadata(root: str | Path) -> list[str]:
     if not path.is_file():
         raise InputError(path, "no such file; an LJ Speech folder holds metadata.csv and wavs/")
     ids = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=TEXT_ENCODING, newline="") as f:
         # QUOTE_NONE: LJ Speech texts contain unbalanced quotes.
         for number, row in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), 1):
             if not row or not row[0].strip():

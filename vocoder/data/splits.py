@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from vocoder.errors import InputError
+from vocoder.files import TEXT_ENCODING
 
 T = TypeVar("T")
 
@@ -20,7 +21,7 @@ def read_id_list(path: str | Path) -> list[str]:
     if not path.is_file():
         raise InputError(path, "no such id list")
     ids = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding=TEXT_ENCODING).splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             ids.append(Path(line.split("|", 1)[0].strip()).stem)

@@ -15,6 +15,7 @@ file, into the cache (keyed by the source's sha256), for `--model OFFICIAL.pt`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -23,10 +24,10 @@ from typing import Any
 
 from vocoder import __version__
 from vocoder.checkpoint import CHECKPOINT_FORMAT, export_model
-from vocoder.errors import InputError
+from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.features import MelConfig
 from vocoder.importers.l0sg import convert_l0sg, is_l0sg_checkpoint, reference_settings
-from vocoder.importers.nvidia import convert_nvidia_waveglow, is_nvidia_waveglow
+from vocoder.importers.nvidia import HOP_LENGTH, convert_nvidia_waveglow, is_nvidia_waveglow
 from vocoder.importers.safe_pickle import load_foreign_checkpoint
 from vocoder.models import FlowVocoder, build_model
 from vocoder.pretrained import cache_root, sha256_file
@@ -60,6 +61,65 @@ def read_reference_config(path: str | Path) -> dict[str, Any]:
     return document
 
 
+# the reference configs' `data_config` (both codebases take Tacotron 2's names) -> MelConfig
+DATA_CONFIG_FIELDS = {
+    "sampling_rate": "sample_rate",
+    "filter_length": "n_fft",
+    "win_length": "win_length",
+    "hop_length": "hop_length",
+    "mel_fmin": "fmin",
+    "mel_fmax": "fmax",
+}
+
+
+def reference_features(
+    document: dict[str, Any] | None, path: str | Path | None, n_mels: int
+) -> MelConfig:
+    """The mel convention of an imported model: tacotron2's, with what the reference
+    config's `data_config` says (sample rate, STFT sizes, mel band edges), if it has one."""
+    section = None if document is None else document.get("data_config")
+    if section is None:
+        return MelConfig.preset("tacotron2", n_mels=n_mels)
+    if not isinstance(section, dict):
+        raise InputError(path, "'data_config' is not a mapping")
+    changes: dict[str, Any] = {"n_mels": n_mels}
+    for key, name in DATA_CONFIG_FIELDS.items():
+        if key not in section:  # the tacotron2 default
+            continue
+        value = section[key]  # mel_fmax null: up to the Nyquist frequency, as in librosa
+        if (value is not None or key != "mel_fmax") and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise InputError(path, f"data_config.{key} is {value!r}, not a number")
+        integer = name in ("sample_rate", "n_fft", "win_length", "hop_length")
+        if integer and value != int(value):
+            raise InputError(path, f"data_config.{key} is {value!r}, not a whole number")
+        changes[name] = int(value) if integer else (None if value is None else float(value))
+    if section.get("n_mel_channels", n_mels) != n_mels:
+        raise InputError(
+            path, f"data_config.n_mel_channels is {section['n_mel_channels']}, the weights {n_mels}"
+        )
+    if changes.get("hop_length", HOP_LENGTH) != HOP_LENGTH:  # both upsamplers' strides
+        raise InputError(
+            path,
+            f"data_config.hop_length is {changes['hop_length']}; the reference models' "
+            f"upsamplers have a hop of {HOP_LENGTH}",
+        )
+    try:
+        return MelConfig.preset("tacotron2", **changes)
+    except ConfigError as e:
+        raise InputError(path, f"its data_config: {e}") from None
+
+
+def _check_config_section(
+    document: dict[str, Any] | None, path: str | Path | None, section: str, checkpoint: str
+) -> None:
+    """Refuse a reference config of the other codebase (a WaveGlow config for a NanoFlow)."""
+    other = {"waveflow_config": "waveglow_config", "waveglow_config": "waveflow_config"}[section]
+    if document is not None and section not in document and other in document:
+        raise InputError(path, f"a config with {other}, not {section}: not {checkpoint}'s")
+
+
 def is_vocoder_checkpoint(data: Any) -> bool:
     return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
 
@@ -87,10 +147,12 @@ def import_checkpoint(
         raise InputError(source, "already a vocoder checkpoint; use it as it is (no import)")
     try:
         if is_l0sg_checkpoint(data):
+            _check_config_section(document, config, "waveflow_config", "the NanoFlow reference")
             settings = None if document is None else reference_settings(document, config)
             model_config, state = convert_l0sg(data, source, settings, n_height)
             origin = "L0SG/NanoFlow"
         elif is_nvidia_waveglow(data):
+            _check_config_section(document, config, "waveglow_config", "an NVIDIA WaveGlow")
             model_config, state = convert_nvidia_waveglow(data, source, document)
             origin = "NVIDIA/waveglow"
         else:
@@ -101,9 +163,12 @@ def import_checkpoint(
             )
     except KeyError as e:
         raise InputError(source, f"incomplete checkpoint: no tensor {e.args[0]!r}") from None
+    except (RuntimeError, ValueError, TypeError) as e:  # a malformed file's tensors or values
+        raise InputError(source, f"cannot be converted ({first_line(e)})") from None
+    features = reference_features(document, config, model_config.n_mels)
+    model_config = dataclasses.replace(model_config, sample_rate=features.sample_rate)
     model = build_model(model_config)
     model.load_state_dict(state, strict=True)
-    features = MelConfig.preset("tacotron2", n_mels=model_config.n_mels)
     metadata = {
         "imported_from": origin,
         "source_file": source.name,
@@ -140,7 +205,7 @@ def resolve_checkpoint(
         key += "-" + sha256_file(config)[:16]
     stem = cache_root(cache_dir) / IMPORT_CACHE / key
     weights = stem.with_name(f"{key}.safetensors")
-    if weights.is_file() and stem.with_name(f"{key}.json").is_file():
+    if _intact(weights, stem.with_name(f"{key}.json")):
         return weights
     data = load_foreign_checkpoint(path)
     if is_vocoder_checkpoint(data):
@@ -148,14 +213,24 @@ def resolve_checkpoint(
     imported = import_checkpoint(path, config, data=data, sha256=digest)
     imported.metadata["name"] = path.stem
     stem.parent.mkdir(parents=True, exist_ok=True)
-    weights, _ = write_imported(imported, stem, overwrite=True)
+    weights, _ = write_imported(imported, stem, overwrite=True)  # replaces a damaged one
     origin = imported.metadata["imported_from"]
     logger.info(f"imported {path} ({origin} checkpoint) into {weights}")
     return weights
 
 
+def _intact(weights: Path, meta: Path) -> bool:
+    """Whether a cached import is whole: its weights have the sha256 its JSON records."""
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))["weights_sha256"]
+        return sha256_file(weights) == recorded
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 __all__ = [
     "ImportedModel",
+    "reference_features",
     "import_checkpoint",
     "write_imported",
     "resolve_checkpoint",

@@ -43,11 +43,28 @@ RESIDUAL_SCALE = math.sqrt(0.5)
 IGNORED_KEYS = ("h_cache",)
 
 
+# the reference config's `coupling_type` -> what the tensors show (see the module docstring)
+COUPLING_TYPES = {
+    "waveflow": "waveflow",
+    "nanoflow": "full",
+    "nanoflow_decomp": "decomp",
+    "nanoflow_naive": "naive",
+}
+
+
+def _state_of(data: Any) -> dict[str, Any] | None:
+    """The state dict: `data['model']` as the reference saves it, or `data` itself (bare)."""
+    if not isinstance(data, dict):
+        return None
+    return data["model"] if isinstance(data.get("model"), dict) else data
+
+
 def is_l0sg_checkpoint(data: Any) -> bool:
     """Whether loaded checkpoint data looks like the NanoFlow reference code's."""
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+    state = _state_of(data)
+    if state is None:
         return False
-    keys = strip_prefix(data["model"]).keys()
+    keys = [k for k in strip_prefix(state) if isinstance(k, str)]
     return any(k.startswith(("flows.", "flow.coupling.", "estimator.net.")) for k in keys) and any(
         k.startswith("upsample_conv.") for k in keys
     )
@@ -85,7 +102,7 @@ def convert_l0sg(
             raise InputError(
                 source, f"the config's {name} is not a whole number: {settings[name]!r}"
             )
-    state = strip_prefix(data["model"])
+    state = strip_prefix(_state_of(data))
     src = SourceState(state, source)
     keys = list(state)
     if any(k.startswith("flow.coupling.") for k in keys):
@@ -117,6 +134,7 @@ def convert_l0sg(
     )
     first = flow_prefix.format(k=0)
     nsf = f"{first}.proj.conv.bias" in state
+    _check_coupling(settings, kind, nsf, source)
     bins = (state[f"{first}.proj.conv.bias"].shape[0] + 1) // 3 if nsf else 32
     height = int(settings.get("n_height", n_height))
     per_cycle = int(settings.get("n_layer_per_cycle", 1))
@@ -130,6 +148,8 @@ def convert_l0sg(
     _check_setting(settings, "res_channels", channels, source)
     _check_setting(settings, "cin_channels", n_mels, source)
     _check_setting(settings, "n_flow", n_flows, source)
+    if kind == "full":
+        _check_setting(settings, "size_flow_embed", embedding_dim, source)
 
     config = ModelConfig(
         family="waveflow" if kind == "waveflow" else "nanoflow",
@@ -139,7 +159,7 @@ def convert_l0sg(
         channels=channels,
         coupling="rqs" if nsf else "affine",
         spline_bins=bins,
-        spline_tail_bound=float(settings.get("tail_bound", 5.0)),
+        spline_tail_bound=_number(settings, "tail_bound", 5.0, source),
         n_mels=n_mels,
         hop_length=256,
         sample_rate=22050,
@@ -196,6 +216,29 @@ def _weight_shape(state: dict[str, Tensor], prefix: str) -> tuple[int, ...]:
         if key in state:
             return tuple(state[key].shape)
     raise KeyError(prefix)
+
+
+def _check_coupling(settings: dict[str, Any], kind: str, nsf: bool, source: str | Path) -> None:
+    """The config's `coupling_type` and `bijection` against what the tensors hold."""
+    named = settings.get("coupling_type")
+    if named is not None and COUPLING_TYPES.get(named) != kind:
+        held = next(name for name, k in COUPLING_TYPES.items() if k == kind)
+        raise InputError(
+            source, f"the config says coupling_type {named!r}, the weights are a {held!r}"
+        )
+    if "bijection" in settings and ("nsf" in str(settings["bijection"]).lower()) != nsf:
+        held = "RQ-NSF" if nsf else "affine"
+        raise InputError(
+            source, f"the config says bijection {settings['bijection']!r}, the weights are {held}"
+        )
+
+
+def _number(settings: dict[str, Any], name: str, default: float, source: str | Path) -> float:
+    value = settings.get(name, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(source, f"the config's {name} is not a number: {value!r}") from None
 
 
 def _check_setting(settings: dict[str, Any], name: str, found: int, source: str | Path) -> None:

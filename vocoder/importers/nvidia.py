@@ -174,7 +174,7 @@ def _model_config(state: dict[str, Tensor], hints: dict[str, Any], source: Path)
     }
     for key, value in found.items():
         if key in hints and hints[key] != value:
-            raise InputError(source, f"its config says {key} = {hints[key]}, its weights {value}")
+            raise InputError(source, f"its config says {key} = {hints[key]!r}, its weights {value}")
     return config
 
 

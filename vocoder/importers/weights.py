@@ -55,6 +55,9 @@ class SourceState:
     def tensor(self, key: str) -> Tensor:
         if key not in self.state:
             raise InputError(self.source, f"missing tensor {key!r} for this model")
+        if not isinstance(self.state[key], Tensor):
+            kind = type(self.state[key]).__name__
+            raise InputError(self.source, f"{key} is a {kind}, not a tensor")
         self.read.add(key)
         return self.state[key].detach().to(torch.float64)
 
@@ -88,7 +91,9 @@ class TargetState:
         if key not in self.expected:
             raise KeyError(f"the model has no parameter {key!r}")  # a converter bug
         want = self.expected[key]
-        if value.numel() != want.numel():
+        # the same sizes in the same order; only axes of size 1 may differ (a 1x1 conv's
+        # kernel axes): a transposed or otherwise rearranged tensor must not be reshaped
+        if _sizes(value) != _sizes(want):
             raise InputError(
                 self.source,
                 f"tensor for {key} has shape {tuple(value.shape)}, the model expects "
@@ -106,6 +111,10 @@ class TargetState:
         if missing:
             raise KeyError(f"converter left {len(missing)} parameters unset: {missing[:5]}")
         return self.values
+
+
+def _sizes(tensor: Tensor) -> list[int]:
+    return [n for n in tensor.shape if n != 1]
 
 
 __all__ = ["strip_prefix", "count_indexed", "weight_norm_g", "SourceState", "TargetState"]

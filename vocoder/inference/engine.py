@@ -34,7 +34,7 @@ from torch import Tensor
 
 from vocoder.checkpoint import load_model
 from vocoder.errors import ConfigError, InputError, VocoderError
-from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.features import MelConfig, MelSpectrogram, too_short_for_a_mel
 from vocoder.inference.compile import InferenceModel, prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import make_row_inverse
@@ -200,6 +200,8 @@ class Synthesizer:
             raise InputError(source, "expected audio [samples] or [batch, samples]")
         if audio.shape[-1] == 0:
             raise InputError(source, "empty audio (0 samples)")
+        if audio.shape[-1] < self._mel_config.min_samples:
+            raise InputError(source, too_short_for_a_mel(audio.shape[-1], self._mel_config))
         audio = audio.detach().cpu().float()
         if not torch.isfinite(audio).all():
             raise InputError(source, "contains NaN or infinite samples")
@@ -310,7 +312,7 @@ class Synthesizer:
     ) -> list[Tensor]:
         check_sigma(sigma)
         if not (math.isfinite(denoise) and denoise >= 0):
-            raise ConfigError(f"denoise strength must be >= 0, got {denoise}")
+            raise ConfigError(f"denoise strength must be a finite number >= 0, got {denoise}")
         if chunk_frames is not None and chunk_frames < 1:
             raise ConfigError(f"chunk_frames must be positive, got {chunk_frames}")
         hop = self.hop_length

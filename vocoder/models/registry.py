@@ -72,6 +72,8 @@ def _model_section(data: dict[str, Any], source: str | Path) -> ModelConfig:
     section = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise InputError(source, "no 'model' mapping in it")
+    if not section:  # every field has a default: {} would describe a model nobody chose
+        raise InputError(source, "no model settings in it")
     try:
         return model_config_from_section(section)
     except ConfigError as e:

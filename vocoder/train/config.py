@@ -22,6 +22,7 @@ Relative data paths are resolved against the working directory at load time.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +109,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"train.lr must be a finite number above 0, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:

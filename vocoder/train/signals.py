@@ -21,8 +21,10 @@ class StopRequest:
         self.signal: int | None = None
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self.requested:
+            if signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            return  # a repeated SIGTERM (a process manager, `kill` twice): already stopping
         self.requested = True
         self.signal = signum
         log.warning("stop requested: finishing this step and saving a checkpoint")
