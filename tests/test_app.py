@@ -169,7 +169,7 @@ BAD_FILES = [
     ("wrong.npy", np.zeros((3, 50), np.float32), "wrong.npy: expected 80 mel bins"),
     ("flat.npy", np.zeros(80, np.float32), "flat.npy: expected a mel [80, frames]"),
     ("nan.npy", np.full((80, 20), np.nan, np.float32), "nan.npy: contains 1600 NaN"),
-    ("garbage.pt", b"\x00\x01garbage", "garbage.pt: not a readable mel file"),
+    ("garbage.pt", b"\x00\x01garbage", "garbage.pt: not a mel file: neither a zip nor a pickle"),
 ]
 
 
