@@ -262,6 +262,7 @@ def test_model_option_runs_published_weights_on_the_fly(tmp_path, monkeypatch, c
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     cached = sorted((tmp_path / "cache" / "imported").glob("*.safetensors"))
     assert len(cached) == 1 and f"imported {src}" in caplog.text
+    assert f"{src}: h = 16 rows assumed, as in every published model" in caplog.text
     assert capsys.readouterr().out.startswith("model waveflow (")
     stamp = os.stat(cached[0]).st_mtime_ns
     renamed = tmp_path / "renamed.pt"

@@ -143,5 +143,7 @@ def test_sigterm_leaves_no_empty_output_folder(model_file, tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, process.stderr.read().decode()
+    err = process.stderr.read().decode()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.endswith("terminated\n") and "Traceback" not in err
     assert not (tmp_path / "new").exists()  # both folders made for the run are gone

@@ -323,6 +323,8 @@ def _sigterm_as_exit() -> Iterator[None]:
     received: list[int] = []
 
     def stop(signum, frame):
+        if not received:  # said as Ctrl-C's "interrupted" is
+            print("terminated", file=sys.stderr)
         received.append(signum)
         raise SystemExit(128 + signum)
 

@@ -133,8 +133,8 @@ def import_checkpoint(
 ) -> ImportedModel:
     """Convert a published checkpoint; `config` is the reference's JSON config, if any.
 
-        `n_height` is the squeeze height of an L0SG checkpoint when no config says it (no tensor
-        records it). `data`, `sha256`: the file's contents (`load_foreign_checkpoint`) and digest,
+    `n_height` is the squeeze height of an L0SG checkpoint when no config says it (no tensor
+    records it). `data`, `sha256`: the file's contents (`load_foreign_checkpoint`) and digest,
     when the caller already has them.
     """
     source = Path(source)
@@ -216,6 +216,11 @@ def resolve_checkpoint(
     weights, _ = write_imported(imported, stem, overwrite=True)  # replaces a damaged one
     origin = imported.metadata["imported_from"]
     logger.info(f"imported {path} ({origin} checkpoint) into {weights}")
+    if origin == "L0SG/NanoFlow" and config is None:  # said once: the import is cached
+        logger.warning(
+            f"{path}: h = {imported.model.config.n_group} rows assumed, as in every published "
+            "model (no tensor records h; another h needs the reference config)"
+        )
     return weights
 
 
