@@ -11,7 +11,7 @@ from variants import ROW_VARIANTS, VARIANTS, tiny_model
 
 from vocoder.audio import load_audio
 from vocoder.errors import ConfigError, InputError, VocoderError
-from vocoder.features import MelConfig, MelSpectrogram
+from vocoder.features import MelConfig, MelSpectrogram, mel_spectrogram
 from vocoder.inference.compile import build_row_flows, prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import (
@@ -26,8 +26,10 @@ from vocoder.inference.denoiser import Denoiser
 from vocoder.inference.engine import Synthesizer
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
+from vocoder.melio import convert_mel
 from vocoder.model_source import resolve_model_source
 from vocoder.models import ModelConfig, build_model
+from vocoder.precision import default_precision
 
 
 def log_mel(n_mels: int, frames: int, seed: int = 0) -> torch.Tensor:
@@ -244,9 +246,33 @@ def test_bad_options_are_config_errors(synthesizers):
         dict(sigma=float("nan")),
         dict(denoise=-0.1),
         dict(chunk_frames=0),
+        # wrong types: each named, where Python's own TypeError named nothing
+        dict(sigma=None),
+        dict(seed=1.5),
+        dict(chunk_frames=2.5),
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=next(iter(kwargs))):
             synth.synthesize(mel, **kwargs)
+    # numpy integers and 0-d tensors are integers and numbers
+    same = synth.synthesize(mel, seed=np.int64(3), sigma=torch.tensor(0.8))
+    assert torch.equal(same, synth.synthesize(mel, seed=torch.tensor(3), sigma=0.8))
+
+
+def test_the_range_warnings_remedy_is_a_keyword_of_synthesize(synthesizers, caplog):
+    _, synth = synthesizers("nanoflow")
+    mel = log_mel(8, 6)
+    mel[:, :2] = np.log(1e-5)  # silence: the clamp's floor, -5 in log10
+    log10 = (mel / np.log(10)).numpy()
+    with caplog.at_level(logging.WARNING, logger="vocoder.inference.engine"):
+        synth.synthesize(log10, seed=0)
+    assert any(r.message.endswith("set mel_format=log10") for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vocoder.inference.engine"):
+        converted = synth.synthesize(log10, seed=0, mel_format="log10")
+        batch = synth.synthesize_batch([log10], seed=0, mel_format="log10")
+    assert caplog.records == []  # taken as said: no second warning
+    torch.testing.assert_close(converted, synth.synthesize(mel, seed=0))
+    assert torch.equal(batch[0], converted)
 
 
 def test_numpy_mels_and_range_warnings(synthesizers, caplog):
@@ -270,6 +296,22 @@ def test_mel_from_audio_matches_the_feature_extractor(ljspeech_clips):
     assert synth.sample_rate == 22050 and synth.mel_config == MelConfig()
     with pytest.raises(InputError, match="empty audio"):
         synth.mel_from_audio(torch.zeros(0))
+    # integer PCM (soundfile's dtype="int16", scipy's wavfile) is scaled as soundfile reads it
+    pcm = (audio * 2**15).round().clamp(-(2**15), 2**15 - 1).to(torch.int16)
+    torch.testing.assert_close(synth.mel_from_audio(pcm.numpy()), synth.mel_from_audio(pcm / 2**15))
+    with pytest.raises(InputError, match=r"looks like \[samples, channels\]"):  # soundfile's
+        synth.mel_from_audio(torch.stack([audio, audio], 1).numpy())
+    with pytest.raises(InputError, match="expected float samples in \\[-1, 1\\], got torch.uint8"):
+        synth.mel_from_audio(torch.zeros(1000, dtype=torch.uint8))
+    # the mel helpers take numpy too, as the Synthesizer does
+    torch.testing.assert_close(mel_spectrogram(audio.numpy()), mel)
+    torch.testing.assert_close(convert_mel(mel.numpy() / np.log(10), "log10"), mel)
+
+
+def test_precision_auto_is_what_the_command_line_runs():
+    model = build_model(ModelConfig(family="nanoflow", n_flows=2, n_layers=2, channels=8))
+    synth = Synthesizer.from_model(model, device="cpu", precision="auto")
+    assert synth.precision == default_precision(torch.device("cpu"))
 
 
 def test_denoiser_removes_a_stationary_tone_and_strength_zero_is_identity():

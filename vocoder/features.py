@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchaudio
 
@@ -135,6 +136,10 @@ class MelSpectrogram(torch.nn.Module):
         return mel.squeeze(0) if squeeze else mel
 
 
-def mel_spectrogram(audio: torch.Tensor, config: MelConfig | None = None) -> torch.Tensor:
-    """One-off convenience: the log-mel of `audio` under `config` (default `tacotron2`)."""
+def mel_spectrogram(
+    audio: torch.Tensor | np.ndarray, config: MelConfig | None = None
+) -> torch.Tensor:
+    """One-off convenience: the log-mel of `audio` (float, in [-1, 1]) under `config`
+    (default `tacotron2`)."""
+    audio = torch.as_tensor(audio)
     return MelSpectrogram(config).to(audio.device)(audio)

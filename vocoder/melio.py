@@ -124,7 +124,7 @@ def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> 
 
 
 def convert_mel(
-    mel: torch.Tensor,
+    mel: torch.Tensor | np.ndarray,
     mel_format: str,
     stats: MeanVarStats | str | Path | None = None,
     *,
@@ -137,7 +137,7 @@ def convert_mel(
     normalized-dB parameters (default `DbNormalization()`); `stats_log_base` applies when
     `stats` is a file path.
     """
-    mel = mel.float()
+    mel = torch.as_tensor(mel).float()
     if mel_format == "ln":
         return mel
     if mel_format == "log10":

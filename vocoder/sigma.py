@@ -9,6 +9,7 @@ sigma = 0 is allowed: z = 0, the deterministic "mean" output (the denoiser uses 
 from __future__ import annotations
 
 import math
+import numbers
 
 from vocoder.errors import ConfigError
 
@@ -17,7 +18,9 @@ DEFAULT_SIGMA = 0.8
 
 def check_sigma(sigma: float, setting: str = "sigma") -> float:
     """`sigma` if it is a finite number >= 0, else a `ConfigError` naming `setting`."""
-    if not (math.isfinite(sigma) and sigma >= 0):
+    # a float, an int, a numpy or 0-d torch number; not None, a bool or a string
+    number = isinstance(sigma, numbers.Real) or getattr(sigma, "ndim", None) == 0
+    if isinstance(sigma, bool) or not (number and math.isfinite(sigma) and sigma >= 0):
         raise ConfigError(f"{setting} must be a finite number >= 0, got {sigma}")
     return sigma
 

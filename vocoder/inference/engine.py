@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor
 
 from vocoder.checkpoint import load_model
+from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram, too_short_for_a_mel
 from vocoder.inference.compile import InferenceModel, prepare_for_inference
@@ -48,11 +50,31 @@ from vocoder.inference.longform import (
     synthesize_in_windows,
 )
 from vocoder.inference.sizing import MAX_BATCH, default_batch_size, default_budget
+from vocoder.melio import MeanVarStats, MelFormat, convert_mel
 from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
+from vocoder.precision import default_precision
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
+
+
+# integer PCM -> [-1, 1), as soundfile reads it into float
+PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
+
+
+def _as_ln(
+    mel: Tensor | np.ndarray, mel_format: str, stats: MeanVarStats | str | Path | None, source: str
+) -> Tensor | np.ndarray:
+    """`mel` (`[n_mels, F]` or `[B, n_mels, F]`) converted to the natural-log convention."""
+    if mel_format == "ln" and stats is None:
+        return mel
+    mel = torch.as_tensor(mel).float()
+    if mel.dim() == 3:
+        return torch.stack([convert_mel(m, mel_format, stats) for m in mel])
+    if mel.dim() != 2:
+        raise InputError(source, f"expected a mel [n_mels, frames], got shape {tuple(mel.shape)}")
+    return convert_mel(mel, mel_format, stats)
 
 
 class Synthesizer:
@@ -105,7 +127,9 @@ class Synthesizer:
         """A synthesizer for a pretrained name, an exported model (`.safetensors` with its
         `.json`) or a training checkpoint / run folder; None loads the default model.
 
-        fast=False runs the plain incremental engine even on a GPU (no CUDA graphs).
+        precision: fp32 (exact), bf16, fp16 (GPUs only), or auto: what `vocoder synthesize`
+        runs by default (bf16 on a CPU with bf16 units, else fp32). fast=False runs the
+        plain incremental engine even on a GPU (no CUDA graphs).
         """
         path = resolve_model_source(name_or_path)
         model, info = load_model(path)
@@ -137,6 +161,8 @@ class Synthesizer:
             mel_config = MelConfig(
                 sample_rate=c.sample_rate, hop_length=c.hop_length, n_mels=c.n_mels
             )
+        if precision == "auto":
+            precision = default_precision(resolve_device(device))
         compiled = prepare_for_inference(model, precision, device)
         if compiled.device.type == "cpu" and compiled.dtype == torch.float16:
             raise ConfigError("fp16 is for GPUs; on the CPU use bf16 or fp32")
@@ -198,6 +224,16 @@ class Synthesizer:
             audio = torch.from_numpy(np.ascontiguousarray(audio))
         if not isinstance(audio, Tensor) or audio.dim() not in (1, 2):
             raise InputError(source, "expected audio [samples] or [batch, samples]")
+        if audio.dim() == 2 and audio.shape[1] <= 8 < audio.shape[0]:
+            raise InputError(  # soundfile's layout; read as many clips of 2 samples otherwise
+                source,
+                f"shape {tuple(audio.shape)} looks like [samples, channels]; expected mono "
+                "[samples] (mix the channels down) or [batch, samples]",
+            )
+        if not audio.is_floating_point():  # integer PCM (soundfile's int16, wavfile.read)
+            if audio.dtype not in PCM_SCALE:
+                raise InputError(source, f"expected float samples in [-1, 1], got {audio.dtype}")
+            audio = audio.double() / PCM_SCALE[audio.dtype]
         if audio.shape[-1] == 0:
             raise InputError(source, "empty audio (0 samples)")
         if audio.shape[-1] < self._mel_config.min_samples:
@@ -219,6 +255,8 @@ class Synthesizer:
         denoise: float = 0.0,
         chunk_frames: int | None = None,
         source: str = "mel",
+        mel_format: MelFormat = "ln",
+        stats: MeanVarStats | str | Path | None = None,
     ) -> Tensor:
         """Audio `[F * hop]` for a mel `[n_mels, F]` (or `[B, F * hop]` for `[B, n_mels, F]`).
 
@@ -226,9 +264,10 @@ class Synthesizer:
         global generator; batch item b uses seed + b. denoise: strength of the WaveGlow-style
         denoiser (0 = off). chunk_frames: synthesize in chunks of this many frames (None:
         only when the utterance would not fit the memory budget). source: names the input in
-        errors and warnings.
+        errors and warnings. mel_format, stats: the mel's convention, converted to the
+        natural log first (`melio.convert_mel`; stats for meanvar).
         """
-        batch = self.validate_mel(mel, source)
+        batch = self.validate_mel(_as_ln(mel, mel_format, stats, source), source)
         audio = self._synthesize(
             list(batch), self._seeds(seed, len(batch)), sigma, denoise, chunk_frames
         )
@@ -244,20 +283,22 @@ class Synthesizer:
         chunk_frames: int | None = None,
         sources: Sequence[str] | None = None,
         warn: bool = True,
+        mel_format: MelFormat = "ln",
+        stats: MeanVarStats | str | Path | None = None,
     ) -> list[Tensor]:
         """Audio for each mel `[n_mels, F_i]` of a list (lengths may differ).
 
         seed: an int gives item i the seed `seed + i`; a sequence gives each its own. The
         result for an item does not depend on what it is batched with. sources: names of
         the mels for errors and warnings. warn: log range warnings (callers that validated
-        the mels with `validate_mel` already pass False).
+        the mels with `validate_mel` already pass False). mel_format, stats: as `synthesize`.
         """
         sources = list(sources) if sources is not None else [f"mel[{i}]" for i in range(len(mels))]
         if len(sources) != len(mels):
             raise ValueError(f"{len(sources)} sources for {len(mels)} mels")
         validated = []
         for mel, source in zip(mels, sources, strict=True):
-            batch = self.validate_mel(mel, source, warn)
+            batch = self.validate_mel(_as_ln(mel, mel_format, stats, source), source, warn)
             if batch.shape[0] != 1:
                 raise InputError(
                     source, f"expected one mel [n_mels, frames], got {tuple(mel.shape)}"
@@ -295,9 +336,16 @@ class Synthesizer:
     def _seeds(self, seed: int | Sequence[int] | None, count: int) -> list[int]:
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + i for i in range(count)]
-        seeds = [int(s) for s in seed]
+        try:  # an int, a numpy integer or a 0-d integer tensor
+            return [operator.index(seed) + i for i in range(count)]
+        except TypeError:
+            pass
+        try:
+            seeds = [operator.index(s) for s in seed]
+        except TypeError:
+            raise ConfigError(
+                f"seed must be an integer or a sequence of integers, got {seed!r}"
+            ) from None
         if len(seeds) != count:
             raise ValueError(f"{len(seeds)} seeds for {count} mels")
         return seeds
@@ -313,8 +361,12 @@ class Synthesizer:
         check_sigma(sigma)
         if not (math.isfinite(denoise) and denoise >= 0):
             raise ConfigError(f"denoise strength must be a finite number >= 0, got {denoise}")
-        if chunk_frames is not None and chunk_frames < 1:
-            raise ConfigError(f"chunk_frames must be positive, got {chunk_frames}")
+        if chunk_frames is not None and (
+            isinstance(chunk_frames, bool)
+            or not isinstance(chunk_frames, int | np.integer)
+            or chunk_frames < 1
+        ):
+            raise ConfigError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
         hop = self.hop_length
         results: dict[int, Tensor] = {}
         short: list[int] = []
