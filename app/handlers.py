@@ -122,6 +122,7 @@ class _Input:
     sample_rate: int
     seconds: float
     mel_config: MelConfig  # the convention `mel` follows (for audio: the one it was made with)
+    changes: str = ""  # what reading the audio did to it (mixed down, resampled)
 
 
 class VocoderDemo:
@@ -229,13 +230,13 @@ class VocoderDemo:
                 seconds = mel.shape[-1] * config.hop_length / config.sample_rate
                 self._check_length(name, seconds)  # too short is checked per model (_mel_for)
                 return _Input(name, path, mel, None, config.sample_rate, seconds, config)
+            changes = audio_info(path).changes_for(synthesizer.sample_rate)
             audio = load_audio(path, sample_rate=synthesizer.sample_rate)
         _check_long_enough(name, audio.numel(), synthesizer)
         mel = synthesizer.mel_from_audio(audio, source=name)
         seconds = audio.numel() / synthesizer.sample_rate
-        return _Input(
-            name, path, mel, audio, synthesizer.sample_rate, seconds, synthesizer.mel_config
-        )
+        rate, config = synthesizer.sample_rate, synthesizer.mel_config
+        return _Input(name, path, mel, audio, rate, seconds, config, changes)
 
     def _check_length(self, name: str, seconds: float) -> None:
         if seconds > self.settings.max_seconds:
@@ -337,6 +338,8 @@ class VocoderDemo:
             description = f"{given.name}: a mel of {frames} frames ({seconds:.2f} s)"
             return InputView(description, mel_image(given.mel, seconds), None)
         description = f"{given.name}: {seconds:.2f} s of audio, {frames} mel frames"
+        if given.changes:
+            description += f" ({given.changes})"
         return InputView(
             description,
             mel_image(given.mel, seconds),

@@ -125,6 +125,17 @@ def test_other_audio_formats(demo, tiny_models, tmp_path, suffix):
     result = demo.run(str(path), None, WAVEFLOW)
     assert abs(result.outputs[0].audio.shape[-1] - 11025) <= 1152  # mp3 pads by a frame
     assert f"speech{suffix}" in result.input.description
+    assert "resampled" not in result.input.description  # nothing was done to it
+
+
+def test_a_mixed_down_and_resampled_upload_says_so(demo, tiny_models, tmp_path):
+    clip = load_audio(SHORT_CLIP, sample_rate=44100)[:22050]  # 0.5 s at 44.1 kHz
+    path = tmp_path / "stereo.wav"
+    sf.write(path, torch.stack([clip, clip], 1).numpy(), 44100)
+    result = demo.run(str(path), None, WAVEFLOW)
+    assert result.input.description.endswith(
+        "(2 channels mixed down to mono, resampled 44100 -> 22050 Hz)"
+    )  # as `vocoder synthesize` says it
 
 
 def test_compare_two_models_and_griffin_lim(demo, tiny_models, short_mel):
@@ -310,6 +321,13 @@ def test_demo_command_line(tmp_path, monkeypatch, capsys):
     assert "no models to serve" in capsys.readouterr().err
     assert main(["demo", "--model", "no-such-model"]) == 2
     assert re.search(r"no-such-model: .*not a pretrained model", capsys.readouterr().err)
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # another server holds the port
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use); pass --port with "
+        "a free port\n"
+    )
 
 
 def test_demo_checks_its_models_and_device_before_serving(
@@ -334,7 +352,9 @@ def test_demo_checks_its_models_and_device_before_serving(
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count("\n") == 1, err
         assert served == []
-    assert main(["demo", "--model", tiny_models[0], "--device", "cpu"]) == 0
+    # a free port: the command checks that it can listen before it loads anything
+    argv = ["demo", "--model", tiny_models[0], "--device", "cpu", "--port", str(free_port())]
+    assert main(argv) == 0
     (options,) = served
     assert len(options["demo"].cache) == 1  # loaded before the first visitor
 

@@ -41,12 +41,33 @@ def test_ljspeech_stages_1_to_4_on_the_mini_set(ljspeech_mini, tmp_path):
     data, exp = tmp_path / "data", tmp_path / "exp"
     done = run_recipe(
         LJSPEECH, "--stage", "1", "--stop-stage", "4", "--conf", "conf/smoke.yaml",
-        "--corpus", str(ljspeech_mini), "--split", "listed", "--data-dir", str(data),
+        "--corpus", str(ljspeech_mini), "--data-dir", str(data),
         "--exp", str(exp), "--eval-max-files", "2", "--synth-max-files", "1",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
-    # stage 1: the listed split keeps the 16 test ids out of training
+    # stage 1: the corpus's own lists give the split by default (the NanoFlow split, the
+    # recipe's default before, trained on 14 of the 16 test clips), and a prepared folder
+    # keeps its split: asking for another stops, where it was ignored before
+    assert "(default split," in done.stdout
+    again = run_recipe(
+        LJSPEECH, "--stage", "1", "--stop-stage", "1", "--conf", "conf/smoke.yaml",
+        "--corpus", str(ljspeech_mini), "--data-dir", str(data), "--split", "nanoflow",
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert f"{data} was prepared with the listed split, not nanoflow" in again.stderr
+    # a stage that is no stage stopped nothing before: exit 0, having run nothing
+    for script in (LJSPEECH, CUSTOM):
+        for stages in (
+            ["--stage", "2x"],
+            ["--stop-stage", "9"],
+            ["--stage", "3", "--stop-stage", "1"],
+        ):
+            wrong = run_recipe(script, *stages, "--conf", "conf/smoke.yaml")
+            assert wrong.returncode == 2, wrong.stderr
+            assert wrong.stderr.startswith("run.sh: --stage"), wrong.stderr
+
+    # the listed split keeps the 16 test ids out of training
     test_ids = set((ljspeech_mini / "test.txt").read_text().split())
     train = {p.stem for p in read_filelist(data / "train.txt")}
     test = {p.stem for p in read_filelist(data / "test.txt")}

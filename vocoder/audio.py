@@ -42,6 +42,16 @@ class AudioInfo:
         """Length in seconds."""
         return self.frames / self.sample_rate
 
+    def changes_for(self, sample_rate: int) -> str:
+        """What `load_audio(path, sample_rate)` does to this file, in words ("" if nothing):
+        "2 channels mixed down to mono, resampled 44100 -> 22050 Hz"."""
+        changes = []
+        if self.channels > 1:
+            changes.append(f"{self.channels} channels mixed down to mono")
+        if self.sample_rate != sample_rate:
+            changes.append(f"resampled {self.sample_rate} -> {sample_rate} Hz")
+        return ", ".join(changes)
+
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Sample rate, channels, frames and duration of an audio file, without decoding it."""

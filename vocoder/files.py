@@ -113,8 +113,9 @@ def _check_zip_crcs(path: Path, what: str) -> None:
                 start = f.read(2)
         except OSError:
             return  # torch.load words what is wrong
-        # a pickle (legacy torch files) starts with 0x80; "PK" is a zip cut short: torch says
-        if start[:1] != b"\x80" and start != b"PK":
+        if start == b"PK":  # torch's own words for it are a paragraph about miniz
+            raise InputError(path, f"not a readable {what}: a truncated or damaged zip archive")
+        if start[:1] != b"\x80":  # a pickle (legacy torch files) starts with 0x80
             raise InputError(path, f"not a {what}: neither a zip nor a pickle")
         return
     try:

@@ -69,6 +69,11 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+for value in "$stage" "$stop_stage"; do
+  [[ "$value" =~ ^[1-4]$ ]] || die "--stage and --stop-stage take a stage 1..4, got '$value'"
+done
+(( stage <= stop_stage )) || die "--stage $stage is after --stop-stage $stop_stage: no stage to run"
+
 cd "$(dirname "$0")"
 repo_root=$(cd ../.. && pwd)
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"

@@ -16,8 +16,10 @@
 #   --data-dir DIR               prepared data (data/ljspeech)
 #   --exp DIR                    run folder (exp/<conf name>)
 #   --ngpu N                     GPUs for training (1); N > 1 runs torchrun
-#   --split NAME                 nanoflow (first 1,310 clips held out; default), espnet,
-#                                tacotron2, hifigan (need --splits-dir), listed
+#   --split NAME                 nanoflow (first 1,310 clips held out), espnet, tacotron2,
+#                                hifigan (need --splits-dir), listed (the corpus's own
+#                                train.txt/test.txt); default: listed when the corpus has
+#                                those lists, else nanoflow (as vocoder prepare decides)
 #   --splits-dir DIR             folder of the tacotron2_*/hifigan_* id lists
 #   --archive FILE               a local LJSpeech-1.1.tar.bz2 (no download)
 #   --sha256 HEX                 expected archive checksum (the published one by default)
@@ -35,7 +37,7 @@ corpus=
 data_dir=data/ljspeech
 exp=
 ngpu=1
-split=nanoflow
+split=
 splits_dir=
 archive=
 url=https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2
@@ -70,6 +72,11 @@ while [[ $# -gt 0 ]]; do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
+
+for value in "$stage" "$stop_stage"; do
+  [[ "$value" =~ ^[0-4]$ ]] || die "--stage and --stop-stage take a stage 0..4, got '$value'"
+done
+(( stage <= stop_stage )) || die "--stage $stage is after --stop-stage $stop_stage: no stage to run"
 
 cd "$(dirname "$0")"
 repo_root=$(cd ../.. && pwd)
@@ -116,11 +123,15 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
-  echo "stage 1: prepare $corpus -> $data_dir ($split split, $convention)"
+  echo "stage 1: prepare $corpus -> $data_dir (${split:-default} split, $convention)"
   if [[ -f "$data_dir/manifest.json" ]]; then
-    echo "  $data_dir is prepared already (delete it to redo; training checks its mel convention)"
+    prepared=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["split"])' \
+      "$data_dir/manifest.json")
+    [[ -z "$split" || "$split" == "$prepared" ]] \
+      || die "$data_dir was prepared with the $prepared split, not $split: delete it to redo"
+    echo "  $data_dir is prepared already ($prepared split; delete it to redo; training checks its mel convention)"
   else
-    vocoder prepare "$corpus" --out "$data_dir" --config "$resolved" --split "$split" \
+    vocoder prepare "$corpus" --out "$data_dir" --config "$resolved" ${split:+--split "$split"} \
       ${splits_dir:+--splits-dir "$splits_dir"}
   fi
 fi

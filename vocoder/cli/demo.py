@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import socket
 from pathlib import Path
 from types import ModuleType
 
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise VocoderError(f"--concurrency must be at least 1, got {args.concurrency}")
     resolve_device(args.device)  # a bad --device fails now, not on every request
+    _check_port_free(args.host, args.port)
     settings = app.DemoSettings(
         models=tuple(args.model or ()),
         device=args.device,
@@ -109,6 +112,19 @@ def run(args: argparse.Namespace) -> int:
         demo=demo,
     )
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before loading anything where the port is taken: Gradio's own error says to set
+    GRADIO_SERVER_PORT, which this command's --port overrides."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise VocoderError(
+            f"cannot listen on {host}:{port} ({os.strerror(e.errno) if e.errno else e}); "
+            "pass --port with a free port"
+        ) from None
 
 
 def demo_package() -> ModuleType:

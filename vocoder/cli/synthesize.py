@@ -275,14 +275,9 @@ def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) 
     # disable=None: progress bars on terminals only, so logs and errors stay clean
     for job in tqdm(jobs, desc="reading", unit="file", file=sys.stderr, leave=False, disable=None):
         if job.is_audio:
-            info = audio_info(job.source)
-            changes = []
-            if info.channels > 1:
-                changes.append(f"{info.channels} channels mixed down to mono")
-            if info.sample_rate != synth.sample_rate:
-                changes.append(f"resampled {info.sample_rate} -> {synth.sample_rate} Hz")
+            changes = audio_info(job.source).changes_for(synth.sample_rate)
             if changes:
-                log.info("%s: %s", job.source, ", ".join(changes))
+                log.info("%s: %s", job.source, changes)
             audio = load_audio(job.source, synth.sample_rate)
             job.mel = synth.mel_from_audio(audio, source=str(job.source))
             job.samples = min(audio.shape[-1], job.mel.shape[-1] * synth.hop_length)
