@@ -106,7 +106,8 @@ def load_torch_file(
 
 def _check_zip_crcs(path: Path, what: str) -> None:
     """Files saved by `torch.save` are zip archives with a CRC-32 per record; check them
-    all (legacy non-zip files have none and are left to torch)."""
+    all. Legacy files (a pickle) have none and are left to torch; a cut-short zip or a file
+    that is neither is refused here, in fewer words than torch's."""
     if not zipfile.is_zipfile(path):
         try:
             with path.open("rb") as f:
