@@ -120,6 +120,7 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     np.save(tmp_path / "norm.npy", ref_mel.numpy())
     (tmp_path / "text.npy").write_text("not a mel")
     (tmp_path / "cut.npy").write_bytes((tmp_path / "norm.npy").read_bytes()[:300])
+    np.save(tmp_path / "objects.npy", np.array([{"mel": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "zero.npy").write_bytes(b"")
     (tmp_path / "mel.txt").write_text("0 1 2")
     torch.save({"audio": ref_mel}, tmp_path / "nokey.pt")
@@ -131,6 +132,7 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
         "empty.npy": ({}, "0 frames"),
         "text.npy": ({}, "not a .npy file (no NumPy header)"),  # numpy: "pickled data"
         "cut.npy": ({}, "not a readable mel file"),
+        "objects.npy": ({}, "holds Python objects, not numbers (never unpickled)"),
         "zero.npy": ({}, "empty file (0 bytes)"),
         "mel.txt": ({}, "unknown mel file type"),
         "nokey.pt": ({}, "'mel' key"),

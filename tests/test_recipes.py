@@ -66,6 +66,8 @@ def test_ljspeech_stages_1_to_4_on_the_mini_set(ljspeech_mini, tmp_path):
             wrong = run_recipe(script, *stages, "--conf", "conf/smoke.yaml")
             assert wrong.returncode == 2, wrong.stderr
             assert wrong.stderr.startswith("run.sh: --stage"), wrong.stderr
+        none = run_recipe(script, "--synth-max-files", "0", "--conf", "conf/smoke.yaml")
+        assert none.returncode == 2 and "--synth-max-files takes a positive" in none.stderr
 
     # the listed split keeps the 16 test ids out of training
     test_ids = set((ljspeech_mini / "test.txt").read_text().split())

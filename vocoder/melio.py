@@ -284,7 +284,13 @@ def _read_array(path: Path) -> torch.Tensor:
             # numpy takes anything without its magic for a pickle and says so, wrongly here
             if magic != b"\x93NUMPY" and not zipfile.is_zipfile(path):
                 raise InputError(path, "not a .npy file (no NumPy header)")
-            array = np.load(path, allow_pickle=False)
+            try:
+                array = np.load(path, allow_pickle=False)
+            except ValueError as e:  # numpy's words would suggest allow_pickle
+                if "allow_pickle" not in str(e):
+                    raise
+                problem = "holds Python objects, not numbers (never unpickled)"
+                raise InputError(path, problem) from None
             if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
                 raise InputError(path, "does not hold a numeric array")
             if np.iscomplexobj(array):  # a complex STFT, not a mel: never drop the phase quietly

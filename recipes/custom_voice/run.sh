@@ -73,6 +73,8 @@ for value in "$stage" "$stop_stage"; do
   [[ "$value" =~ ^[1-4]$ ]] || die "--stage and --stop-stage take a stage 1..4, got '$value'"
 done
 (( stage <= stop_stage )) || die "--stage $stage is after --stop-stage $stop_stage: no stage to run"
+[[ "$synth_max_files" =~ ^[1-9][0-9]*$ ]] \
+  || die "--synth-max-files takes a positive whole number, got '$synth_max_files'"
 
 cd "$(dirname "$0")"
 repo_root=$(cd ../.. && pwd)
