@@ -69,11 +69,6 @@ class MelConfig:
         return 1 + (num_samples - self.hop_length) // self.hop_length
 
 
-def too_short_for_a_mel(samples: int, config: MelConfig) -> str:
-    """The problem of audio shorter than `config.min_samples`, worded once."""
-    return f"{samples} samples is too short for a mel (needs at least {config.min_samples})"
-
-
 PRESETS: dict[str, MelConfig] = {
     "tacotron2": MelConfig(),
     "hifigan": MelConfig(center=False),
@@ -115,7 +110,10 @@ class MelSpectrogram(torch.nn.Module):
             raise InputError("audio", f"expected [batch, samples], got shape {tuple(audio.shape)}")
         c = self.config
         if audio.shape[-1] < c.min_samples:
-            raise InputError("audio", too_short_for_a_mel(audio.shape[-1], c))
+            n = audio.shape[-1]
+            raise InputError(
+                "audio", f"{n} samples is too short for a mel (needs at least {c.min_samples})"
+            )
         audio = audio.to(self.compute_dtype)
         if not c.center:
             pad = (c.n_fft - c.hop_length) // 2

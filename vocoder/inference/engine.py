@@ -36,7 +36,7 @@ from torch import Tensor
 from vocoder.checkpoint import load_model
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, VocoderError
-from vocoder.features import MelConfig, MelSpectrogram, too_short_for_a_mel
+from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import InferenceModel, prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import make_row_inverse
@@ -236,14 +236,15 @@ class Synthesizer:
             audio = audio.double() / PCM_SCALE[audio.dtype]
         if audio.shape[-1] == 0:
             raise InputError(source, "empty audio (0 samples)")
-        if audio.shape[-1] < self._mel_config.min_samples:
-            raise InputError(source, too_short_for_a_mel(audio.shape[-1], self._mel_config))
         audio = audio.detach().cpu().float()
         if not torch.isfinite(audio).all():
             raise InputError(source, "contains NaN or infinite samples")
         if self._mel_extractor is None:
             self._mel_extractor = MelSpectrogram(self._mel_config)
-        return self._mel_extractor(audio)
+        try:
+            return self._mel_extractor(audio)
+        except InputError as e:  # the extractor's checks (too short), naming `source`
+            raise InputError(source, e.problem, e.remedies) from None
 
     # ---- synthesis ----
 
