@@ -153,6 +153,10 @@ def test_config_mismatch_and_missing_flow_count_are_one_line_errors(tmp_path):
     wrong.write_text(json.dumps(config))
     with pytest.raises(InputError, match="the config says res_channels 64, the weights have 16"):
         import_checkpoint(GOLDENS / "waveflow-small.pt", wrong)
+    # the file whose value is wrong is the one named (it was the checkpoint)
+    with pytest.raises(InputError) as e:
+        import_checkpoint(GOLDENS / "waveflow-small.pt", wrong)
+    assert e.value.source == str(wrong)
 
 
 @needs_goldens
@@ -163,6 +167,16 @@ def test_a_rearranged_tensor_is_refused_not_reshaped(tmp_path):
     torch.save(data, tmp_path / "transposed.pt")
     with pytest.raises(InputError, match=r"has shape \(1, 1, 32, 3\), the model expects \(1, 1, 3"):
         import_checkpoint(tmp_path / "transposed.pt", GOLDENS / "waveflow-small.json")
+
+
+@needs_goldens
+def test_a_damaged_layer_is_named_not_the_intact_one_after_it(tmp_path):
+    data = torch.load(GOLDENS / "waveflow-small.pt", weights_only=True)
+    key = "flows.0.coupling.net.res_blocks.0.filter_gate_conv_c.weight_v"
+    data["model"][key] = data["model"][key][:, :40].contiguous()
+    torch.save(data, tmp_path / "cut.pt")
+    with pytest.raises(InputError, match=rf"{key} has 40 input channels, where \d+ of the"):
+        import_checkpoint(tmp_path / "cut.pt", GOLDENS / "waveflow-small.json")
 
 
 @needs_goldens
@@ -222,6 +236,8 @@ def test_malformed_values_in_a_checkpoint_or_config_are_one_line(tmp_path, capsy
         assert main(["import", str(tmp_path / source), *map(str, rest), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and problem in err and err.count("\n") == 1, err
+        named = rest[-1] if rest else tmp_path / source
+        assert err.startswith(f"error: {named}: "), err
         assert not (tmp_path / "out").exists()
 
 

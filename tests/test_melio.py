@@ -126,6 +126,8 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     torch.save({"audio": ref_mel}, tmp_path / "nokey.pt")
     np.save(tmp_path / "complex.npy", ref_mel.numpy().astype(np.complex64))
     torch.save(ref_mel.to(torch.complex64), tmp_path / "complex.pt")
+    np.save(tmp_path / "int.npy", (ref_mel * 1000).numpy().astype(np.int16))
+    torch.save((ref_mel * 1000).to(torch.int32), tmp_path / "int.pt")
     cases = {
         "nan.npy": ({}, "NaN"),
         "bins.npy": ({}, "expected 80 mel bins"),
@@ -138,6 +140,8 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
         "nokey.pt": ({}, "'mel' key"),
         "complex.npy": ({}, "complex numbers"),
         "complex.pt": ({}, "complex numbers"),
+        "int.npy": ({}, "holds integers (int16); a mel is floating point"),
+        "int.pt": ({}, "holds integers (torch.int32); a mel is floating point"),
         "missing.npy": ({}, "no such file"),
         "norm.npy": ({"mel_format": "meanvar"}, "needs statistics"),
     }

@@ -95,7 +95,14 @@ def test_ljspeech_stages_1_to_4_on_the_mini_set(ljspeech_mini, tmp_path):
     assert 2.8 < floor["pesq_wb"] < 3.8 and floor["stoi"] > 0.93 and floor["log_mel_l1"] < 0.2
     assert (exp / "eval" / "report.csv").is_file()
 
-    # stage 4: the first test clip synthesized, as long as its recording
+    # stage 4: the first test clip synthesized, as long as its recording; run again, it
+    # replaces the folder whole, where an earlier run's wavs stayed beside the new ones
+    (exp / "wav" / "earlier-run.wav").write_bytes(b"")
+    rerun = run_recipe(
+        LJSPEECH, "--stage", "4", "--conf", "conf/smoke.yaml", "--data-dir", str(data),
+        "--exp", str(exp), "--synth-max-files", "1",
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     first = read_filelist(data / "test.txt")[0]
     wav = exp / "wav" / f"{first.stem}.wav"
     assert sorted(p.name for p in (exp / "wav").iterdir()) == [wav.name]

@@ -273,6 +273,10 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     return None
 
 
+# A log mel is never whole numbers; integers are audio samples, token ids or quantized features.
+_INTEGER_MEL = "holds integers ({}); a mel is floating point"
+
+
 def _read_array(path: Path) -> torch.Tensor:
     suffix = path.suffix.lower()
     if suffix in (".npy", ".pt") and path.is_file() and path.stat().st_size == 0:
@@ -295,6 +299,8 @@ def _read_array(path: Path) -> torch.Tensor:
                 raise InputError(path, "does not hold a numeric array")
             if np.iscomplexobj(array):  # a complex STFT, not a mel: never drop the phase quietly
                 raise InputError(path, f"holds complex numbers ({array.dtype}); expected real")
+            if not np.issubdtype(array.dtype, np.floating):
+                raise InputError(path, _INTEGER_MEL.format(array.dtype))
             return torch.from_numpy(np.asarray(array, dtype=np.float32))
         if suffix == ".pt":
             data = load_torch_file(path, "mel file")
@@ -308,6 +314,8 @@ def _read_array(path: Path) -> torch.Tensor:
                 raise InputError(path, f"expected a tensor, got {type(data).__name__}")
             if data.is_complex():
                 raise InputError(path, f"holds complex numbers ({data.dtype}); expected real")
+            if not data.is_floating_point():
+                raise InputError(path, _INTEGER_MEL.format(data.dtype))
             return data.detach().float()
     except InputError:
         raise

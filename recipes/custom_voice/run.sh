@@ -144,5 +144,8 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
     [[ ${#inputs[@]} -ge $synth_max_files ]] && break
   done < "$data_dir/test.txt"
   [[ ${#inputs[@]} -gt 0 ]] || die "$data_dir/test.txt lists no files"
-  vocoder synthesize "${inputs[@]}" --out "$exp/wav" --model "$exp" --seed 0 --force
+  # a fresh folder swapped in whole: no wav of an earlier run stays beside this run's
+  rm -rf "$exp/wav.new"
+  vocoder synthesize "${inputs[@]}" --out "$exp/wav.new" --model "$exp" --seed 0
+  rm -rf "$exp/wav" && mv "$exp/wav.new" "$exp/wav"
 fi

@@ -149,7 +149,7 @@ def import_checkpoint(
         if is_l0sg_checkpoint(data):
             _check_config_section(document, config, "waveflow_config", "the NanoFlow reference")
             settings = None if document is None else reference_settings(document, config)
-            model_config, state = convert_l0sg(data, source, settings, n_height)
+            model_config, state = convert_l0sg(data, source, settings, n_height, config)
             origin = "L0SG/NanoFlow"
         elif is_nvidia_waveglow(data):
             _check_config_section(document, config, "waveglow_config", "an NVIDIA WaveGlow")

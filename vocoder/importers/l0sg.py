@@ -28,6 +28,7 @@ Differences of parameterisation, folded into the weights exactly (up to float ro
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +91,20 @@ def convert_l0sg(
     source: str | Path,
     settings: dict[str, Any] | None = None,
     n_height: int = 16,
+    settings_source: str | Path | None = None,
 ) -> tuple[ModelConfig, dict[str, Tensor]]:
     """`(config, training-form state dict)` of a reference checkpoint; see the module doc.
 
     `settings`: the reference config (`reference_settings`); without it the architecture is
     read off the tensor shapes, with `n_height` rows (the squeeze height is in no tensor).
+    `settings_source`: the config's file, which errors about its values name.
     """
     settings = dict(settings or {})
+    config_file = settings_source or source
     for name in ("n_flow", "n_height", "n_layer_per_cycle", "n_layer", "res_channels"):
         if name in settings and not str(settings[name]).strip().isdigit():
             raise InputError(
-                source, f"the config's {name} is not a whole number: {settings[name]!r}"
+                config_file, f"the config's {name} is not a whole number: {settings[name]!r}"
             )
     state = strip_prefix(_state_of(data))
     src = SourceState(state, source)
@@ -115,7 +119,7 @@ def convert_l0sg(
 
     n_layers = count_indexed(keys, f"{net}.res_blocks.{{}}.")
     channels = src.state[f"{net}.front_conv.0.conv.bias"].shape[0]
-    n_mels = _weight_shape(state, f"{net}.res_blocks.0.filter_gate_conv_c")[1]
+    n_mels = _agreed_input_size(state, ".filter_gate_conv_c", source)
     embedding_dim = _weight_shape(state, "flow_embedding")[1] if kind == "full" else 512
     if kind == "naive":
         if "n_flow" not in settings:
@@ -134,22 +138,24 @@ def convert_l0sg(
     )
     first = flow_prefix.format(k=0)
     nsf = f"{first}.proj.conv.bias" in state
-    _check_coupling(settings, kind, nsf, source)
+    _check_coupling(settings, kind, nsf, config_file)
     bins = (state[f"{first}.proj.conv.bias"].shape[0] + 1) // 3 if nsf else 32
     height = int(settings.get("n_height", n_height))
     per_cycle = int(settings.get("n_layer_per_cycle", 1))
     if per_cycle != 1:
         raise InputError(
-            source, f"n_layer_per_cycle {per_cycle}: only height dilation 1 is supported"
+            config_file, f"n_layer_per_cycle {per_cycle}: only height dilation 1 is supported"
         )
     if _flag(settings.get("bipartize", False)):
-        raise InputError(source, "bipartized row permutations are not supported by the importer")
-    _check_setting(settings, "n_layer", n_layers, source)
-    _check_setting(settings, "res_channels", channels, source)
-    _check_setting(settings, "cin_channels", n_mels, source)
-    _check_setting(settings, "n_flow", n_flows, source)
+        raise InputError(
+            config_file, "bipartized row permutations are not supported by the importer"
+        )
+    _check_setting(settings, "n_layer", n_layers, config_file)
+    _check_setting(settings, "res_channels", channels, config_file)
+    _check_setting(settings, "cin_channels", n_mels, config_file)
+    _check_setting(settings, "n_flow", n_flows, config_file)
     if kind == "full":
-        _check_setting(settings, "size_flow_embed", embedding_dim, source)
+        _check_setting(settings, "size_flow_embed", embedding_dim, config_file)
 
     config = ModelConfig(
         family="waveflow" if kind == "waveflow" else "nanoflow",
@@ -159,7 +165,7 @@ def convert_l0sg(
         channels=channels,
         coupling="rqs" if nsf else "affine",
         spline_bins=bins,
-        spline_tail_bound=_number(settings, "tail_bound", 5.0, source),
+        spline_tail_bound=_number(settings, "tail_bound", 5.0, config_file),
         n_mels=n_mels,
         hop_length=256,
         sample_rate=22050,
@@ -216,6 +222,33 @@ def _weight_shape(state: dict[str, Tensor], prefix: str) -> tuple[int, ...]:
         if key in state:
             return tuple(state[key].shape)
     raise KeyError(prefix)
+
+
+def _agreed_input_size(state: dict[str, Tensor], module: str, source: str | Path) -> int:
+    """The input channels every conv named `*{module}` has; a damaged one is named.
+
+    Read off one layer alone, a damaged layer would set the model's size and the error
+    would then blame the next, intact layer.
+    """
+    sizes = {
+        key: tensor.shape[1]
+        for key, tensor in state.items()
+        if key.endswith((f"{module}.weight", f"{module}.weight_v"))
+        and isinstance(tensor, Tensor)
+        and tensor.dim() > 1
+    }
+    if not sizes:
+        raise InputError(source, f"missing tensor {module.lstrip('.')}.weight for this model")
+    counts = Counter(sizes.values())
+    agreed = counts.most_common(1)[0][0]
+    odd = [key for key, size in sizes.items() if size != agreed]
+    if odd:
+        raise InputError(
+            source,
+            f"{odd[0]} has {sizes[odd[0]]} input channels, where {counts[agreed]} of the "
+            f"{len(sizes)} such layers have {agreed}",
+        )
+    return agreed
 
 
 def _check_coupling(settings: dict[str, Any], kind: str, nsf: bool, source: str | Path) -> None:
