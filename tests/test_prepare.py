@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -73,6 +74,15 @@ def test_prepare_end_to_end(dataset, tmp_path):
     assert manifest["mel_config"]["hop_length"] == 256 and manifest["counts"]["test"] == 1
     assert not (out / "wavs").exists()  # nothing needed resampling
     assert not list(out.glob(".*"))  # no marker or temp file left
+
+
+def test_a_flat_ljspeech_folder_has_its_audio_beside_metadata(dataset, tmp_path):
+    for wav in (dataset / "wavs").iterdir():  # metadata.csv and the audio side by side
+        wav.rename(dataset / wav.name)
+    (dataset / "wavs").rmdir()
+    summary = prepare_dataset(dataset, tmp_path / "out")
+    assert summary.layout == "ljspeech" and summary.accepted == 3 and not summary.rejected
+    assert read_filelist(tmp_path / "out" / "test.txt") == [dataset.resolve() / "LJ001-0026.wav"]
 
 
 def test_rerun_refuses_without_force(dataset, tmp_path):
@@ -218,7 +228,7 @@ def test_cli_prepare(broken_dataset, tmp_path):
     assert "--skip-bad" in result.stdout and "--splits-dir" in result.stdout
 
 
-def test_check_prepared_names_the_manifest_and_the_setting(dataset, tmp_path):
+def test_check_prepared_names_the_manifest_and_the_setting(dataset, tmp_path, caplog):
     out = tmp_path / "out"
     prepare_dataset(dataset, out)  # tacotron2 at 22050 Hz, hop 256
     check_prepared(out, MelConfig())
@@ -228,6 +238,12 @@ def test_check_prepared_names_the_manifest_and_the_setting(dataset, tmp_path):
     assert "hop_length 256 there, 300 here" in caught.value.problem
     assert "n_fft 1024 there, 2048 here" in caught.value.problem
     assert "sample_rate" not in caught.value.problem and "\n" not in str(caught.value)
+    # a longer training segment than the clips were checked for pads the short ones: said
+    with caplog.at_level(logging.WARNING, logger="vocoder.data.prepare"):
+        check_prepared(out, MelConfig(), segment_length=16000)
+        assert not caplog.records
+        check_prepared(out, MelConfig(), segment_length=16001)
+    assert "checked to hold 16000 samples, but data.segment_length is 16001" in caplog.text
     # filelists written by hand (no manifest) are not checked
     (out / "manifest.json").unlink()
     check_prepared(out, MelConfig.preset("hifigan"))

@@ -33,6 +33,7 @@ from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
 from vocoder.train.resume import init_weights
+from vocoder.train.run_dir import RunLock
 from vocoder.train.signals import StopRequest
 from vocoder.train.step import LogLikelihood, train_step
 
@@ -202,6 +203,60 @@ def test_force_starts_over(reference, tmp_path):
     assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt"]
     assert sorted(losses(run)) == [1, 2]
     assert (run / "notes.txt").read_text() == "mine"  # only the run's own files go
+    # the recipes' evaluate and synthesize outputs describe the old run: they go too
+    (run / "eval").mkdir()
+    (run / "eval" / "report.json").write_text("{}")
+    (run / "wav").mkdir()
+    assert main(args) == 0
+    assert not (run / "eval").exists() and not (run / "wav").exists()
+
+
+def test_rolling_back_sets_the_later_checkpoints_aside(reference, tmp_path, caplog):
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "train.checkpoint_every=2"]
+    # overrides on both sides of an option (argparse alone refused the second one)
+    assert main([*args, "--max-steps", "6", "train.valid_every=100"]) == 0
+    early = checkpoint_path(run, 2)
+    assert main(["train", "--out", str(run), "--resume", str(early), "--max-steps", "3"]) == 0
+    # steps 4 and 6 belong to the abandoned line: out of the way, not deleted
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt", "step-00000003.pt"]
+    aside = run / "checkpoints" / "set-aside-1"
+    assert sorted(p.name for p in aside.iterdir()) == ["step-00000004.pt", "step-00000006.pt"]
+    assert "moved the 2 later checkpoint(s) of the run" in caplog.text
+    # "go on where it stopped" now means step 3, where it took the old step 6 before
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "4"]) == 0
+    assert sorted(losses(run)) == [1, 2, 3, 4]
+    assert load_checkpoint(latest_checkpoint(run))["step"] == 4
+
+
+def test_a_second_trainer_on_the_same_run_is_refused(reference, tmp_path, capsys):
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "2"]) == 0
+    capsys.readouterr()
+    holder = RunLock(run)  # what a trainer still running holds
+    try:
+        assert main(["train", "--out", str(run), "--resume", "--max-steps", "3"]) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: another trainer (pid {os.getpid()}) is writing this run" in err
+        assert main(["train", "--config", str(conf), "--out", str(run), "--force"]) == 2
+        assert [p.name for p in list_checkpoints(run)] == ["step-00000002.pt"]  # untouched
+    finally:
+        holder.release()
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "3"]) == 0
+    # a lock left by a run that died early does not make a folder "not empty"
+    fresh = tmp_path / "fresh"
+    RunLock(fresh).release()
+    assert main(["train", "--config", str(conf), "--out", str(fresh), "--max-steps", "1"]) == 0
+
+
+def test_a_torchrun_worker_stops_when_its_launcher_is_gone(monkeypatch):
+    stop = StopRequest(watch_parent=True)
+    assert not stop.poll()
+    monkeypatch.setattr(os, "getppid", lambda: 1)  # adopted: the launcher was SIGKILLed
+    assert stop.poll() and stop.requested
+    assert not StopRequest().poll()  # a single process outlives its shell (nohup)
 
 
 # ---- exact resume ----

@@ -5,7 +5,8 @@ Two kinds of file:
 - A training checkpoint `<run>/checkpoints/step-XXXXXXXX.pt` (torch.save of plain data,
   readable with `weights_only=True`): {"format", "version", "config" (the resolved experiment
   config: "features", "model", "data", "train"), "model" (state dict), "ema" (state dict or
-  None), "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng"}.
+  None), "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "world_size"
+  (processes; absent before it was recorded), "rng"}.
 - An exported model `<stem>.safetensors` (weights only, no pickle) with `<stem>.json` beside
   it: {"format", "version", "form" ("training": weight norm kept; "inference": folded),
   "model": ModelConfig, "features": MelConfig, "metadata": {...}, "weights_sha256"}.

@@ -166,7 +166,15 @@ def _run(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     command = command if command in COMMANDS else None
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list):
+        # argparse ends a positional list at the first option: overrides given after one
+        # (`--config c.yaml a=1 --out run b=2`) come back unparsed, and are overrides too
+        if all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides += extra
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0

@@ -84,12 +84,14 @@ def read_metadata(root: str | Path) -> list[str]:
 
 
 def audio_path(root: str | Path, utterance_id: str) -> Path:
-    """`wavs/<id>.wav` (or the .flac / .ogg of that id when that is what exists)."""
+    """`wavs/<id>.wav` (or the .flac / .ogg of that id when that is what exists), else the
+    file of that id beside metadata.csv (a corpus kept flat)."""
     wavs = Path(root) / "wavs"
-    for ext in AUDIO_EXTENSIONS:
-        candidate = wavs / f"{utterance_id}{ext}"
-        if candidate.is_file():
-            return candidate
+    for folder in (wavs, Path(root)):
+        for ext in AUDIO_EXTENSIONS:
+            candidate = folder / f"{utterance_id}{ext}"
+            if candidate.is_file():
+                return candidate
     return wavs / f"{utterance_id}.wav"
 
 

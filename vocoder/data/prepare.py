@@ -269,10 +269,14 @@ def read_manifest(out_dir: str | Path) -> dict:
         raise InputError(path, f"not a readable manifest ({e})") from None
 
 
-def check_prepared(prepared_dir: str | Path, mel_config: MelConfig) -> None:
+def check_prepared(
+    prepared_dir: str | Path, mel_config: MelConfig, segment_length: int | None = None
+) -> None:
     """Refuse a prepared folder whose manifest states another mel convention than `mel_config`.
 
-    A folder without a manifest (filelists written by hand) is not checked.
+    A `segment_length` longer than the one the clips were checked against is warned about
+    (shorter clips are zero-padded). A folder without a manifest (filelists written by
+    hand) is not checked.
     """
     path = Path(prepared_dir) / MANIFEST
     if not path.is_file():
@@ -289,6 +293,16 @@ def check_prepared(prepared_dir: str | Path, mel_config: MelConfig) -> None:
             path,
             f"prepared for another mel convention than the run's features ({settings}); "
             "prepare the data again with the run's config",
+        )
+    checked = read_manifest(prepared_dir).get("segment_length")
+    if segment_length is not None and isinstance(checked, int) and segment_length > checked:
+        log.warning(
+            "%s: the clips were checked to hold %d samples, but data.segment_length is %d: "
+            "clips shorter than a segment are zero-padded; prepare again with this config "
+            "to leave them out",
+            path,
+            checked,
+            segment_length,
         )
 
 

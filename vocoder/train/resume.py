@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def training_state(
-    model, optimizer, scheduler, scaler, ema, config, step, epoch, batch_in_epoch
+    model, optimizer, scheduler, scaler, ema, config, step, epoch, batch_in_epoch, world_size=1
 ) -> dict:
     """Everything a resumed run needs to see the batches an uninterrupted one would."""
     return {
@@ -37,6 +37,7 @@ def training_state(
         "step": step,
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,
+        "world_size": world_size,  # the global batch and data order depend on it
         "rng": capture_rng_state(),
     }
 
@@ -78,9 +79,12 @@ def check_same_model(state: dict, config: ExperimentConfig, path: Path) -> None:
 
 
 def restore_training_state(
-    state: dict, model, optimizer, scheduler, scaler, ema, config: ExperimentConfig
+    state: dict, model, optimizer, scheduler, scaler, ema, config: ExperimentConfig, world_size=1
 ) -> tuple[int, int, int]:
-    """Load `state` into the training objects; (step, epoch, batch_in_epoch) to go on from."""
+    """Load `state` into the training objects; (step, epoch, batch_in_epoch) to go on from.
+
+    A different process count than the checkpoint's is warned about: it changes the global
+    batch, and the rest of the epoch is not the data the run would have seen."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -88,6 +92,19 @@ def restore_training_state(
     if ema is not None:
         ema.load_state_dict(state.get("ema") or model.state_dict())
     step = state["step"]
+    saved = state.get("world_size", world_size)  # older checkpoints do not say
+    if saved != world_size:
+        batch = config.data.batch_size
+        log.warning(
+            "the checkpoint was trained on %d process(es), this run has %d: the global batch "
+            "changes from %d to %d, and the rest of epoch %d is not the data order it would "
+            "have had",
+            saved,
+            world_size,
+            saved * batch,
+            world_size * batch,
+            state["epoch"],
+        )
     set_schedule(optimizer, scheduler, config.train.lr, config.train.lr_halve_every, step)
     restore_rng_state(state["rng"])
     return step, state["epoch"], state["batch_in_epoch"]

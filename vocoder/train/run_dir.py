@@ -1,14 +1,16 @@
-"""The run folder: claiming it (fresh, resumed or forced), clearing it, writing its config."""
+"""The run folder: claiming it (fresh, resumed or forced), locking it while a trainer
+writes it, clearing it, setting aside what a rollback abandons, writing its config."""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import yaml
 
-from vocoder.checkpoint import latest_checkpoint
+from vocoder.checkpoint import CHECKPOINT_DIR, latest_checkpoint, list_checkpoints
 from vocoder.errors import InputError, remedy
 from vocoder.files import atomic_output
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
@@ -16,8 +18,15 @@ from vocoder.train.logging import LOG_FILE, TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two trainers are then not caught
+    fcntl = None
+
 CONFIG_FILE = "config.yaml"
-RUN_ARTIFACTS = (CONFIG_FILE, "checkpoints", TENSORBOARD_DIR, LOG_FILE)
+LOCK_FILE = ".trainer.lock"
+# `eval` and `wav`: what the recipes' evaluate and synthesize stages write into a run
+RUN_ARTIFACTS = (CONFIG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR, LOG_FILE, "eval", "wav")
 
 
 def claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Path | None:
@@ -41,7 +50,7 @@ def claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Path
         return None
     if run_dir.is_file():
         raise InputError(run_dir, "is a file, not a run folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not force:
+    if run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()) and not force:
         raise InputError(
             run_dir,
             "is not empty",
@@ -68,6 +77,68 @@ def clear_run(run_dir: Path, fresh: bool) -> None:
             path.unlink()
 
 
+class RunLock:
+    """The one trainer writing a run folder holds this; a second one is refused.
+
+    An advisory lock on `LOCK_FILE` (with the holder's pid in it): the system drops it when
+    the holder exits, however it dies, so a killed run never leaves the folder locked.
+    """
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / LOCK_FILE
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            self.release()
+            raise InputError(
+                run_dir,
+                f"another trainer (pid {holder}) is writing this run; wait for it to stop, or "
+                "train into another folder",
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+
+def set_aside_later_checkpoints(run_dir: Path, resume_from: Path) -> Path | None:
+    """Rolling back: move the run's checkpoints after `resume_from` into a folder of their own.
+
+    Left in place they would be the run's latest, which a later `--resume`, `synthesize` or
+    `evaluate` would take for this run's. Returns the folder they went to (None: none).
+    """
+    checkpoints = [p.resolve() for p in list_checkpoints(run_dir)]
+    if resume_from.resolve() not in checkpoints:
+        return None
+    later = checkpoints[checkpoints.index(resume_from.resolve()) + 1 :]
+    if not later:
+        return None
+    n = 1
+    while (run_dir / CHECKPOINT_DIR / f"set-aside-{n}").exists():
+        n += 1
+    folder = run_dir / CHECKPOINT_DIR / f"set-aside-{n}"
+    folder.mkdir()
+    for path in later:
+        path.rename(folder / path.name)
+    log.warning(
+        "resuming from %s: moved the %d later checkpoint(s) of the run (%s .. %s) to %s",
+        resume_from.name,
+        len(later),
+        later[0].name,
+        later[-1].name,
+        folder,
+    )
+    return folder
+
+
 def write_config(run_dir: Path, config: ExperimentConfig) -> None:
     """The run's config.yaml (atomically; it says what the checkpoints were trained with)."""
     text = yaml.safe_dump(experiment_to_dict(config), sort_keys=False)
@@ -75,4 +146,13 @@ def write_config(run_dir: Path, config: ExperimentConfig) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-__all__ = ["CONFIG_FILE", "RUN_ARTIFACTS", "claim_run_dir", "clear_run", "write_config"]
+__all__ = [
+    "CONFIG_FILE",
+    "LOCK_FILE",
+    "RUN_ARTIFACTS",
+    "RunLock",
+    "claim_run_dir",
+    "clear_run",
+    "set_aside_later_checkpoints",
+    "write_config",
+]

@@ -13,12 +13,27 @@ log = logging.getLogger(__name__)
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop stops (all ranks agreeing) after the step."""
+    """SIGINT/SIGTERM set a flag; the loop stops (all ranks agreeing) after the step.
 
-    def __init__(self):
+    `watch_parent`: also stop when the parent process dies (a torchrun worker whose
+    launcher was SIGKILLed is adopted by another process and would train on unseen).
+    """
+
+    def __init__(self, watch_parent: bool = False):
         self.requested = False
         self.agreed = False
         self.signal: int | None = None
+        self._parent = os.getppid() if watch_parent else None
+
+    def poll(self) -> bool:
+        """Whether a stop is requested, checking on the parent first."""
+        if self._parent is not None and not self.requested and os.getppid() != self._parent:
+            self.requested = True
+            log.warning(
+                "the launcher (pid %d) is gone: finishing this step and saving a checkpoint",
+                self._parent,
+            )
+        return self.requested
 
     def _handler(self, signum, frame) -> None:
         if self.requested:

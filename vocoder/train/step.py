@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -58,7 +59,12 @@ def train_step(
     with autocast:
         ll = objective(audio, mel)
     loss = -ll.float().mean()
-    scaler.scale(loss).backward()
+    with warnings.catch_warnings():
+        # oneDNN's bf16 backward of a 1x1 conv gives the weight gradient other strides on
+        # its size-1 axes ([8, 1, 8, 8] for [8, 1, 1, 1]): the same memory layout, but DDP
+        # compares strides and warns in four lines on every rank
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
+        scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip or math.inf)

@@ -10,8 +10,12 @@ Guarantees:
   sees exactly the batches an uninterrupted one would (same losses on CPU).
 - Nothing poisons the weights: a step whose loss or gradient is not finite is skipped (no
   optimizer step, counted, warned about); 100 in a row stop the run.
-- Only rank 0 writes. SIGINT/SIGTERM stop all ranks after the current step, with a
-  checkpoint; a SIGKILL loses at most the steps since the last checkpoint.
+- Only rank 0 writes, and it holds the run folder's lock: a second trainer is refused.
+  SIGINT/SIGTERM stop all ranks after the current step, with a checkpoint, and so does
+  the death of torchrun (its workers would train on unseen); a SIGKILL loses at most the
+  steps since the last checkpoint.
+- Resuming from an earlier checkpoint of the same run (a rollback) moves the later ones
+  aside, so that they are not taken for this run's latest.
 """
 
 from __future__ import annotations
@@ -44,7 +48,13 @@ from vocoder.train.resume import (
     restore_training_state,
     training_state,
 )
-from vocoder.train.run_dir import claim_run_dir, clear_run, write_config
+from vocoder.train.run_dir import (
+    RunLock,
+    claim_run_dir,
+    clear_run,
+    set_aside_later_checkpoints,
+    write_config,
+)
 from vocoder.train.signals import StopRequest, leave_stop_signals_to_the_trainer
 from vocoder.train.stats import RunningStats, log_stats_line
 from vocoder.train.step import LogLikelihood, train_step
@@ -98,10 +108,12 @@ def train(
     run_dir = Path(run_dir)
     tc, dc = config.train, config.data
     dist = distributed.setup(tc.device)
-    train_log = None
+    train_log, lock = None, None
     try:
-        # ---- the run folder: every rank decides, then rank 0 alone writes ----
+        # ---- the run folder: every rank decides, then rank 0 alone locks and writes ----
         resume_from = claim_run_dir(run_dir, resume, force)
+        if dist.is_main:
+            lock = RunLock(run_dir)
         distributed.barrier(dist)
         if dist.is_main:
             clear_run(run_dir, fresh=resume_from is None)
@@ -117,7 +129,7 @@ def train(
 
         # ---- data ----
         if dc.prepared is not None:
-            check_prepared(dc.prepared, config.features)
+            check_prepared(dc.prepared, config.features, dc.segment_length)
         train_files = filelist_files(dc.filelist("train"), "train")
         check_no_test_files(train_files, config)
         dataset = SegmentDataset(
@@ -154,9 +166,11 @@ def train(
             resume_from, state = load_resumable(resume_from, device, fall_back=from_folder)
             check_same_model(state, config, resume_from)
             step, epoch, batch_in_epoch = restore_training_state(
-                state, model, optimizer, scheduler, scaler, ema, config
+                state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
             )
             log.info("resumed from %s at step %d (epoch %d)", resume_from, step, epoch)
+            if dist.is_main:
+                set_aside_later_checkpoints(run_dir, resume_from)
         objective = distributed.wrap(LogLikelihood(model), dist)
         train_log = TrainLog(run_dir, start_step=step, enabled=dist.is_main)
         if dist.is_main:
@@ -176,7 +190,7 @@ def train(
         start_step, skipped, bad_in_a_row = step, 0, 0
         stats_since_log = RunningStats()
         saved = resume_from if resume_from is not None and step >= tc.max_steps else None
-        stop = StopRequest()
+        stop = StopRequest(watch_parent=dist.enabled)
         with stop.installed():
             while step < tc.max_steps and not stop.agreed:
                 sampler.set_epoch(epoch)
@@ -203,7 +217,7 @@ def train(
                         precision=tc.precision,
                         grad_clip=tc.grad_clip,
                         dist=dist,
-                        stop_requested=stop.requested,
+                        stop_requested=stop.poll(),
                     )
                     lr = optimizer.param_groups[0]["lr"]  # the rate this step used
                     scheduler.step()
@@ -257,6 +271,7 @@ def train(
                             step,
                             epoch,
                             batch_in_epoch,
+                            dist.world_size,
                         )
                         saved = save_checkpoint(
                             checkpoint_path(run_dir, step), state, overwrite=True
@@ -294,6 +309,8 @@ def train(
     finally:
         if train_log is not None:
             train_log.close()
+        if lock is not None:
+            lock.release()
         distributed.cleanup(dist)
 
 
