@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 
 from vocoder.checkpoint import export_model
-from vocoder.cli import main
+from vocoder.cli import build_parser, main
+from vocoder.cli import synthesize as synthesize_cli
 from vocoder.cli.synthesize import collect_inputs
 from vocoder.errors import InputError
 from vocoder.features import MelConfig
@@ -109,7 +110,10 @@ def test_a_broken_input_stops_everything_with_one_line(
 ):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    shutil.copy(ljspeech_clips / "mels_tacotron2" / MEL, inputs / "a-good.npy")
+    if broken == "nan.npy":
+        shutil.copy(ljspeech_clips / "mels_tacotron2" / MEL, inputs / "a-good.npy")
+    else:  # a folder of audio (in a folder of mels, audio files are taken for outputs)
+        shutil.copy(ljspeech_clips / "wavs" / WAV, inputs / "a-good.wav")
     bad = inputs / broken
     if broken == "nan.npy":
         mel = np.load(ljspeech_clips / "mels_tacotron2" / MEL)[:, :50]
@@ -200,6 +204,59 @@ def test_earlier_outputs_inside_an_input_folder_are_not_inputs(tmp_path):
     ]
     with pytest.raises(InputError, match="is an input too"):  # named as the input itself
         collect_inputs([str(folder / "wav")], folder / "wav")
+    # an earlier run into another folder: its audio is not taken for inputs (it was
+    # synthesized again, and moved the seed of every file after it)
+    jobs = collect_inputs([str(folder)], tmp_path / "second")
+    assert [job.source for job in jobs] == [folder / "a.npy"]
+    # a folder of audio only is copy-synthesized; audio named by itself is an input
+    assert [job.source for job in collect_inputs([str(folder / "wav")], tmp_path / "o")] == [
+        folder / "wav" / "a.wav"
+    ]
+    sf.write(folder / "b.wav", np.zeros(5120, np.float32), 22050)
+    assert [job.source for job in collect_inputs([str(folder)], tmp_path / "o")] == [
+        folder / "a.npy"
+    ]
+    named = collect_inputs([str(folder), str(folder / "b.wav")], tmp_path / "o")
+    assert [job.source for job in named] == [folder / "a.npy", folder / "b.wav"]
+
+
+def test_meanvar_stats_are_checked_against_the_model_and_named(
+    model_file, ljspeech_clips, tmp_path, capsys
+):
+    ln = np.load(ljspeech_clips / "mels_tacotron2" / MEL)
+    log10 = ln / np.log(10)
+    mean, scale = log10.mean(axis=1), log10.std(axis=1)
+    np.save(tmp_path / "m.npy", (log10 - mean[:, None]) / scale[:, None])
+    np.save(tmp_path / "stats.npy", np.stack([mean, scale]))
+    np.save(tmp_path / "short.npy", np.stack([mean, scale])[:, :79])
+    args = ["synthesize", "--model", str(model_file), str(tmp_path / "m.npy"), "--seed", "0"]
+    args += ["--mel-format", "meanvar", "--stats"]
+    assert main([*args, str(tmp_path / "stats.npy"), "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    # the stats file is named (the mel was, and only once it had been read)
+    assert main([*args, str(tmp_path / "short.npy"), "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'short.npy'}: statistics have 79 bins, the model 80\n"
+    )
+    assert not (tmp_path / "b").exists()
+
+
+def test_each_mel_is_read_again_for_its_batch(model_file, ljspeech_clips, tmp_path, monkeypatch):
+    """Mels are not held from the check to the synthesis (thousands filled the memory): a
+    file changed in between is caught, not synthesized from a stale copy."""
+    mel = tmp_path / "m.npy"
+    shutil.copy(ljspeech_clips / "mels_tacotron2" / MEL, mel)
+    check = synthesize_cli._check_inputs
+
+    def check_then_change(jobs, *args):
+        check(jobs, *args)
+        np.save(mel, np.load(mel)[:, :100])
+
+    monkeypatch.setattr(synthesize_cli, "_check_inputs", check_then_change)
+    args = ["synthesize", "--model", str(model_file), str(mel), "--out", str(tmp_path / "o")]
+    with pytest.raises(InputError, match="changed while the run was synthesizing"):
+        synthesize_cli.run(build_parser("synthesize").parse_args(args))
+    assert not (tmp_path / "o").exists()
 
 
 def test_cpu_synthesizes_utterances_together_unless_told(model_file, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 from test_synthesize_cli import REPO, WAV, vocoder
 
+from vocoder.audio import pcm16_clipped
 from vocoder.checkpoint import export_model
 from vocoder.features import MelConfig
 from vocoder.models import ModelConfig, build_model
@@ -63,8 +64,22 @@ def test_clipping_is_reported_and_peak_normalize_prevents_it(model_file, ljspeec
     audio, _ = sf.read(str(tmp_path / "b" / "LJ001-0028.wav"))
     assert np.abs(audio).max() == pytest.approx(10 ** (-1 / 20), abs=1 / 32768)
     assert "nothing clipped" in result.stdout.splitlines()[-1]
-    bad = vocoder(*loud, "--out", tmp_path / "c", "--peak-normalize", "3")
-    assert bad.returncode == 2 and "--peak-normalize must be at most 0" in bad.stderr
+    # 0 dBFS: the largest level 16-bit PCM stores; it called every file clipped before
+    result = vocoder(*loud, "--out", tmp_path / "d", "--peak-normalize", "0")
+    assert result.returncode == 0 and "nothing clipped" in result.stdout.splitlines()[-1]
+    audio, _ = sf.read(str(tmp_path / "d" / "LJ001-0028.wav"), dtype="int16")
+    assert np.abs(audio.astype(np.int32)).max() == 32767
+    for wrong in ("3", "-inf", "-1e9", "nan"):  # -inf wrote silence and said nothing
+        bad = vocoder(*loud, "--out", tmp_path / "c", f"--peak-normalize={wrong}")
+        assert bad.returncode == 2, wrong
+        assert "--peak-normalize must be between -90 and 0 dBFS" in bad.stderr, bad.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_clipping_counts_what_16_bit_pcm_cannot_store():
+    lsb = 1 / 32768
+    audio = torch.tensor([-1.0, -1.0 - 0.4 * lsb, 1 - lsb, 1 - 0.4 * lsb, -1.0 - 0.6 * lsb, 1.0])
+    assert pcm16_clipped(audio).tolist() == [False, False, False, True, True, True]
 
 
 def test_resampled_or_mixed_down_inputs_are_named(model_file, ljspeech_clips, tmp_path):

@@ -118,6 +118,16 @@ def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor
     return torchaudio.functional.resample(audio, orig_rate, new_rate)
 
 
+# 16-bit PCM stores round(x * 32768) in [-32768, 32767]: the levels it holds exactly
+PCM16_MAX = 32767 / 32768
+PCM16_MIN = -1.0
+
+
+def pcm16_clipped(audio: torch.Tensor) -> torch.Tensor:
+    """Where `audio` (in [-1, 1] full scale) lies beyond what 16-bit PCM stores (a mask)."""
+    return (audio >= 32767.5 / 32768) | (audio < -32768.5 / 32768)
+
+
 def save_audio(
     path: str | Path,
     audio: torch.Tensor | np.ndarray,

@@ -29,7 +29,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
+from vocoder.audio import (
+    AUDIO_EXTENSIONS,
+    PCM16_MAX,
+    audio_info,
+    load_audio,
+    pcm16_clipped,
+    save_audio,
+)
 from vocoder.cli import cli_problem
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
@@ -37,7 +44,7 @@ from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.files import TEXT_ENCODING
 from vocoder.inference.engine import Synthesizer, default_batch_size
-from vocoder.melio import MEL_FORMATS, check_mel_range, load_mel, load_stats
+from vocoder.melio import MEL_FORMATS, MeanVarStats, check_mel_range, load_mel, load_stats
 from vocoder.precision import default_precision
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
@@ -47,16 +54,19 @@ HELP = "turn mel files or audio (copy-synthesis) into waveforms"
 
 MEL_EXTENSIONS = (".npy", ".pt")
 LIST_EXTENSION = ".txt"  # a file list: one input path per line
+QUIETEST_PEAK_DBFS = -90.0  # one 16-bit LSB is -90.3 dBFS: a quieter peak writes silence
 
 
 @dataclass
 class Job:
-    """One input file and where its audio goes."""
+    """One input file and where its audio goes. Its mel is read twice: once to check it
+    before anything is synthesized, once when its batch comes (thousands of mels held from
+    the first read to the last would fill the memory)."""
 
     source: Path
     output: Path
     is_audio: bool
-    mel: torch.Tensor | None = None  # [n_mels, F], once read
+    frames: int = 0  # of its mel, once checked
     samples: int = 0  # output length (copy-synthesis: the input's, as far as its mel covers)
 
 
@@ -195,6 +205,17 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
                     "%s: left out %d file(s) in the output folder", path, len(found) - len(kept)
                 )
             found = kept
+        audio = [p for p in found if p.suffix.lower() in AUDIO_EXTENSIONS]
+        if audio and len(audio) < len(found):
+            # audio beside mels is most likely earlier outputs: taken as inputs, they would
+            # be synthesized again and move every later file's seed
+            found = [p for p in found if p.suffix.lower() not in AUDIO_EXTENSIONS]
+            log.info(
+                "%s: left out %d audio file(s) in this folder of mels (name them, or a folder "
+                "of audio only, to copy-synthesize them)",
+                path,
+                len(audio),
+            )
         if not found:
             raise InputError(
                 origin, f"{where}no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it"
@@ -260,8 +281,11 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--chunk-seconds must be a finite number above 0, got {args.chunk_seconds}"
         )
-    if args.peak_normalize is not None and not args.peak_normalize <= 0:
-        raise ConfigError(f"--peak-normalize must be at most 0 dBFS, got {args.peak_normalize}")
+    if args.peak_normalize is not None and not QUIETEST_PEAK_DBFS <= args.peak_normalize <= 0:
+        raise ConfigError(
+            f"--peak-normalize must be between {QUIETEST_PEAK_DBFS:g} and 0 dBFS (16-bit PCM "
+            f"holds no quieter peak), got {args.peak_normalize}"
+        )
     if args.mel_format == "meanvar" and args.stats is None:
         raise ConfigError("--mel-format meanvar needs --stats FILE")
     if args.stats is not None and args.mel_format != "meanvar":
@@ -270,24 +294,49 @@ def _check_options(args: argparse.Namespace) -> None:
         raise InputError(args.out, "exists and is not a folder")
 
 
-def _read_inputs(jobs: list[Job], synth: Synthesizer, args: argparse.Namespace) -> None:
-    stats = load_stats(args.stats) if args.stats is not None else None
+def _load_stats(args: argparse.Namespace, synth: Synthesizer) -> MeanVarStats | None:
+    if args.stats is None:
+        return None
+    stats = load_stats(args.stats)
+    if stats.mean.numel() != synth.n_mels:
+        problem = f"statistics have {stats.mean.numel()} bins, the model {synth.n_mels}"
+        raise InputError(args.stats, problem)
+    return stats
+
+
+def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> None:
+    """Read and check every input (its frames and output length noted), saying once what
+    reading changes (resampling, mixdown) or what a mel's range suggests."""
     # disable=None: progress bars on terminals only, so logs and errors stay clean
     for job in tqdm(jobs, desc="reading", unit="file", file=sys.stderr, leave=False, disable=None):
         if job.is_audio:
             changes = audio_info(job.source).changes_for(synth.sample_rate)
             if changes:
                 log.info("%s: %s", job.source, changes)
-            audio = load_audio(job.source, synth.sample_rate)
-            job.mel = synth.mel_from_audio(audio, source=str(job.source))
-            job.samples = min(audio.shape[-1], job.mel.shape[-1] * synth.hop_length)
-        else:
-            mel = load_mel(job.source, synth.n_mels, args.mel_format, stats)
-            job.mel = synth.validate_mel(mel, source=str(job.source), warn=False)[0]
-            warning = check_mel_range(job.mel)
+        mel, samples = _read_mel(job, synth, args, stats)
+        if not job.is_audio:
+            warning = check_mel_range(mel)
             if warning:  # the library's warning, worded with this command's flags
                 log.warning("%s: %s", job.source, cli_problem(warning.problem, [warning.remedy]))
-            job.samples = job.mel.shape[-1] * synth.hop_length
+        job.frames, job.samples = mel.shape[-1], samples
+
+
+def _read_again(job: Job, synth: Synthesizer, args, stats) -> torch.Tensor:
+    mel, samples = _read_mel(job, synth, args, stats)
+    if (mel.shape[-1], samples) != (job.frames, job.samples):
+        raise InputError(job.source, "changed while the run was synthesizing")
+    return mel
+
+
+def _read_mel(job: Job, synth: Synthesizer, args, stats) -> tuple[torch.Tensor, int]:
+    """(the mel of `job`'s input, its output length in samples)."""
+    if job.is_audio:
+        audio = load_audio(job.source, synth.sample_rate)
+        mel = synth.mel_from_audio(audio, source=str(job.source))
+        return mel, min(audio.shape[-1], mel.shape[-1] * synth.hop_length)
+    mel = load_mel(job.source, synth.n_mels, args.mel_format, stats)
+    mel = synth.validate_mel(mel, source=str(job.source), warn=False)[0]
+    return mel, mel.shape[-1] * synth.hop_length
 
 
 def run(args: argparse.Namespace) -> int:
@@ -337,7 +386,7 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 @dataclass
 class Levels:
-    """Samples at or over full scale (|x| >= 1, clipped when stored as 16-bit PCM)."""
+    """Samples beyond what 16-bit PCM stores (clipped when written), and the peak."""
 
     files: int = 0
     clipped_files: int = 0
@@ -346,7 +395,7 @@ class Levels:
 
     def add(self, audio: torch.Tensor) -> str:
         """Count one output's clipped samples; a note for its line ("" when none)."""
-        clipped = int((audio.abs() >= 1.0).sum())
+        clipped = int(pcm16_clipped(audio).sum())
         peak = float(audio.abs().max()) if audio.numel() else 0.0
         self.files += 1
         self.peak = max(self.peak, peak)
@@ -370,9 +419,11 @@ def _dbfs(peak: float) -> float:
 
 
 def normalize_peak(audio: torch.Tensor, dbfs: float) -> torch.Tensor:
-    """`audio` scaled so that its largest magnitude is `dbfs` dB below full scale."""
+    """`audio` scaled so that its largest magnitude is `dbfs` dB below full scale; 0 dBFS is
+    the largest level 16-bit PCM stores for either sign (32767 / 32768)."""
     peak = float(audio.abs().max())
-    return audio if peak == 0 else audio * (10 ** (dbfs / 20) / peak)
+    target = min(10 ** (dbfs / 20), PCM16_MAX)
+    return audio if peak == 0 else audio * (target / peak)
 
 
 def _precision_note(asked: str | None, synth: Synthesizer) -> str:
@@ -385,7 +436,8 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = args.precision or default_precision(device)
     synth = Synthesizer.load(args.model, device=device, precision=precision)
-    _read_inputs(jobs, synth, args)
+    stats = _load_stats(args, synth)
+    _check_inputs(jobs, synth, args, stats)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     chunk = None
     if args.chunk_seconds is not None:
@@ -396,16 +448,17 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
         f"{len(jobs)} file(s); seed {seed}"
     )
     batch_size = args.batch_size or default_batch_size(synth.device)
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].mel.shape[-1])
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].frames)
     total_audio = total_time = 0.0
     levels = Levels()
     bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
     with bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
+            mels = [_read_again(jobs[i], synth, args, stats) for i in batch]
             began = time.perf_counter()
             audio = synth.synthesize_batch(
-                [jobs[i].mel for i in batch],
+                mels,
                 sigma=args.sigma,
                 seed=[seed + i for i in batch],
                 denoise=args.denoise,
