@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 
 import pytest
 import torch
 
 from vocoder import metrics
-from vocoder.audio import load_audio
+from vocoder.audio import load_audio, save_audio
 from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.cli import main
 from vocoder.config import to_dict
@@ -264,8 +265,72 @@ def test_cli_evaluate_and_average(ljspeech_clips, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["info"]["averaged"] == ["step-00000001.pt", "step-00000002.pt"]
     assert data["info"]["batch_size"] == 1  # on a CPU: one clip per pass (see the README)
+    assert data["info"]["precision"] == "fp32"
     assert math.isfinite(data["summary"]["ll"])
     assert main([*args, "--no-synthesis", "--out", str(out)]) == 2  # no silent overwrite
     assert "refusing to overwrite" in capsys.readouterr().err
     assert main([*args, "--average", "3"]) == 2
     assert "only 2 checkpoint(s)" in capsys.readouterr().err
+
+
+def test_cli_evaluate_guards_its_outputs_and_inputs(ljspeech_clips, tmp_path, capsys):
+    """--audio-dir wrote over existing files (the recordings too); a bad file late in the
+    list threw away the work before it; --out x.csv had its CSV overwritten by the JSON."""
+    model_file = tmp_path / "tiny.pt"
+    model = tiny_model()
+    state = {
+        "config": {"model": to_dict(model.config), "features": to_dict(MelConfig())},
+        "model": model.state_dict(),
+        "step": 1,
+    }
+    save_checkpoint(model_file, state)
+    recordings = tmp_path / "rec"
+    recordings.mkdir()
+    clip = recordings / f"{CLIP}.wav"
+    clip.write_bytes((ljspeech_clips / "wavs" / f"{CLIP}.wav").read_bytes())
+    original = clip.read_bytes()
+    filelist = tmp_path / "test.txt"
+    filelist.write_text(f"{clip}\n")
+    args = ["evaluate", "--checkpoint", str(model_file), "--filelist", str(filelist)]
+    args += ["--device", "cpu"]
+
+    def fails(*more: str) -> str:
+        assert main([*args, *more]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+
+    # the recording is never an output, --force or not
+    for force in ([], ["--force"]):
+        err = fails("--audio-dir", str(recordings), *force)
+        assert f"{clip}: is a file to score; choose another audio folder" in err
+    assert clip.read_bytes() == original
+    # an earlier run's audio stays unless --force
+    out = tmp_path / "wav"
+    out.mkdir()
+    (out / f"{CLIP}.griffin_lim.wav").write_bytes(b"earlier")
+    err = fails("--audio-dir", str(out))
+    assert f"{out / (CLIP + '.griffin_lim.wav')}: already exists" in err and "--force" in err
+    assert (out / f"{CLIP}.griffin_lim.wav").read_bytes() == b"earlier"
+    assert "--audio-dir writes synthesized audio" in fails(
+        "--audio-dir", str(out), "--no-synthesis"
+    )
+    assert "--out takes the report's .json file" in fails("--out", str(tmp_path / "r.csv"))
+    assert not (tmp_path / "r.csv").exists()
+    # every file is read before any is scored: a bad one at the end stops the run at once
+    (tmp_path / "junk.wav").write_text("not audio")
+    filelist.write_text(f"{clip}\n{tmp_path / 'junk.wav'}\n")
+    started = capsys.readouterr()
+    err = fails("--out", str(tmp_path / "r.json"))
+    assert f"{tmp_path / 'junk.wav'}:" in err and started.err == ""
+    assert "evaluate: 1/2" not in err and not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_says_what_reading_changes(ljspeech_clips, tmp_path, caplog):
+    audio = load_audio(ljspeech_clips / "wavs" / f"{CLIP}.wav", sample_rate=16000)
+    save_audio(tmp_path / "16k.wav", torch.stack([audio, audio]), 16000)
+    caplog.set_level(logging.INFO, logger="vocoder.evaluate")
+    report = evaluate(tiny_model(), MelConfig(), [tmp_path / "16k.wav"], synthesis=False)
+    assert math.isfinite(report.ll)
+    note = "2 channels mixed down to mono, resampled 16000 -> 22050 Hz"
+    assert f"{tmp_path / '16k.wav'}: {note}" in caplog.text

@@ -283,8 +283,12 @@ def test_model_option_runs_published_weights_on_the_fly(tmp_path, monkeypatch, c
     stamp = os.stat(cached[0]).st_mtime_ns
     renamed = tmp_path / "renamed.pt"
     src.rename(renamed)  # the cache is keyed by content, not by name
+    caplog.clear()
     assert resolve_checkpoint(renamed) == cached[0]
     assert os.stat(cached[0]).st_mtime_ns == stamp
+    # the assumption is said on every use: only the first had said it (`info` of an h = 8
+    # checkpoint then gave h = 16 figures without a word)
+    assert f"{renamed}: h = 16 rows assumed" in caplog.text
     assert main(["info", str(renamed)]) == 0
     assert "waveflow" in capsys.readouterr().out
     # a damaged cache entry (a full disk, a crash) is imported again, not an error forever

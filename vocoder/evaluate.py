@@ -7,6 +7,9 @@ masking the padding so that each clip's figure equals its own unpadded one); the
 copy-synthesis: audio from the recording's mel at prior temperature `sigma`, scored against
 the recording (`vocoder.metrics`), with its real-time factor; Griffin-Lim from the same mel
 is scored the same way, as the floor any neural vocoder should clear.
+
+Every file (and its `mel_dir` mel) is read and checked before any is scored, so a bad file
+late in a long list stops the run at once, not after an hour of work.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +28,7 @@ from typing import Any
 import torch
 
 from vocoder import metrics
-from vocoder.audio import save_audio
+from vocoder.audio import audio_info, save_audio
 from vocoder.data.segments import UtteranceDataset
 from vocoder.errors import InputError, remedy
 from vocoder.features import MelConfig, MelSpectrogram
@@ -32,6 +36,8 @@ from vocoder.files import atomic_output
 from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
 from vocoder.models import FlowVocoder
 from vocoder.sigma import DEFAULT_SIGMA
+
+log = logging.getLogger(__name__)
 
 SYSTEMS = ("model", "griffin_lim")
 METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi", "rtf")
@@ -147,12 +153,14 @@ def evaluate(
     on_file: FileCallback | None = None,
     synthesize: SynthesizeFn | None = None,
     batch_size: int = 8,
+    overwrite: bool = False,
 ) -> EvalReport:
     """Score `model` on whole utterances; see the module docstring.
 
     `mel_dir`: condition on these mels (`<stem>.npy`, e.g. a TTS model's) instead of the
     recordings' own; metrics still compare with the recordings. `audio_dir`: also write the
-    synthesized audio there (`<name>.wav`, `<name>.griffin_lim.wav`). `synthesize`: the
+    synthesized audio there (`audio_outputs`; existing files only with `overwrite`, never
+    over a file that is scored). `synthesize`: the
     engine whose audio and speed are scored (default: the model's plain `infer`, file i
     seeded with `seed + i`). `batch_size`: utterances whose LL is computed in one pass.
     """
@@ -165,8 +173,17 @@ def evaluate(
     model = model.to(device).eval()
     dataset = UtteranceDataset(files, features)
     conditioning = UtteranceDataset(files, features, mel_dir=mel_dir) if mel_dir else None
-    to_mel = MelSpectrogram(features).to(device)
+    if audio_dir is not None and synthesis:
+        check_audio_outputs(files, audio_dir, overwrite)
     rate = features.sample_rate
+    for index, path in enumerate(dataset.files):  # all checked before any is scored
+        changes = audio_info(path).changes_for(rate)
+        if changes:
+            log.info("%s: %s", path, changes)
+        dataset[index]
+        if conditioning is not None:
+            conditioning[index]
+    to_mel = MelSpectrogram(features).to(device)
 
     def _score_file(index, audio, mel, cond, name, ll) -> FileScores:
         length = audio.numel()
@@ -188,8 +205,9 @@ def evaluate(
             floor_scores = quality(audio, floor, mel.to(device), to_mel, rate)
             scores.systems["griffin_lim"] = {**floor_scores, "rtf": elapsed / scores.duration_s}
             if audio_dir is not None:
-                save_audio(Path(audio_dir) / f"{name}.wav", fake, rate, overwrite=True)
-                save_audio(Path(audio_dir) / f"{name}.griffin_lim.wav", floor, rate, overwrite=True)
+                model_path, floor_path = audio_outputs(Path(audio_dir), name)
+                save_audio(model_path, fake, rate, overwrite=overwrite)
+                save_audio(floor_path, floor, rate, overwrite=overwrite)
         return scores
 
     results = []
@@ -219,6 +237,33 @@ def evaluate(
         **(info or {}),
     }
     return EvalReport(results, run_info)
+
+
+def audio_outputs(audio_dir: Path, name: str) -> tuple[Path, Path]:
+    """Where a file's synthesized audio and its Griffin-Lim audio go."""
+    return audio_dir / f"{name}.wav", audio_dir / f"{name}.griffin_lim.wav"
+
+
+def check_audio_outputs(files: list[Path], audio_dir: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, outputs that would replace a scored file, another file's
+    output, or (without `overwrite`) an existing file."""
+    inputs = {Path(f).resolve() for f in files}
+    owners: dict[Path, Path] = {}
+    for path in files:
+        for output in audio_outputs(Path(audio_dir), Path(path).stem):
+            if output.resolve() in inputs:
+                raise InputError(output, "is a file to score; choose another audio folder")
+            if output in owners:
+                raise InputError(
+                    path, f"its audio would go to {output}, as that of {owners[output]}"
+                )
+            owners[output] = path
+            if output.exists() and not overwrite:
+                raise InputError(
+                    output,
+                    "already exists; refusing to overwrite it",
+                    [remedy("to replace it", force=True)],
+                )
 
 
 def write_report(report: EvalReport, json_path: str | Path, overwrite: bool = False) -> list[Path]:
@@ -268,6 +313,8 @@ __all__ = [
     "batched_log_prob",
     "evaluate",
     "write_report",
+    "audio_outputs",
+    "check_audio_outputs",
     "EvalReport",
     "FileScores",
     "SYSTEMS",

@@ -114,7 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="condition on these mels (<stem>.npy, e.g. a TTS model's) instead of the audio's",
     )
     parser.add_argument(
-        "--audio-dir", type=Path, metavar="DIR", help="also write the synthesized audio here"
+        "--audio-dir",
+        type=Path,
+        metavar="DIR",
+        help="also write the synthesized audio here (<stem>.wav, <stem>.griffin_lim.wav; "
+        "existing files only with --force)",
     )
     parser.add_argument(
         "--engine",
@@ -123,8 +127,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="synthesis engine scored: fast (the Synthesizer users get, default) or plain "
         "(the model's reference inverse)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        default="fp32",
+        help="network precision of the fast engine (default fp32, as the published figures; "
+        "synthesize's default on a CPU with bf16 units is bf16)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default 0)")
-    parser.add_argument("--force", action="store_true", help="overwrite an earlier report")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite an earlier report and --audio-dir files"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +150,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.out is not None and args.out.is_dir():
         raise InputError(args.out, "is a folder; --out takes the report's file (REPORT.json)")
+    if args.out is not None and args.out.suffix.lower() != ".json":
+        # the CSV goes beside it with the same stem: `report.csv` would be overwritten
+        raise InputError(args.out, "--out takes the report's .json file (its CSV goes beside it)")
+    if args.audio_dir is not None and args.no_synthesis:
+        raise ConfigError("--audio-dir writes synthesized audio: drop it or --no-synthesis")
+    if args.precision != "fp32" and (args.engine == "plain" or args.no_synthesis):
+        raise ConfigError(f"--precision {args.precision} applies to the fast engine's synthesis")
     if args.out is not None and not args.force:
         for p in (args.out, args.out.with_suffix(".csv")):
             if p.exists():
@@ -170,7 +190,9 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
     )
     synthesize = None
     if args.engine == "fast" and not args.no_synthesis:
-        engine = Synthesizer.from_model(model, info.features, info.source.stem, device=device)
+        engine = Synthesizer.from_model(
+            model, info.features, info.source.stem, device=device, precision=args.precision
+        )
 
         def synthesize(mel, sigma, seed):
             return engine.synthesize(mel, sigma=sigma, seed=seed)
@@ -201,12 +223,14 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
                 "averaged": info.metadata.get("averaged"),
                 "filelist": str(args.filelist),
                 "engine": args.engine,
+                "precision": args.precision,
                 "model": to_dict(info.model),
                 "features": to_dict(info.features),
             },
             on_file=on_file,
             synthesize=synthesize,
             batch_size=args.batch_size or log_prob_batch_size(device),
+            overwrite=args.force,
         )
     finally:
         bar.close()

@@ -204,8 +204,9 @@ def resolve_checkpoint(
     if config is not None:
         key += "-" + sha256_file(config)[:16]
     stem = cache_root(cache_dir) / IMPORT_CACHE / key
-    weights = stem.with_name(f"{key}.safetensors")
-    if _intact(weights, stem.with_name(f"{key}.json")):
+    weights, meta = stem.with_name(f"{key}.safetensors"), stem.with_name(f"{key}.json")
+    if _intact(weights, meta):
+        _warn_if_height_assumed(path, json.loads(meta.read_text(encoding="utf-8")))
         return weights
     data = load_foreign_checkpoint(path)
     if is_vocoder_checkpoint(data):
@@ -216,12 +217,19 @@ def resolve_checkpoint(
     weights, _ = write_imported(imported, stem, overwrite=True)  # replaces a damaged one
     origin = imported.metadata["imported_from"]
     logger.info(f"imported {path} ({origin} checkpoint) into {weights}")
-    if origin == "L0SG/NanoFlow" and config is None:  # said once: the import is cached
-        logger.warning(
-            f"{path}: h = {imported.model.config.n_group} rows assumed, as in every published "
-            "model (no tensor records h; another h needs the reference config)"
-        )
+    _warn_if_height_assumed(path, json.loads(meta.read_text(encoding="utf-8")))
     return weights
+
+
+def _warn_if_height_assumed(path: Path, meta: dict) -> None:
+    """Said on every use of the import, not only the first (which alone converts it)."""
+    details = meta.get("metadata") or {}
+    if details.get("imported_from") == "L0SG/NanoFlow" and "reference_config" not in details:
+        n_group = (meta.get("model") or {}).get("n_group")
+        logger.warning(
+            f"{path}: h = {n_group} rows assumed, as in every published model (no tensor "
+            "records h; for another h, convert it with vocoder import --config FILE)"
+        )
 
 
 def _intact(weights: Path, meta: Path) -> bool:
