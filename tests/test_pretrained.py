@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import vocoder.pretrained.registry as registry_module
 from vocoder.cli import main
 from vocoder.errors import InputError
 from vocoder.pretrained import (
@@ -48,6 +49,16 @@ def _copy_model(entry: ModelEntry, folder: Path, url: str | None = None, **chang
 
 def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def _damage(path: Path, how: str) -> None:
+    """Flip a byte (same size: only the checksum can tell) or cut the last 10 off."""
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        del data[-10:]
+    path.write_bytes(bytes(data))
 
 
 # ---- the registry ----
@@ -161,16 +172,41 @@ def test_a_corrupted_copy_is_rejected_naming_the_file(tmp_path, damage):
         shutil.copy(PRETRAINED_DIR / f.name, tmp_path / "copy" / f.name)
     good = resolve_model_path(entry.name, registry=registry)
     assert good == tmp_path / "copy" / entry.weights.name
-    data = bytearray(good.read_bytes())
-    if damage == "flip":
-        data[len(data) // 2] ^= 0x01  # same size: only the checksum can tell
-    else:
-        del data[-10:]
-    good.write_bytes(bytes(data))
+    _damage(good, damage)
+    assert model_location(list_models(registry)[0], registry=registry) == "damaged"
     expected = "sha256 .* does not match" if damage == "flip" else "size .* bytes"
     with pytest.raises(InputError, match=expected) as caught:
         resolve_model_path(entry.name, registry=registry)
     assert caught.value.source == str(good)
+    # shipped beside the registry: nothing downloads it again, so deleting it is no fix
+    assert "put the registered file back" in caught.value.problem
+    assert "delete" not in caught.value.problem
+
+
+def test_a_damaged_shipped_file_is_listed_and_says_how_to_restore_it(tmp_path, monkeypatch, capsys):
+    """The source tree's `pretrained/` (here a copy of it) with a flipped byte: listed as
+    damaged, and every way of using it says to restore the file from the source tree."""
+    entry = SHIPPED[0]
+    source = tmp_path / "pretrained"
+    _copy_model(entry, source)
+    for f in entry.files:
+        shutil.copy(PRETRAINED_DIR / f.name, source / f.name)
+    monkeypatch.setattr(registry_module, "PRETRAINED_DIR", source)
+    _damage(source / entry.weights.name, "flip")
+    restore = f"git checkout -- pretrained/{entry.weights.name}"
+
+    with pytest.raises(InputError, match=restore) as caught:
+        resolve_model_path(entry.name)
+    assert "delete" not in str(caught.value)
+    assert main(["models"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith(entry.name))
+    assert row.split()[-1] == "damaged"
+    assert main(["models", entry.name]) == 0
+    where = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("where "))
+    assert "damaged: " in where and restore in where
+    assert main(["models", "--download", entry.name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and restore in err
 
 
 # ---- downloads (offline, from file:// URLs) ----
@@ -219,6 +255,39 @@ def test_download_is_verified_cached_and_reused(tmp_path, remote, fetches):
     assert len(fetches) == len(entry.files), "the cached copy was downloaded again"
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_cached_file_is_downloaded_again(tmp_path, remote, fetches, damage):
+    """The listing and the loader agree: a damaged cached copy of a hosted model is listed as
+    remote, and using it downloads the damaged file (only that one) again."""
+    entry = SHIPPED[0]
+    registry = _copy_model(entry, tmp_path / "wheel", url=remote.as_uri())
+    listed = list_models(registry)[0]
+    cache = tmp_path / "cache"
+    path = resolve_model_path(entry.name, cache_dir=cache, registry=registry)
+    _damage(path, damage)
+    assert model_location(listed, cache, registry) == "remote"
+
+    assert resolve_model_path(entry.name, cache_dir=cache, registry=registry) == path
+    assert sha256_file(path) == entry.weights.sha256
+    assert fetches[len(entry.files) :] == [(remote / entry.weights.name).as_uri()]
+    assert model_location(listed, cache, registry) == "cached"
+    assert _files_under(cache) == sorted(cache / entry.name / f.name for f in entry.files)
+
+
+def test_a_damaged_cached_copy_with_no_url_is_listed_as_damaged(tmp_path):
+    entry = SHIPPED[0]
+    registry = _copy_model(entry, tmp_path / "wheel")  # no url, no files beside it
+    folder = tmp_path / "cache" / entry.name
+    folder.mkdir(parents=True)
+    for f in entry.files:
+        shutil.copy(PRETRAINED_DIR / f.name, folder / f.name)
+    _damage(folder / entry.weights.name, "flip")
+    assert model_location(list_models(registry)[0], tmp_path / "cache", registry) == "damaged"
+    with pytest.raises(InputError, match="no url to download it again") as caught:
+        resolve_model_path(entry.name, cache_dir=tmp_path / "cache", registry=registry)
+    assert caught.value.source == str(folder / entry.weights.name)
+
+
 def test_cache_dir_defaults_to_the_environment(tmp_path, remote, monkeypatch):
     entry = SHIPPED[0]
     registry = _copy_model(entry, tmp_path / "wheel", url=remote.as_uri())
@@ -251,7 +320,24 @@ def test_a_failed_download_leaves_nothing(tmp_path, remote):
     cache = tmp_path / "cache"
     with pytest.raises(InputError, match="download failed"):
         resolve_model_path(entry.name, cache_dir=cache, registry=registry)
-    assert _files_under(cache) == []
+    assert not cache.exists(), "the cache folder this download created is left behind"
+
+
+def test_a_failed_download_to_new_folders_removes_each_one_it_made(tmp_path, monkeypatch, capsys):
+    """`vocoder models --download NAME --to a/b/c` offline: a/b/c, a/b and a go, and a
+    folder that was there before stays."""
+    record = json.loads((PRETRAINED_DIR / REGISTRY_FILE).read_text())
+    item = next(p for p in record["published"] if p["download"] == "direct")
+    item["urls"] = [(tmp_path / "server" / item["file"]).as_uri()]  # no such file
+    registry = tmp_path / "reg" / REGISTRY_FILE
+    registry.parent.mkdir()
+    registry.write_text(json.dumps({**record, "published": [item]}))
+    monkeypatch.setenv("VOCODER_REGISTRY", str(registry))
+    there = tmp_path / "downloads"
+    there.mkdir()
+    assert main(["models", "--download", item["name"], "--to", str(there / "a/b/c")]) == 2
+    assert "download failed" in capsys.readouterr().err
+    assert list(there.iterdir()) == []
 
 
 def test_a_model_neither_shipped_nor_hosted_is_a_clear_error(tmp_path):
@@ -275,6 +361,28 @@ def test_vocoder_models_lists_the_registry(capsys):
         assert entry.family in row and "shipped" in row
         assert ("*" in row.split()) == entry.default
         assert f"STOI {entry.summary['stoi']:.2f}" in row
+
+
+def test_download_of_a_shipped_model_says_where_it_is(capsys):
+    name = default_model_name()
+    assert main(["models", "--download", name]) == 0
+    out = capsys.readouterr().out
+    shipped = PRETRAINED_DIR / f"{name}.safetensors"
+    assert out.startswith(f"{name}: shipped with the package, no download needed ({shipped})")
+    assert main(["models", "--download", name, "--to", "elsewhere"]) == 2
+    assert capsys.readouterr().err.startswith("error: --to: goes with published weights")
+
+
+def test_download_of_a_hosted_model_fills_the_cache(tmp_path, remote, monkeypatch, capsys):
+    entry = SHIPPED[0]
+    registry = _copy_model(entry, tmp_path / "wheel", url=remote.as_uri())
+    monkeypatch.setenv("VOCODER_REGISTRY", str(registry))
+    cache = tmp_path / "cache"
+    assert main(["models", "--download", entry.name, "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.startswith(f"saved {cache / entry.name} ")
+    assert _files_under(cache) == sorted(cache / entry.name / f.name for f in entry.files)
+    assert main(["models", "--download", entry.name, "--cache-dir", str(cache)]) == 0
+    assert capsys.readouterr().out.startswith(f"{entry.name}: already downloaded")
 
 
 def test_vocoder_models_shows_one_model_and_rejects_unknown_names(capsys):

@@ -5,6 +5,7 @@ for those on a plain HTTPS host (`--download NAME`)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import urllib.parse
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from vocoder.pretrained import (
     load_published,
     model_location,
     registry_path,
+    resolve_model_path,
 )
 
 HELP = "list the pretrained models and the published weights"
@@ -50,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--download",
         metavar="NAME",
         help="download these published weights (plain HTTPS hosts only; Google Drive files "
-        "are downloaded by hand), then print the 'vocoder import' line to run",
+        "are downloaded by hand), then print the 'vocoder import' line to run; for a "
+        "pretrained model, fetch it into the cache (a shipped one needs no download)",
     )
     parser.add_argument(
         "--to",
@@ -115,7 +118,7 @@ def _print_details(entry: ModelEntry, cache_dir: str | None) -> None:
         ("parameters", f"{entry.parameters:,} (inference form)"),
         ("data", entry.data),
         ("hardware", entry.hardware or "-"),
-        ("where", model_location(entry, cache_dir)),
+        ("where", _where(entry, cache_dir)),
         ("url", entry.url or "- (not hosted; shipped with the source tree only)"),
         ("card", str(registry_path().parent / entry.card) if entry.card else "-"),
     ]
@@ -210,7 +213,42 @@ def _find_published(name: str) -> PublishedWeights:
     return entry
 
 
+def _where(entry: ModelEntry, cache_dir: str | None) -> str:
+    """`model_location`, and for a damaged copy the loader's error: which file, and the fix."""
+    where = model_location(entry, cache_dir)
+    if where == "damaged":
+        try:
+            resolve_model_path(entry.name, cache_dir)
+        except InputError as e:
+            return f"damaged: {e}"
+    return where
+
+
+def _download_model(entry: ModelEntry, args: argparse.Namespace) -> int:
+    """`--download` of a registry model: fetched into the cache, unless shipped or cached."""
+    if args.to or args.force:
+        raise InputError(
+            "--to" if args.to else "--force",
+            f"goes with published weights; {entry.name} is a pretrained model, used by name "
+            "from the package or the download cache (--cache-dir DIR)",
+        )
+    where = model_location(entry, args.cache_dir)
+    path = resolve_model_path(entry.name, args.cache_dir)  # verifies; downloads a remote one
+    if where == "shipped":
+        print(f"{entry.name}: shipped with the package, no download needed ({path})")
+    elif where == "cached":
+        print(f"{entry.name}: already downloaded ({path}, sha256 checked)")
+    else:
+        print(f"saved {path.parent} ({len(entry.files)} files, sha256 checked)")
+    env = f"VOCODER_CACHE={shlex.quote(args.cache_dir)} " if args.cache_dir else ""
+    print(f"next: {env}vocoder synthesize MELS --out DIR --model {entry.name}")
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
+    model = next((e for e in list_models() if e.name == args.download), None)
+    if model is not None:
+        return _download_model(model, args)
     entry = _find_published(args.download)
     path = download_published(entry, Path(args.to or "."), force=args.force)
     check = "sha256 checked" if entry.sha256 else "unverified: the source publishes no sha256"
@@ -235,8 +273,8 @@ def run(args: argparse.Namespace) -> int:
     _print_table(table_rows(entries, args.cache_dir))
     print(
         f"\n* default model. shipped: in {registry_path().parent}; cached: in "
-        f"{cache_root(args.cache_dir)}; remote: downloaded on first use. "
-        "Details: vocoder models NAME"
+        f"{cache_root(args.cache_dir)}; remote: downloaded on first use; damaged: a file "
+        "fails its size or sha256. Details and fixes: vocoder models NAME"
     )
     published = load_published()
     if published:

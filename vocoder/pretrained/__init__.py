@@ -15,9 +15,11 @@ Where a registry name resolves (`resolve_model_path`), in this order:
    non-editable (wheel) install takes, since the wheel carries no `pretrained/` folder: the
    wheel needs the registry file itself (`$VOCODER_REGISTRY`) and entries with a `url`.
 
-Every file is checked against its sha256 each time it is resolved; a mismatch is an
-`InputError` naming the file. Downloads go to a temporary file inside the cache folder, are
-checked, then moved into place with `os.replace`; on any failure nothing is left behind.
+Every file is checked against its size and sha256 each time it is resolved or listed
+(`model_location`). A damaged cached file is downloaded again; a damaged shipped one (or a
+cached one with no url) is an `InputError` naming the file and how to restore it. Downloads
+go to a temporary file inside the cache folder, are checked, then moved into place with
+`os.replace`; on any failure nothing is left behind, not even the folders made for them.
 
 The same file may list `published` weights: files the original authors publish elsewhere
 (Google Drive, NVIDIA NGC), with what is known about them and the `vocoder import` line that

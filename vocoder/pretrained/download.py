@@ -2,7 +2,7 @@
 
 A download goes to a temporary file inside its destination folder and is moved into place by
 the caller (`os.replace`) once checked; on any failure, Ctrl-C included, the temporary files
-are removed, and the folder too if the download created it and it is empty.
+are removed, and so are the folders the download created, if left empty.
 """
 
 from __future__ import annotations
@@ -70,20 +70,22 @@ class Staging:
 @contextlib.contextmanager
 def staged_downloads(folder: Path) -> Iterator[Staging]:
     """Temporary download files in `folder` (created if need be), for the caller to check
-    and `os.replace` into place; on any failure the temporary files are removed, and `folder`
-    too if this call created it and it is empty.
+    and `os.replace` into place; on any failure the temporary files are removed, and so is
+    every folder this call created (`folder` and its new parents) that is left empty.
     """
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     staging = Staging(folder)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         yield staging
     except BaseException:
         for tmp in staging.temps:
             tmp.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
+        for made in created:
+            try:
+                made.rmdir()  # only if empty: something else may have written there since
+            except OSError:
+                break
         raise
 
 

@@ -177,7 +177,7 @@ def download_published(
 
     The file goes to a temporary file in `folder`, is checked against the entry's sha256 when
     one is known, then moved into place with `os.replace`; on any failure (Ctrl-C included)
-    the temporary file is removed (and `folder`, if this call created it). An existing file
+    the temporary file is removed (and the folders this call created). An existing file
     is an `InputError` unless `force`.
     Google Drive entries (`download == "manual"`) are an `InputError` saying where to get
     the file by hand.

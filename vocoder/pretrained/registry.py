@@ -4,8 +4,8 @@ reading it, and resolving a model name to its verified files (shipped, cached or
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -22,7 +22,9 @@ REGISTRY_FILE = "registry.json"
 REGISTRY_FORMAT = 1
 WEIGHTS_SUFFIX = ".safetensors"
 
-Location = Literal["shipped", "cached", "remote", "missing"]
+logger = logging.getLogger(__name__)
+
+Location = Literal["shipped", "cached", "remote", "missing", "damaged"]
 
 
 @dataclass(frozen=True)
@@ -177,47 +179,83 @@ def _shipped_dir(registry: str | Path | None) -> Path:
     return (Path(registry) if registry is not None else registry_path()).parent
 
 
+def _restore_hint(folder: Path, name: str) -> str:
+    """How to put a shipped file back: deleting it does not help, nothing downloads it."""
+    if folder == PRETRAINED_DIR:
+        return (
+            f"shipped, not downloaded: restore it with 'git checkout -- pretrained/{name}' "
+            "or from a fresh copy of the source tree"
+        )
+    return "shipped beside the registry, not downloaded: put the registered file back"
+
+
+def _check(entry: ModelEntry, folder: Path, shipped: bool) -> InputError | None:
+    """The first of `entry`'s files in `folder` that fails its size or sha256, as an error."""
+    for f in entry.files:
+        if shipped:
+            fix = _restore_hint(folder, f.name)
+        else:  # only raised when the model has no url (else it is downloaded again)
+            fix = "the registry gives no url to download it again: put the registered file back"
+        try:
+            verify_file(folder / f.name, f, fix)
+        except InputError as e:
+            return e
+    return None
+
+
+def _locate(
+    entry: ModelEntry, cache_dir: str | Path | None, registry: str | Path | None
+) -> tuple[Location, Path, InputError | None]:
+    """Where `resolve_model_path` takes `entry` from: the place, its folder, and for a
+    damaged copy that cannot be downloaded again the error it raises."""
+    shipped = _shipped_dir(registry)
+    if all((shipped / f.name).is_file() for f in entry.files):
+        error = _check(entry, shipped, shipped=True)
+        return ("damaged", shipped, error) if error else ("shipped", shipped, None)
+    folder = cache_root(cache_dir) / entry.name
+    hosted = all(entry.file_url(f) for f in entry.files)
+    if all((folder / f.name).is_file() for f in entry.files):
+        error = _check(entry, folder, shipped=False)
+        if error is None:
+            return "cached", folder, None
+        if not hosted:
+            return "damaged", folder, error
+        # a damaged cached copy of a hosted model is downloaded again on use
+    return ("remote" if hosted else "missing"), folder, None
+
+
 def model_location(
     entry: ModelEntry, cache_dir: str | Path | None = None, registry: str | Path | None = None
 ) -> Location:
-    """Where `entry`'s files are now: shipped, cached, remote (downloadable) or missing.
+    """Where `entry`'s files are now: shipped, cached, remote (downloaded on use: not cached,
+    or a damaged cached copy), missing, or damaged (a shipped copy, or a cached one with no
+    url, fails its size or sha256; `resolve_model_path` says which file and the fix).
 
-    Judged by presence and size only (no hashing); `resolve_model_path` verifies.
+    Hashes the local files, as `resolve_model_path` does, so the two always agree.
     """
-    for place, folder in (
-        ("shipped", _shipped_dir(registry)),
-        ("cached", cache_root(cache_dir) / entry.name),
-    ):
-        if all(_present(folder / f.name, f.size) for f in entry.files):
-            return place
-    if all(entry.file_url(f) for f in entry.files):
-        return "remote"
-    return "missing"
+    return _locate(entry, cache_dir, registry)[0]
 
 
-def _present(path: Path, size: int) -> bool:
-    try:
-        return path.is_file() and path.stat().st_size == size
-    except OSError:
-        return False
+def verify_file(path: str | Path, expected: ModelFile, fix: str | None = None) -> Path:
+    """`path`, after checking its size and sha256 against the registry's; else `InputError`.
 
-
-def verify_file(path: str | Path, expected: ModelFile) -> Path:
-    """`path`, after checking its size and sha256 against the registry's; else `InputError`."""
+    `fix`: what the error tells the user to do, if anything.
+    """
     path = Path(path)
+    fix = f" ({fix})" if fix else ""
     size = path.stat().st_size
     if size != expected.size:
         raise InputError(
             path,
             f"size {size} bytes, the registry expects {expected.size}: the file is damaged or "
-            "not the registered one (delete it; a cached copy is downloaded again)",
+            f"not the registered one{fix}",
         )
     actual = sha256_file(path)
     if actual != expected.sha256:
         raise InputError(
             path,
             f"sha256 {actual} does not match the registry's {expected.sha256}: the file is "
-            "damaged or not the registered one (delete it; a cached copy is downloaded again)",
+            f"damaged or not the registered one{fix}",
         )
     return path
 
@@ -232,7 +270,7 @@ def resolve_model_path(
     - an existing file passes through unchanged (no checksum: it is the user's own file);
     - a registry name resolves to the shipped files, else the cached download, else it is
       downloaded from its url into the cache (see the module docstring); every file is
-      verified against the registry's sha256;
+      verified against the registry's sha256, and a damaged cached file is downloaded again;
     - anything else is an `InputError` listing the known names.
     """
     path = Path(name_or_path)
@@ -248,24 +286,18 @@ def resolve_model_path(
     if entry is None:
         known = ", ".join(e.name for e in entries) or "none"
         raise InputError(name, f"no such file, and not a pretrained model (known: {known})")
-    shipped = _shipped_dir(registry)
-    if all((shipped / f.name).is_file() for f in entry.files):
-        for f in entry.files:
-            verify_file(shipped / f.name, f)
-        return shipped / entry.weights.name
-    folder = cache_root(cache_dir) / entry.name
-    if all((folder / f.name).is_file() for f in entry.files):
-        for f in entry.files:
-            verify_file(folder / f.name, f)
-        return folder / entry.weights.name
-    missing = [f for f in entry.files if not entry.file_url(f)]
-    if missing:
+    where, folder, error = _locate(entry, cache_dir, registry)
+    if error is not None:
+        raise error
+    if where == "missing":
+        missing = next(f for f in entry.files if not entry.file_url(f))
         raise InputError(
             entry.name,
-            f"{missing[0].name} is not shipped in {shipped} nor cached in {folder}, and the "
-            "registry gives no url to download it from",
+            f"{missing.name} is not shipped in {_shipped_dir(registry)} nor cached in {folder}, "
+            "and the registry gives no url to download it from",
         )
-    download_model(entry, folder)
+    if where == "remote":
+        download_model(entry, folder)
     return folder / entry.weights.name
 
 
@@ -281,11 +313,17 @@ def download_model(entry: ModelEntry, folder: Path) -> None:
         for f in entry.files:
             target = folder / f.name
             if target.is_file():
-                with contextlib.suppress(InputError):
+                try:
                     verify_file(target, f)
                     continue  # already here and good (fetched by an earlier call)
-            tmp = staging.fetch(entry.file_url(f), f.name, f.size)
-            verify_file(tmp, f)
+                except InputError as e:
+                    logger.warning("%s; downloading it again", e)
+            url = entry.file_url(f)
+            tmp = staging.fetch(url, f.name, f.size)
+            try:
+                verify_file(tmp, f, "nothing was saved")
+            except InputError as e:
+                raise InputError(url, e.problem) from None
             moves.append((tmp, target))
         for tmp, target in moves:
             os.replace(tmp, target)
