@@ -33,7 +33,7 @@ from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
 from vocoder.train.resume import init_weights
-from vocoder.train.run_dir import RunLock
+from vocoder.train.run_dir import LOCK_FILE, RunLock
 from vocoder.train.signals import StopRequest
 from vocoder.train.step import LogLikelihood, train_step
 
@@ -245,9 +245,12 @@ def test_a_second_trainer_on_the_same_run_is_refused(reference, tmp_path, capsys
     finally:
         holder.release()
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "3"]) == 0
-    # a lock left by a run that died early does not make a folder "not empty"
+    assert not (run / LOCK_FILE).exists()  # released and deleted
+    # the lock file of a SIGKILLed run (held by no one) neither blocks nor makes the
+    # folder "not empty"
     fresh = tmp_path / "fresh"
-    RunLock(fresh).release()
+    fresh.mkdir()
+    (fresh / LOCK_FILE).write_text("12345\n")
     assert main(["train", "--config", str(conf), "--out", str(fresh), "--max-steps", "1"]) == 0
 
 

@@ -80,33 +80,50 @@ def clear_run(run_dir: Path, fresh: bool) -> None:
 class RunLock:
     """The one trainer writing a run folder holds this; a second one is refused.
 
-    An advisory lock on `LOCK_FILE` (with the holder's pid in it): the system drops it when
-    the holder exits, however it dies, so a killed run never leaves the folder locked.
+    An advisory lock on `LOCK_FILE` (with the holder's pid in it), which the system drops
+    when the holder exits however it dies, so a killed run never leaves the folder locked.
+    A release deletes the file, so a finished or failed run leaves none behind.
     """
 
     def __init__(self, run_dir: Path):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LOCK_FILE
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is None:
-            return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
-            self.release()
-            raise InputError(
-                run_dir,
-                f"another trainer (pid {holder}) is writing this run; wait for it to stop, or "
-                "train into another folder",
-            ) from None
+        self._fd: int | None = None
+        while self._fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is None:
+                self._fd = fd
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise InputError(
+                    run_dir,
+                    f"another trainer (pid {holder}) is writing this run; wait for it to stop, "
+                    "or train into another folder",
+                ) from None
+            if _same_file(fd, self.path):
+                self._fd = fd
+            else:  # its holder released (deleted) it between our open and lock: again
+                os.close(fd)
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: no one else has it
             os.close(self._fd)  # closing drops the lock
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), path.stat()
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def set_aside_later_checkpoints(run_dir: Path, resume_from: Path) -> Path | None:
