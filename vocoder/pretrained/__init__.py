@@ -1,19 +1,19 @@
-"""The registry of pretrained models: shipped with the source tree, or hosted and cached.
+"""The registry of pretrained models: shipped with the package, or hosted and cached.
 
-`pretrained/registry.json` (beside the `vocoder` package in a source checkout) lists each
-model: its name, a description, its files (`<stem>.safetensors` weights and the `<stem>.json`
-config beside them, each with its sha256 and size), an optional `url` where the files are
-hosted, whether it is the default model, its model card and a few summary figures.
+`pretrained/registry.json` (beside the `vocoder` package in a source checkout; installed as
+`vocoder/shipped/` by a wheel) lists each model: its name, a description, its files
+(`<stem>.safetensors` weights and the `<stem>.json` config beside them, each with its sha256
+and size), an optional `url` where the files are hosted, whether it is the default model,
+its model card and a few summary figures. `$VOCODER_REGISTRY` names another registry file.
 
 Where a registry name resolves (`resolve_model_path`), in this order:
 
-1. shipped: `pretrained/<file>` in the source tree. A source checkout or an editable install
-   (`pip install -e .`) finds it at `Path(vocoder.__file__).parents[1] / "pretrained"`.
+1. shipped: the file beside the registry (`PRETRAINED_DIR`: `vocoder/shipped/` when
+   installed from a wheel, else `pretrained/` of the source tree, as an editable install
+   has it).
 2. cached: `<cache>/<name>/<file>`, where `<cache>` is the `cache_dir` argument, else
    `$VOCODER_CACHE`, else `~/.cache/vocoder`.
-3. remote: downloaded from the entry's `url` into the cache, then as 2. This is the path a
-   non-editable (wheel) install takes, since the wheel carries no `pretrained/` folder: the
-   wheel needs the registry file itself (`$VOCODER_REGISTRY`) and entries with a `url`.
+3. remote: downloaded from the entry's `url` into the cache, then as 2.
 
 Every file is checked against its size and sha256 each time it is resolved or listed
 (`model_location`). A damaged cached file is downloaded again; a damaged shipped one (or a

@@ -15,7 +15,14 @@ from typing import Any, Literal
 from vocoder.errors import ConfigError, InputError
 from vocoder.pretrained.download import cache_root, sha256_file, staged_downloads
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
+
+def _shipped_folder() -> Path:
+    """`vocoder/shipped` in a wheel install; `pretrained/` of a source tree (editable)."""
+    installed = Path(__file__).resolve().parents[1] / "shipped"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "pretrained"
+
+
+PRETRAINED_DIR = _shipped_folder()
 """The shipped models' folder in a source checkout or editable install."""
 
 REGISTRY_FILE = "registry.json"
@@ -67,7 +74,7 @@ class ModelEntry:
 
 
 def registry_path() -> Path:
-    """`$VOCODER_REGISTRY` if set, else `pretrained/registry.json` of the source tree."""
+    """`$VOCODER_REGISTRY` if set, else the shipped `registry.json`."""
     env = os.environ.get("VOCODER_REGISTRY")
     return Path(env) if env else PRETRAINED_DIR / REGISTRY_FILE
 
@@ -76,8 +83,8 @@ def read_registry(path: str | Path | None) -> tuple[Any, Path]:
     path = Path(path) if path is not None else registry_path()
     if not path.is_file():
         raise ConfigError(
-            f"{path}: no model registry there (a wheel install needs VOCODER_REGISTRY set to "
-            "a registry.json; a source checkout has it in pretrained/)"
+            f"{path}: no model registry there (VOCODER_REGISTRY names a registry.json; the "
+            "package ships one)"
         )
     try:
         return json.loads(path.read_text()), path
@@ -183,8 +190,8 @@ def _restore_hint(folder: Path, name: str) -> str:
     """How to put a shipped file back: deleting it does not help, nothing downloads it."""
     if folder == PRETRAINED_DIR:
         return (
-            f"shipped, not downloaded: restore it with 'git checkout -- pretrained/{name}' "
-            "or from a fresh copy of the source tree"
+            f"shipped, not downloaded: restore it with 'git checkout -- pretrained/{name}' in "
+            "a source checkout, or reinstall the package"
         )
     return "shipped beside the registry, not downloaded: put the registered file back"
 
