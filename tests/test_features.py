@@ -41,6 +41,12 @@ def test_frame_counts_follow_each_convention():
         assert mel.shape == (80, config.num_frames(audio.numel()))
     assert MelConfig.preset("tacotron2").num_frames(22050) == 1 + 22050 // 256
     assert MelConfig.preset("hifigan").num_frames(22050) == 22050 // 256
+    # an odd n_fft - hop pads one sample less than (n_fft - hop) / 2 on each side: at hop
+    # 275 and whole hops of audio that is one frame fewer than the old count said
+    odd = MelConfig.preset("hifigan", hop_length=275, win_length=1100, n_fft=2048)
+    for samples in (1100, 1375, 2475, 2476, 22000, 22050):
+        mel = mel_spectrogram(torch.randn(samples).clamp(-1, 1) * 0.1, odd)
+        assert mel.shape[1] == odd.num_frames(samples), samples
 
 
 @pytest.mark.parametrize("preset", ["tacotron2", "hifigan"])

@@ -26,7 +26,7 @@ from vocoder.inference.denoiser import Denoiser
 from vocoder.inference.engine import Synthesizer
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
-from vocoder.melio import convert_mel
+from vocoder.melio import DbNormalization, convert_mel
 from vocoder.model_source import resolve_model_source
 from vocoder.models import ModelConfig, build_model
 from vocoder.precision import default_precision
@@ -273,6 +273,21 @@ def test_the_range_warnings_remedy_is_a_keyword_of_synthesize(synthesizers, capl
     assert caplog.records == []  # taken as said: no second warning
     torch.testing.assert_close(converted, synth.synthesize(mel, seed=0))
     assert torch.equal(batch[0], converted)
+    # the symmetric dB remedy names db_normalization, a keyword too
+    loud = mel.clone()
+    loud[:, 3] = 1.0  # a speech peak: the symmetric range's upper part
+    symmetric = DbNormalization(symmetric=True).from_ln(loud).clamp(-4, 4).numpy()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vocoder.inference.engine"):
+        synth.synthesize(symmetric, seed=0)
+    said = "set mel_format=db-normalized, db_normalization=symmetric=true"
+    assert any(r.message.endswith(said) for r in caplog.records), caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vocoder.inference.engine"):
+        kwargs = dict(mel_format="db-normalized", db_normalization="symmetric=true", seed=0)
+        followed = synth.synthesize(symmetric, **kwargs)
+        (batched,) = synth.synthesize_batch([symmetric], **kwargs)
+    assert caplog.records == [] and torch.equal(followed, batched)
 
 
 def test_numpy_mels_and_range_warnings(synthesizers, caplog):

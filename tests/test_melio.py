@@ -79,7 +79,7 @@ def test_log10_round_trip(tmp_path, ref_mel):
 
 def test_db_normalized_round_trip(tmp_path, ref_mel):
     # The documented forward formula: S_db = 20 log10(mel) - ref_level_db, then
-    # x = (S_db - min_level_db) / -min_level_db (Tacotron/ESPnet, min -100, ref 20).
+    # x = (S_db - min_level_db) / -min_level_db (Tacotron style, min -100, ref 20).
     s_db = 20 * ref_mel / LN10 - 20.0
     x = (s_db + 100.0) / 100.0
     np.save(tmp_path / "db.npy", x.numpy())
@@ -93,6 +93,61 @@ def test_db_normalized_round_trip(tmp_path, ref_mel):
     mel = load_mel(tmp_path / "sym.npy", mel_format="db-normalized", db=db)
     torch.testing.assert_close(mel, ref_mel, atol=1e-4, rtol=0)
     torch.testing.assert_close(db.from_ln(ref_mel), x, atol=1e-5, rtol=0)
+
+
+def test_db_normalized_zero_to_four_and_parsed_settings(tmp_path, ref_mel):
+    # Rayhane-mamah / Coqui with symmetric=False: x = max_abs_value * (S_db - min) / -min
+    s_db = 20 * ref_mel / LN10 - 20.0
+    np.save(tmp_path / "db4.npy", (4.0 * (s_db + 100.0) / 100.0).numpy())
+    db = DbNormalization.parse("max_abs_value=4")
+    mel = load_mel(tmp_path / "db4.npy", mel_format="db-normalized", db=db)
+    torch.testing.assert_close(mel, ref_mel, atol=1e-4, rtol=0)  # read 0-1 before: 30 ln off
+    assert DbNormalization.parse(" symmetric=TRUE, ref_level_db=16 ") == DbNormalization(
+        symmetric=True, ref_level_db=16.0
+    )
+    assert DbNormalization.parse("symmetric=true").top == 4.0 and DbNormalization().top == 1.0
+    for spec, problem in [
+        ("symetric=true", "'symetric=true' is not KEY=VALUE with KEY one of min_level_db"),
+        ("symmetric=yes", "symmetric is true or false, got 'yes'"),
+        ("ref_level_db=high", "ref_level_db is a number, got 'high'"),
+        ("max_abs_value=inf", "max_abs_value must be finite"),
+        ("min_level_db=100", "min_level_db must be negative"),
+    ]:
+        with pytest.raises(InputError, match=problem) as e:
+            DbNormalization.parse(spec)
+        assert e.value.source == "--db-normalization"
+
+
+def test_converted_mels_are_clamped_at_this_conventions_floor(tmp_path, ref_mel):
+    """ParallelWaveGAN and ESPnet floor at 1e-10: silence read as -23, not -11.5."""
+    silent = torch.full((80, 20), -10.0)  # log10(1e-10)
+    assert float(convert_mel(silent, "log10").min()) == pytest.approx(math.log(1e-5))
+    stats = load_stats_from(tmp_path, ref_mel / LN10)
+    normalized = stats.from_ln(silent * LN10)
+    assert float(convert_mel(normalized, "meanvar", stats).min()) == pytest.approx(math.log(1e-5))
+    assert torch.equal(convert_mel(ref_mel, "ln"), ref_mel)  # ln mels are the user's own
+
+
+def test_espnet_feats_stats_read_as_global_mvn(tmp_path, ref_mel):
+    log10_mel = (ref_mel / LN10).double()
+    frames = log10_mel.shape[1]
+    np.savez(
+        tmp_path / "feats_stats.npz",
+        count=np.array(frames),
+        sum=log10_mel.sum(dim=1).numpy(),
+        sum_square=log10_mel.square().sum(dim=1).numpy(),
+    )
+    mean, std = log10_mel.mean(dim=1), log10_mel.std(dim=1, unbiased=False)
+    np.save(tmp_path / "norm.npy", ((log10_mel - mean[:, None]) / std[:, None]).float().numpy())
+    stats = tmp_path / "feats_stats.npz"
+    mel = load_mel(tmp_path / "norm.npy", mel_format="meanvar", stats=stats)
+    torch.testing.assert_close(mel, ref_mel.clamp(min=math.log(1e-5)), atol=1e-4, rtol=0)
+
+
+def load_stats_from(tmp_path, log10_mel):
+    mean, scale = log10_mel.mean(dim=1), log10_mel.std(dim=1)
+    np.save(tmp_path / "stats.npy", torch.stack([mean, scale]).numpy())
+    return load_stats(tmp_path / "stats.npy")
 
 
 def test_meanvar_round_trip(tmp_path, ref_mel):

@@ -21,6 +21,7 @@ from vocoder.errors import InputError
 from vocoder.features import MelConfig
 from vocoder.inference.engine import Synthesizer
 from vocoder.inference.sizing import MAX_BATCH
+from vocoder.melio import DbNormalization
 from vocoder.models import ModelConfig, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,6 +240,27 @@ def test_meanvar_stats_are_checked_against_the_model_and_named(
         f"error: {tmp_path / 'short.npy'}: statistics have 79 bins, the model 80\n"
     )
     assert not (tmp_path / "b").exists()
+
+
+def test_the_symmetric_db_hint_can_be_followed(model_file, ljspeech_clips, tmp_path, caplog):
+    """The range warning said "with the symmetric normalization", which no flag could set."""
+    ln = np.load(ljspeech_clips / "mels_tacotron2" / MEL)
+    db = DbNormalization(symmetric=True).from_ln(torch.from_numpy(ln)).clamp(-4, 4)
+    np.save(tmp_path / "sym.npy", db.numpy())
+    # the same mel in ln, with the cells the normalization clipped at its floor
+    np.save(tmp_path / "ln.npy", DbNormalization(symmetric=True).to_ln(db).numpy())
+    base = ["synthesize", "--model", str(model_file), "--seed", "0", "--precision", "fp32"]
+    assert main([*base, str(tmp_path / "sym.npy"), "--out", str(tmp_path / "a")]) == 0
+    hint = "pass --mel-format db-normalized --db-normalization symmetric=true"
+    assert hint in caplog.text
+    caplog.clear()
+    follow = ["--mel-format", "db-normalized", "--db-normalization", "symmetric=true"]
+    assert main([*base, str(tmp_path / "sym.npy"), *follow, "--out", str(tmp_path / "b")]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert main([*base, str(tmp_path / "ln.npy"), "--out", str(tmp_path / "c")]) == 0
+    followed, _ = sf.read(str(tmp_path / "b" / "sym.wav"))
+    reference, _ = sf.read(str(tmp_path / "c" / "ln.wav"))
+    assert np.abs(followed - reference).max() <= 2 / 32768
 
 
 def test_each_mel_is_read_again_for_its_batch(model_file, ljspeech_clips, tmp_path, monkeypatch):

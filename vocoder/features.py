@@ -4,6 +4,8 @@
 reference code and of Tacotron 2: centered STFT with reflect padding, magnitude,
 Slaney mel filters, natural log of the mel clamped at 1e-5. `hifigan` is HiFi-GAN's:
 the same filters, but an uncentered STFT over audio reflect-padded by (n_fft - hop) / 2.
+HiFi-GAN also adds 1e-9 under the magnitude's square root, which this preset leaves out:
+it moves only near-silent cells, by at most 0.024 in ln over the 58 LJ Speech clips here.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class MelConfig:
         """Frames the extractor yields for `num_samples` samples of audio."""
         if self.center:
             return 1 + num_samples // self.hop_length
-        return 1 + (num_samples - self.hop_length) // self.hop_length
+        padded = num_samples + 2 * ((self.n_fft - self.hop_length) // 2)
+        return 1 + (padded - self.n_fft) // self.hop_length
 
 
 PRESETS: dict[str, MelConfig] = {
@@ -79,8 +82,9 @@ class MelSpectrogram(torch.nn.Module):
     """Audio `[batch, samples]` (or `[samples]`) in [-1, 1] -> log-mel `[batch, n_mels, frames]`.
 
     Runs on whatever device its input is on; the filterbank and window follow `.to()`.
-    The STFT runs in float64 by default: in float32 the log of near-silent bins (close to
-    the 1e-5 clamp) drifts by up to 1e-3 from the reference pipeline; in float64 by 2e-4.
+    The STFT runs in float64 by default: the log of near-silent bins (close to the 1e-5
+    clamp) then differs from NVIDIA's Tacotron 2 pipeline by at most 5.2e-4 over 58 LJ
+    Speech clips (3.4e-4 on the shipped reference mels); in float32, by up to 2.1e-3.
     """
 
     def __init__(self, config: MelConfig | None = None, compute_dtype: torch.dtype = torch.float64):

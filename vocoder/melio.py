@@ -10,19 +10,25 @@ Conventions (`mel_format`), each converted to the natural log of the mel magnitu
 
 - "ln": natural log, as the Tacotron 2 / WaveGlow / WaveFlow pipeline writes (identity).
 - "log10": base-10 log: `ln = x * ln(10)`.
-- "db-normalized": Tacotron / ESPnet-style normalized dB (parameters in `DbNormalization`):
+- "db-normalized": Tacotron-style normalized dB (Rayhane-mamah's Tacotron 2, Coqui TTS;
+  parameters in `DbNormalization`): x in [0, max_abs_value] (default [0, 1]) is first mapped
+  to [0, 1] by `x / max_abs_value`, or with `symmetric=True` x in [-max_abs_value,
+  max_abs_value] (default 4) by `(x + max_abs_value) / (2 * max_abs_value)`; then
   `S_db = x * (-min_level_db) + min_level_db + ref_level_db` and `mel = 10 ** (S_db / 20)`,
-  so `ln = S_db * ln(10) / 20`. With `symmetric=True`, x lies in [-max_abs_value,
-  max_abs_value] and is first mapped to [0, 1] by `(x + max_abs_value) / (2 * max_abs_value)`.
-- "meanvar": mean-variance normalized (ParallelWaveGAN): `log_mel = x * scale + mean` per bin,
-  with the statistics from a `.npy` `[2, n_mels]` (row 0 mean, row 1 scale, as
-  ParallelWaveGAN's `stats.npy`) or a `.npz` with "mean" and "scale" arrays.
-  `stats_log_base` says which log those statistics describe: "log10" (ParallelWaveGAN's
-  default) or "ln".
+  so `ln = S_db * ln(10) / 20`.
+- "meanvar": mean-variance normalized (ParallelWaveGAN, ESPnet's GlobalMVN):
+  `log_mel = x * scale + mean` per bin, with the statistics from a `.npy` `[2, n_mels]` (row
+  0 mean, row 1 scale, as ParallelWaveGAN's `stats.npy`), a `.npz` with "mean" and "scale"
+  arrays, or ESPnet's `feats_stats.npz` ("count", "sum", "sum_square"). `stats_log_base`
+  says which log those statistics describe: "log10" (both toolkits' default for TTS) or
+  "ln".
 
-Conversions are exact inverses of those formulas; values that the source pipeline clipped
-(e.g. normalized dB clipped at 0) stay at the corresponding floor. Every problem raises
-`InputError` naming the file.
+Conversions are exact inverses of those formulas, then clamped at ln(1e-5), the floor of
+this toolkit's convention (ParallelWaveGAN and ESPnet floor at 1e-10, which would read as
+-23). Values that the source pipeline clipped stay at the corresponding floor. A conversion
+changes the scale of the numbers, not the mel bands: ParallelWaveGAN's and ESPnet's default
+80-7600 Hz mels need a model trained on those bands (`features.fmin`, `features.fmax`).
+Every problem raises `InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -48,21 +54,57 @@ STATS_REMEDY = remedy(stats="FILE")  # meanvar mels need their statistics
 
 @dataclass(frozen=True)
 class DbNormalization:
-    """Parameters of a normalized-dB mel (Tacotron / ESPnet style).
+    """Parameters of a normalized-dB mel (Tacotron style: Rayhane-mamah, Coqui TTS).
 
     `min_level_db` (default -100) and `ref_level_db` (default 20) as in those recipes;
-    `symmetric` selects the [-max_abs_value, max_abs_value] variant instead of [0, 1].
+    `symmetric` selects the [-max_abs_value, max_abs_value] variant instead of
+    [0, max_abs_value]; `max_abs_value` defaults to 4 when symmetric, else 1.
     """
 
     min_level_db: float = -100.0
     ref_level_db: float = 20.0
     symmetric: bool = False
-    max_abs_value: float = 4.0
+    max_abs_value: float | None = None
+
+    @property
+    def top(self) -> float:
+        if self.max_abs_value is not None:
+            return self.max_abs_value
+        return 4.0 if self.symmetric else 1.0
+
+    @classmethod
+    def parse(cls, spec: str, source: str = "--db-normalization") -> DbNormalization:
+        """From `"symmetric=true,max_abs_value=4,ref_level_db=20"` (any of the fields)."""
+        values: dict[str, object] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or key not in cls.__dataclass_fields__:
+                fields = ", ".join(cls.__dataclass_fields__)
+                raise InputError(source, f"{item!r} is not KEY=VALUE with KEY one of {fields}")
+            text = text.strip().lower()
+            if key == "symmetric":
+                if text not in ("true", "false"):
+                    raise InputError(source, f"symmetric is true or false, got {text!r}")
+                values[key] = text == "true"
+                continue
+            try:
+                values[key] = float(text)
+            except ValueError:
+                raise InputError(source, f"{key} is a number, got {text!r}") from None
+            if not math.isfinite(values[key]):
+                raise InputError(source, f"{key} must be finite, got {text!r}")
+        db = cls(**values)
+        if db.min_level_db >= 0 or db.top <= 0:
+            raise InputError(source, "min_level_db must be negative and max_abs_value positive")
+        return db
 
     def to_ln(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized dB -> natural-log mel."""
         if self.symmetric:
-            x = (x + self.max_abs_value) / (2 * self.max_abs_value)
+            x = (x + self.top) / (2 * self.top)
+        else:
+            x = x / self.top
         s_db = x * (-self.min_level_db) + self.min_level_db + self.ref_level_db
         return s_db * (LN10 / 20.0)
 
@@ -70,9 +112,7 @@ class DbNormalization:
         """Natural-log mel -> normalized dB (unclipped); the inverse of `to_ln`."""
         s_db = mel * (20.0 / LN10)
         x = (s_db - self.ref_level_db - self.min_level_db) / (-self.min_level_db)
-        if self.symmetric:
-            x = x * (2 * self.max_abs_value) - self.max_abs_value
-        return x
+        return x * (2 * self.top) - self.top if self.symmetric else x * self.top
 
 
 @dataclass(frozen=True)
@@ -95,7 +135,8 @@ class MeanVarStats:
 
 
 def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> MeanVarStats:
-    """Read mean/scale statistics: `.npy` `[2, n_mels]` or `.npz` with "mean" and "scale"."""
+    """Read mean/scale statistics: `.npy` `[2, n_mels]`, `.npz` with "mean" and "scale", or
+    ESPnet's `.npz` with "count", "sum" and "sum_square" (its GlobalMVN's mean and std)."""
     path = Path(path)
     if log_base not in ("log10", "ln"):
         raise InputError(path, f"stats log base must be 'log10' or 'ln', got {log_base!r}")
@@ -105,9 +146,16 @@ def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> 
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:
-                if "mean" not in data or "scale" not in data:
-                    raise InputError(path, f"expected keys 'mean' and 'scale', got {data.files}")
-                mean, scale = np.asarray(data["mean"]), np.asarray(data["scale"])
+                if {"count", "sum", "sum_square"} <= set(data.files):
+                    mean, scale = _espnet_mean_std(data, path)
+                elif "mean" in data and "scale" in data:
+                    mean, scale = np.asarray(data["mean"]), np.asarray(data["scale"])
+                else:
+                    raise InputError(
+                        path,
+                        "expected keys 'mean' and 'scale' (or ESPnet's 'count', 'sum', "
+                        f"'sum_square'), got {data.files}",
+                    )
         else:
             if data.ndim != 2 or data.shape[0] != 2:
                 raise InputError(path, f"expected [2, n_mels] (mean, scale), got {data.shape}")
@@ -121,6 +169,16 @@ def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> 
     if not (torch.isfinite(mean).all() and torch.isfinite(scale).all()):
         raise InputError(path, "statistics contain NaN or infinite values")
     return MeanVarStats(mean=mean, scale=scale, log_base=log_base)
+
+
+def _espnet_mean_std(data, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """ESPnet's GlobalMVN: mean = sum / count, std = sqrt(max(sum_sq / count - mean², 1e-20))."""
+    count = float(np.asarray(data["count"], dtype=np.float64).reshape(-1)[0])
+    if not count > 0:
+        raise InputError(path, f"count {count:g}: statistics of no frames")
+    mean = np.asarray(data["sum"], dtype=np.float64) / count
+    variance = np.asarray(data["sum_square"], dtype=np.float64) / count - mean**2
+    return mean, np.sqrt(np.maximum(variance, 1e-20))
 
 
 def convert_mel(
@@ -141,9 +199,9 @@ def convert_mel(
     if mel_format == "ln":
         return mel
     if mel_format == "log10":
-        return mel * LN10
+        return (mel * LN10).clamp(min=LN_FLOOR)
     if mel_format == "db-normalized":
-        return (db or DbNormalization()).to_ln(mel)
+        return (db or DbNormalization()).to_ln(mel).clamp(min=LN_FLOOR)
     if mel_format == "meanvar":
         if stats is None:
             raise InputError("mel", "mel format 'meanvar' needs statistics", [STATS_REMEDY])
@@ -153,7 +211,7 @@ def convert_mel(
             raise InputError(
                 "stats", f"statistics have {stats.mean.numel()} bins, the mel {mel.shape[0]}"
             )
-        return stats.to_ln(mel)
+        return stats.to_ln(mel).clamp(min=LN_FLOOR)
     raise InputError("mel", f"unknown mel format {mel_format!r}; known: {', '.join(MEL_FORMATS)}")
 
 
@@ -237,7 +295,7 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     stats = f"(min {lo:.2f}, max {hi:.2f}, mean {mean:.2f})"
     if lo >= 0.0 and hi <= 1.0:
         return MelRangeWarning(
-            f"mel values all lie in [0, 1] {stats}: looks dB-normalized (Tacotron/ESPnet style)",
+            f"mel values all lie in [0, 1] {stats}: looks dB-normalized (Tacotron / Coqui style)",
             remedy(mel_format="db-normalized"),
         )
     if lo >= 0.0 or hi > 8.0:
@@ -259,7 +317,7 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     if -4.05 <= lo and hi <= 4.05 and lo < -3.0 and hi > 1.6:
         return MelRangeWarning(
             f"mel lies in [-4, 4] {stats}: looks symmetric dB-normalized",
-            remedy("with the symmetric normalization", mel_format="db-normalized"),
+            remedy(mel_format="db-normalized", db_normalization="symmetric=true"),
         )
     if lo < LN_FLOOR - 0.5:
         return MelRangeWarning(

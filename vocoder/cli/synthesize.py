@@ -44,7 +44,14 @@ from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.files import TEXT_ENCODING
 from vocoder.inference.engine import Synthesizer, default_batch_size
-from vocoder.melio import MEL_FORMATS, MeanVarStats, check_mel_range, load_mel, load_stats
+from vocoder.melio import (
+    MEL_FORMATS,
+    DbNormalization,
+    MeanVarStats,
+    check_mel_range,
+    load_mel,
+    load_stats,
+)
 from vocoder.precision import default_precision
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
@@ -138,14 +145,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="mean and scale of each mel bin for --mel-format meanvar (.npy [2, n_mels] or .npz)",
+        help="mean and scale of each mel bin for --mel-format meanvar (.npy [2, n_mels], .npz "
+        "with mean and scale, or ESPnet's feats_stats.npz)",
+    )
+    parser.add_argument(
+        "--db-normalization",
+        metavar="K=V,...",
+        help="parameters of --mel-format db-normalized: symmetric (true or false), "
+        "max_abs_value (default 1, or 4 when symmetric), ref_level_db (20), min_level_db "
+        "(-100); e.g. symmetric=true",
     )
     parser.add_argument(
         "--peak-normalize",
         type=float,
         default=None,
         metavar="DB",
-        help="scale each output so that its peak is DB dBFS (e.g. -1; at most 0), so that "
+        help="scale each output so that its peak is DB dBFS (e.g. -1; -90 to 0), so that "
         "nothing clips; default: levels as synthesized, with clipped samples reported",
     )
     parser.add_argument(
@@ -290,6 +305,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--mel-format meanvar needs --stats FILE")
     if args.stats is not None and args.mel_format != "meanvar":
         raise ConfigError("--stats applies to --mel-format meanvar only")
+    if args.db_normalization is not None and args.mel_format != "db-normalized":
+        raise ConfigError("--db-normalization applies to --mel-format db-normalized only")
+    if args.db_normalization is not None:
+        DbNormalization.parse(args.db_normalization)  # a typo stops the run before the model
     if args.out.exists() and not args.out.is_dir():
         raise InputError(args.out, "exists and is not a folder")
 
@@ -334,7 +353,8 @@ def _read_mel(job: Job, synth: Synthesizer, args, stats) -> tuple[torch.Tensor, 
         audio = load_audio(job.source, synth.sample_rate)
         mel = synth.mel_from_audio(audio, source=str(job.source))
         return mel, min(audio.shape[-1], mel.shape[-1] * synth.hop_length)
-    mel = load_mel(job.source, synth.n_mels, args.mel_format, stats)
+    db = DbNormalization.parse(args.db_normalization) if args.db_normalization else None
+    mel = load_mel(job.source, synth.n_mels, args.mel_format, stats, db=db)
     mel = synth.validate_mel(mel, source=str(job.source), warn=False)[0]
     return mel, mel.shape[-1] * synth.hop_length
 

@@ -50,7 +50,7 @@ from vocoder.inference.longform import (
     synthesize_in_windows,
 )
 from vocoder.inference.sizing import MAX_BATCH, default_batch_size, default_budget
-from vocoder.melio import MeanVarStats, MelFormat, convert_mel
+from vocoder.melio import DbNormalization, MeanVarStats, MelFormat, convert_mel
 from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
 from vocoder.precision import default_precision
@@ -64,17 +64,24 @@ PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
 
 
 def _as_ln(
-    mel: Tensor | np.ndarray, mel_format: str, stats: MeanVarStats | str | Path | None, source: str
+    mel: Tensor | np.ndarray,
+    mel_format: str,
+    stats: MeanVarStats | str | Path | None,
+    db_normalization: DbNormalization | str | None,
+    source: str,
 ) -> Tensor | np.ndarray:
     """`mel` (`[n_mels, F]` or `[B, n_mels, F]`) converted to the natural-log convention."""
-    if mel_format == "ln" and stats is None:
+    if mel_format == "ln" and stats is None and db_normalization is None:
         return mel
+    db = db_normalization
+    if isinstance(db, str):
+        db = DbNormalization.parse(db, "db_normalization")
     mel = torch.as_tensor(mel).float()
     if mel.dim() == 3:
-        return torch.stack([convert_mel(m, mel_format, stats) for m in mel])
+        return torch.stack([convert_mel(m, mel_format, stats, db=db) for m in mel])
     if mel.dim() != 2:
         raise InputError(source, f"expected a mel [n_mels, frames], got shape {tuple(mel.shape)}")
-    return convert_mel(mel, mel_format, stats)
+    return convert_mel(mel, mel_format, stats, db=db)
 
 
 class Synthesizer:
@@ -258,6 +265,7 @@ class Synthesizer:
         source: str = "mel",
         mel_format: MelFormat = "ln",
         stats: MeanVarStats | str | Path | None = None,
+        db_normalization: DbNormalization | str | None = None,
     ) -> Tensor:
         """Audio `[F * hop]` for a mel `[n_mels, F]` (or `[B, F * hop]` for `[B, n_mels, F]`).
 
@@ -265,10 +273,11 @@ class Synthesizer:
         global generator; batch item b uses seed + b. denoise: strength of the WaveGlow-style
         denoiser (0 = off). chunk_frames: synthesize in chunks of this many frames (None:
         only when the utterance would not fit the memory budget). source: names the input in
-        errors and warnings. mel_format, stats: the mel's convention, converted to the
-        natural log first (`melio.convert_mel`; stats for meanvar).
+        errors and warnings. mel_format, stats, db_normalization: the mel's convention,
+        converted to the natural log first (`melio.convert_mel`; stats for meanvar,
+        db_normalization for db-normalized: a `DbNormalization` or "symmetric=true"...).
         """
-        batch = self.validate_mel(_as_ln(mel, mel_format, stats, source), source)
+        batch = self.validate_mel(_as_ln(mel, mel_format, stats, db_normalization, source), source)
         audio = self._synthesize(
             list(batch), self._seeds(seed, len(batch)), sigma, denoise, chunk_frames
         )
@@ -286,20 +295,23 @@ class Synthesizer:
         warn: bool = True,
         mel_format: MelFormat = "ln",
         stats: MeanVarStats | str | Path | None = None,
+        db_normalization: DbNormalization | str | None = None,
     ) -> list[Tensor]:
         """Audio for each mel `[n_mels, F_i]` of a list (lengths may differ).
 
         seed: an int gives item i the seed `seed + i`; a sequence gives each its own. The
         result for an item does not depend on what it is batched with. sources: names of
         the mels for errors and warnings. warn: log range warnings (callers that validated
-        the mels with `validate_mel` already pass False). mel_format, stats: as `synthesize`.
+        the mels with `validate_mel` already pass False). mel_format, stats,
+        db_normalization: as `synthesize`.
         """
         sources = list(sources) if sources is not None else [f"mel[{i}]" for i in range(len(mels))]
         if len(sources) != len(mels):
             raise ValueError(f"{len(sources)} sources for {len(mels)} mels")
         validated = []
         for mel, source in zip(mels, sources, strict=True):
-            batch = self.validate_mel(_as_ln(mel, mel_format, stats, source), source, warn)
+            ln = _as_ln(mel, mel_format, stats, db_normalization, source)
+            batch = self.validate_mel(ln, source, warn)
             if batch.shape[0] != 1:
                 raise InputError(
                     source, f"expected one mel [n_mels, frames], got {tuple(mel.shape)}"
