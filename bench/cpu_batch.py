@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from cpu_engine import load
 from inference_speed import inputs
 
+from vocoder.devices import device_name
 from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.precision import cpu_bf16_units
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     lanes = [int(n) for n in args.lanes.split(",")]
     print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"# {device_name(torch.device('cpu'))}, torch {torch.__version__}, "
         f"bf16 units: {cpu_bf16_units()}, {args.threads} threads, {args.count} utterances "
         f"of {args.min_seconds:g}-{args.max_seconds:g} s"
     )
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
     if args.json:
         info = {
-            "processor": platform.processor(),
+            "processor": device_name(torch.device("cpu")),
             "bf16_units": cpu_bf16_units(),
             "torch": torch.__version__,
             "threads": args.threads,

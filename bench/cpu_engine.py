@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from imported_cpu import matmul_gflops, snr_db
 from inference_speed import inputs, random_model
 
 from vocoder.checkpoint import load_model
+from vocoder.devices import device_name
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
-        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"# {device_name(torch.device('cpu'))}, torch {torch.__version__}, "
         f"{torch.backends.cpu.get_cpu_capability()}, bf16 units: {cpu_bf16_units()}, "
         f"{args.threads} threads, batch 1, {args.seconds:g} s"
     )
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         mels = MelSpectrogram(
             MelConfig(sample_rate=c.sample_rate, hop_length=c.hop_length, n_mels=c.n_mels)
         )
-        reference = None
+        # the exact fp32 path, whatever precisions are asked for and in what order
+        exact = prepare_for_inference(model, "fp32", "cpu")
+        reference = PATHS["conv1d"](exact.rows)(z, exact.upsample(mel))
         for precision in args.precisions.split(","):
             compiled = prepare_for_inference(model, precision, "cpu")
             runners = {path: cls(compiled.rows) for path, cls in PATHS.items()}
@@ -92,8 +94,6 @@ def main(argv: list[str] | None = None) -> None:
                     if repeat:  # the first round warms up
                         times[path].append(time.perf_counter() - start)
             peak = statistics.median(peaks[1:])
-            if precision == "fp32":
-                reference = audio["conv1d"]
             for path in PATHS:
                 seconds = statistics.median(times[path])
                 gflops = flops / seconds / 1e9
@@ -108,9 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                     "fraction_of_matmul": gflops / peak,
                     "speed_up": statistics.median(times["conv1d"]) / seconds,
                 }
-                if reference is not None:
-                    row["snr_db"] = snr_db(reference, audio[path])
-                    row["log_mel_l1"] = log_mel_l1(mels(reference), mels(audio[path]))
+                row["snr_db"] = snr_db(reference, audio[path])
+                row["log_mel_l1"] = log_mel_l1(mels(reference), mels(audio[path]))
                 rows.append(row)
                 snr = row.get("snr_db", math.nan)
                 snr = "exact" if math.isinf(snr) else f"{snr:.1f}"
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
     if args.json:
         info = {
-            "processor": platform.processor(),
+            "processor": device_name(torch.device("cpu")),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_units": cpu_bf16_units(),
             "torch": torch.__version__,
@@ -131,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
             "seconds_audio": args.seconds,
             "batch": 1,
         }
+        # strict JSON: an exact match's infinite SNR is written as null
+        rows = [
+            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+            for r in rows
+        ]
         args.json.write_text(json.dumps({"device": info, "rows": rows}, indent=2) + "\n")
         print(f"wrote {args.json}")
 

@@ -48,7 +48,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 : "${OUT:?set OUT to the folder for reports and logs}"
 DATA_SRC=${DATA_SRC:-.devdata/ljspeech-mini}
-WORK=${WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
+[[ -f "$DATA_SRC/train.txt" && -f "$DATA_SRC/test.txt" && -d "$DATA_SRC/wavs" ]] || {
+  echo "gpu_check: no ljspeech-mini copy at $DATA_SRC (see the header for the layout)" >&2
+  exit 2
+}
 TRAIN_SECONDS=${TRAIN_SECONDS:-150}
 [[ ${GPU_CHECK_SMOKE:-0} == 1 ]] && TRAIN_SECONDS=${TRAIN_SECONDS_SMOKE:-25}
 TRAIN_PRECISION=${TRAIN_PRECISION:-bf16}
@@ -66,9 +69,16 @@ if [[ $SMOKE != 1 ]] && compgen -G ".whl/*.whl" > /dev/null; then
     echo "gpu_check: installing .whl/ failed" >&2
   fi
 fi
+if [[ $SMOKE != 1 ]] && ! "$python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'
+then
+  echo "gpu_check: no CUDA GPU here (GPU_CHECK_SMOKE=1 checks the script on the CPU)" >&2
+  exit 2
+fi
+WORK=${WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 mkdir -p "$OUT" "$WORK"
 summary="$OUT/summary.txt"
 : > "$summary"
+failed=()  # steps that failed (train's 124 is its expected stop)
 
 # the limit a step starting now gets: LIMIT, or what is left of the overall budget
 limit_now() {
@@ -91,13 +101,12 @@ step() {
   timeout --signal=TERM --kill-after=20 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
   rc=${PIPESTATUS[0]}
   echo "$name rc=$rc $(($(date +%s) - start))s" | tee -a "$summary"
+  if ((rc != 0)) && ! [[ $name == train && $rc == 124 ]]; then
+    failed+=("$name")
+  fi
   return "$rc"
 }
 
-[[ -f "$DATA_SRC/train.txt" && -f "$DATA_SRC/test.txt" && -d "$DATA_SRC/wavs" ]] || {
-  echo "gpu_check: no ljspeech-mini copy at $DATA_SRC (see the header for the layout)" >&2
-  exit 2
-}
 if [[ $SMOKE == 1 ]]; then
   device=cpu
   infer_args=(--device cpu --methods incremental --models waveflow-h16-r64 --repeats 1
@@ -198,3 +207,7 @@ EOF
 
 echo "work folder (data, checkpoints): $WORK"
 cat "$summary"
+if ((${#failed[@]})); then
+  echo "gpu_check: failed: ${failed[*]}" >&2
+  exit 1
+fi

@@ -8,7 +8,7 @@ published nanoflow-h16-r128-emb512 weights, random values), then for fp32 and bf
 (LJ050-0030, cut to --seconds), after one warm-up, median of --repeats. Both precisions get
 the same latent (the seed's noise stream does not depend on precision). Reports seconds,
 x real time, achieved GFLOP/s (`flops_per_sample` of the inference form x samples /
-seconds) and that as a fraction of a 2048^3 matmul's rate in the same dtype, measured in
+seconds) and that as a fraction of a 2048^2 matmul's rate in the same dtype, measured in
 the same run; and bf16 quality against fp32: SNR (dB) and log-mel L1.
 """
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from vocoder.audio import load_audio
+from vocoder.devices import device_name
 from vocoder.importers import import_checkpoint
 from vocoder.inference.engine import Synthesizer
 from vocoder.metrics import log_mel_l1
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"{args.checkpoint.name}: {samples} samples ({samples / synth.sample_rate:.2f} s), "
-        f"batch 1, {args.threads} threads, {flops_per_sample / 1e6:.2f} MFLOP/sample"
+        f"batch 1, {device_name(torch.device('cpu'))}, {args.threads} threads, "
+        f"{flops_per_sample / 1e6:.2f} MFLOP/sample"
     )
     print(f"{'prec':<5} {'seconds':>8} {'x RT':>7} {'GFLOP/s':>8} {'matmul':>8} {'frac':>6}")
     for precision, r in rows.items():
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             "precisions": rows,
             "quality": quality,
             "device": {
-                "processor": platform.processor(),
+                "processor": device_name(torch.device("cpu")),
                 "machine": platform.machine(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "torch": torch.__version__,

@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -40,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-from vocoder.devices import resolve_device
+from vocoder.devices import device_name, resolve_device
+from vocoder.errors import VocoderError
 from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cuda import GraphedRowInverse, graphs_available
 from vocoder.inference.incremental import IncrementalInverse
@@ -52,9 +52,9 @@ TARGETS = {("nanoflow-h16-r128", 1, 1.0): 100.0, ("nanoflow-h16-r128", 1, 10.0):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model presets")
+    p.add_argument("--models", default=None, help="comma-separated model presets")
     p.add_argument(
-        "--cases", default="1x1,1x10,16x1,16x10", help="comma-separated BATCHxSECONDS cases"
+        "--cases", default=None, help="comma-separated BATCHxSECONDS cases (1x1,1x10,16x1,16x10)"
     )
     p.add_argument("--precisions", default=None, help="default: fp32 (CPU); fp32,bf16,fp16 (GPU)")
     p.add_argument(
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per method (median; 3)")
     p.add_argument(
         "--plain-max-seconds",
         type=float,
@@ -72,17 +72,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="longest audio the plain inverse really runs (default: 0.25 on CPU, no limit GPU)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="WaveFlow-r64 and NanoFlow-r128, 1 s, batch 1"
+        "--quick",
+        action="store_true",
+        help="defaults of WaveFlow-r64 and NanoFlow-r128, 1 s, batch 1, one repeat (options "
+        "given say otherwise)",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument(
         "--budget", type=float, default=None, help="seconds: start no row after this many"
     )
     args = p.parse_args(argv)
-    if args.quick:
-        args.models = "waveflow-h16-r64,nanoflow-h16-r128"
-        args.cases = "1x1"
-        args.repeats = 1
+    defaults = (
+        ("waveflow-h16-r64,nanoflow-h16-r128", "1x1", 1)
+        if args.quick
+        else (",".join(MODELS), "1x1,1x10,16x1,16x10", 3)
+    )
+    for name, default in zip(("models", "cases", "repeats"), defaults, strict=True):
+        if getattr(args, name) is None:  # --quick fills in defaults, never what was given
+            setattr(args, name, default)
     return args
 
 
@@ -169,9 +176,10 @@ def run_case(model, compiled, method, runner, batch, seconds, args, device) -> d
     elif method == "cuda" and not runner.fuse:
         print("  warning: cuda fell back to plain (unfused) kernels", file=sys.stderr)
     samples = z.numel()
-    if scaled_from:
-        seconds_taken *= seconds / scaled_from
-        samples = batch * math.ceil(seconds * c.sample_rate / c.hop_length) * c.hop_length
+    if scaled_from:  # by the samples each length has (whole frames), not its nominal seconds
+        full = batch * math.ceil(seconds * c.sample_rate / c.hop_length) * c.hop_length
+        seconds_taken *= full / samples
+        samples = full
     rate = samples / seconds_taken
     return {
         "method": method,
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     environment = {
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor() or "cpu",
+        else device_name(torch.device("cpu")),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -289,4 +297,7 @@ def write_json(path: Path, environment: dict, results: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except VocoderError as e:  # a CUDA device without a GPU, an unknown preset: one line
+        sys.exit(f"error: {e}")

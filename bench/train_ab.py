@@ -20,6 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from vocoder.devices import device_name
+
 WORKER = r"""
 import sys, time
 from pathlib import Path
@@ -99,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     samples = args.batch * args.samples * args.steps
     print(
         f"# {model}, {args.precision}, batch {args.batch} x {args.samples}, "
-        f"{args.threads} threads, {args.rounds} rounds of {args.steps} steps"
+        f"{device_name(torch.device('cpu'))}, {args.threads} threads, {args.rounds} rounds of "
+        f"{args.steps} steps"
     )
     for tree, times in zip(trees, seconds, strict=True):
         rates = sorted(samples / t for t in times)

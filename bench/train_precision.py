@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader
 from vocoder.data.ljspeech import audio_path
 from vocoder.data.segments import SegmentDataset, UtteranceDataset
 from vocoder.data.splits import read_id_list
+from vocoder.devices import device_name
 from vocoder.evaluate import batched_log_prob
 from vocoder.models import build_model
 from vocoder.precision import cpu_bf16_units
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     test_audio = [item[0] for item in test_items]
     test_mels = [item[1] for item in test_items]
     print(
-        f"# {args.config.name}: {platform.processor() or platform.machine()}, torch "
+        f"# {args.config.name}: {device_name(torch.device('cpu'))}, torch "
         f"{torch.__version__}, bf16 units: {cpu_bf16_units()}, {args.threads} threads, "
         f"{args.steps} steps of batch {batch} x {segment} samples, "
         f"{len(segments)} train / {len(test)} test clips, precisions taking turns"
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             "threads": args.threads,
             "bf16_units": cpu_bf16_units(),
             "torch": torch.__version__,
-            "processor": platform.processor(),
+            "processor": device_name(torch.device("cpu")),
             "seed": args.seed,
             "equal_time_seconds": budget,
         }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vocoder.devices import resolve_device  # noqa: E402
+from vocoder.devices import device_name, resolve_device  # noqa: E402
+from vocoder.errors import VocoderError  # noqa: E402
 from vocoder.models import build_model, load_model_preset  # noqa: E402
 from vocoder.train.config import load_experiment_config  # noqa: E402
 from vocoder.train.step import LogLikelihood, train_step  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> int:
         # convolutions, off for matmuls), so fp32 is timed as training runs it
         hardware = torch.cuda.get_device_name(device)
     else:
-        cpu = platform.processor() or platform.machine()
+        cpu = device_name(torch.device("cpu"))
         hardware = f"{cpu}, {torch.get_num_threads()} threads"
     rows = []
     for precision in args.precisions.split(","):
@@ -125,4 +125,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except VocoderError as e:  # a CUDA device without a GPU, an unknown preset: one line
+        sys.exit(f"error: {e}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vocoder.devices import resolve_device
+from vocoder.devices import device_name, resolve_device
 from vocoder.errors import ConfigError
 from vocoder.train.distributed import setup
 
@@ -37,3 +37,11 @@ def test_an_unindexed_cuda_device_is_the_local_rank_s_gpu_in_training():
     assert resolve_device("cuda:0", local_rank=5) == torch.device("cuda", 0)  # index given
     assert resolve_device("cuda") == torch.device("cuda", torch.cuda.current_device())
     assert setup("cuda").device == torch.device("cuda", 0)  # LOCAL_RANK unset: rank 0
+
+
+def test_device_name_reads_the_cpu_model(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n")
+    assert device_name(torch.device("cpu"), cpuinfo) == "AMD EPYC 9R14"
+    # without /proc/cpuinfo (macOS, Windows): what platform says, never an empty name
+    assert device_name(torch.device("cpu"), tmp_path / "none") != ""

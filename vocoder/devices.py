@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from vocoder.errors import ConfigError
@@ -35,4 +38,19 @@ def resolve_device(
     return resolved
 
 
-__all__ = ["resolve_device"]
+def device_name(device: torch.device, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """What a benchmark row names its device by: the GPU's or the CPU's model name
+    ("AMD EPYC 9R14", from /proc/cpuinfo on Linux, where `platform.processor()` is empty)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+__all__ = ["resolve_device", "device_name"]
