@@ -31,6 +31,7 @@ from vocoder.checkpoint_retention import non_finite_tensor, prune_checkpoints
 from vocoder.config import to_dict
 from vocoder.errors import InputError
 from vocoder.features import MelConfig
+from vocoder.inference.export import export_inference_model
 from vocoder.models import ModelConfig, build_model, resolve_model_config
 
 TINY = dict(n_flows=2, n_layers=2, n_group=8, channels=8, embedding_dim=8)
@@ -284,6 +285,23 @@ def test_ema_weights_preferred(tmp_path):
     plain, info = load_model(path, weights="model")
     assert info.weights == "model"
     assert all(torch.equal(plain.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_export_says_which_weights_it_holds_and_refuses_the_other(tmp_path):
+    """`--weights ema` on an export was silently ignored (the trained weights scored)."""
+    model, other = tiny_model(seed=0), tiny_model(seed=1)
+    path = save_checkpoint(
+        checkpoint_path(tmp_path, 3), checkpoint_state(model, 3, ema=other.state_dict())
+    )
+    weights, _ = export_inference_model(path, tmp_path / "exported")  # auto: the EMA ones
+    _, info = load_model(weights)
+    assert info.weights == "ema" and load_model(weights, weights="ema")[1].weights == "ema"
+    with pytest.raises(InputError, match="an export holds one set of weights, its EMA ones"):
+        load_model(weights, weights="model")
+    plain = export_model(model, MelConfig(), tmp_path / "plain")[0]  # no record: trained
+    assert load_model(plain, weights="model")[1].weights == "model"
+    with pytest.raises(InputError, match=r"its trained \(not EMA\) ones; ema weights"):
+        load_model(plain, weights="ema")
 
 
 def test_average_checkpoints(tmp_path):

@@ -131,6 +131,8 @@ def test_usage_errors_exit_the_argparse_way(argv, message, capsys):
     assert out == ""
     assert err.startswith("usage: vocoder") and message in err
     assert not re.search(r"^error: ", err, re.MULTILINE)  # not a VocoderError's line
+    if argv[0] in ("info", "synthesize"):  # the command's own usage, not the top level's
+        assert err.startswith(f"usage: vocoder {argv[0]} ") and f"vocoder {argv[0]}: error" in err
 
 
 # ---- bad input: exit 2, one line on stderr naming the file, no traceback ----
@@ -187,6 +189,7 @@ def bad_command(case: str, folder: Path, model: Path) -> tuple[list[str], Path, 
         argv = ["synthesize", "--model", str(model), str(path), "--out", str(folder / "out")]
         return argv, path, problem
     missing = folder / "missing"
+    smoke = REPO / "recipes" / "ljspeech" / "conf" / "smoke.yaml"
     return {
         "prepare-missing-folder": (
             ["prepare", str(missing), "--out", str(folder / "out")],
@@ -213,6 +216,32 @@ def bad_command(case: str, folder: Path, model: Path) -> tuple[list[str], Path, 
             ["train", "--config", str(missing.with_suffix(".yaml")), "--out", str(folder / "out")],
             missing.with_suffix(".yaml"),
             "no such config file",
+        ),
+        "train-config-is-a-folder": (
+            ["train", "--config", str(folder), "--out", str(folder / "out")],
+            folder,
+            "is a folder, not a config file",
+        ),
+        "train-missing-data-folder": (  # three lines before, naming <data>/train.txt
+            ["train", "--config", str(smoke), "--data", str(missing), "--out", str(folder / "out")],
+            missing,
+            "no such folder; vocoder prepare makes one",
+        ),
+        "prepare-a-file": (
+            ["prepare", str(smoke), "--out", str(folder / "out")],
+            smoke,
+            "is a file; DATA_DIR is the dataset's folder",
+        ),
+        "evaluate-filelist-is-a-folder": (
+            ["evaluate", "--checkpoint", str(model), "--filelist", str(folder), "--device", "cpu"],
+            folder,
+            "is a folder, not a filelist",
+        ),
+        "evaluate-mel-dir-is-a-file": (
+            ["evaluate", "--checkpoint", str(model), "--filelist", str(smoke), "--device", "cpu"]
+            + ["--mel-dir", str(smoke)],
+            smoke,
+            "is a file; --mel-dir takes a folder",
         ),
     }[case]
 
@@ -300,6 +329,11 @@ BAD_INPUT_CASES = [
     "evaluate-missing-filelist",
     "export-missing-checkpoint",
     "train-missing-config",
+    "train-config-is-a-folder",
+    "train-missing-data-folder",
+    "prepare-a-file",
+    "evaluate-filelist-is-a-folder",
+    "evaluate-mel-dir-is-a-file",
     *OUTPUT_CASES,
 ]
 
@@ -398,12 +432,16 @@ def test_torch_hint_to_unpickle_never_leaks(tmp_path, capsys):
         ("--chunk-seconds", "0", "--chunk-seconds must be a finite number above 0, got 0.0"),
         ("--denoise", "inf", "--denoise must be a finite number >= 0, got inf"),
         ("--denoise", "nan", "--denoise must be a finite number >= 0, got nan"),
+        ("--device", "tpu", "--device tpu: unknown device 'tpu'; use auto, cpu or cuda"),
+        ("--precision", "fp16", "--precision fp16 is for GPUs; on the CPU use bf16 or fp32"),
+        ("--db-normalization", "symmetric=true", "--db-normalization applies to --mel-format"),
     ],
 )
 def test_synthesize_options_are_checked_before_any_work(option, value, problem, tmp_path, capsys):
     argv = ["synthesize", str(tmp_path / "a.npy"), "--out", str(tmp_path / "out")]
     assert main([*argv, option, value]) == 2
-    assert capsys.readouterr().err == f"error: {problem}\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {problem}") and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
 
 
@@ -502,7 +540,8 @@ def test_export_into_a_folder_names_the_file_after_the_model(out, tiny_model, tm
 def test_evaluate_refuses_a_bad_device_in_one_line(tiny_model, tmp_path, capsys):
     argv = ["evaluate", "--checkpoint", str(tiny_model), "--filelist", str(tmp_path / "t.txt")]
     assert main([*argv, "--device", "bogus"]) == 2
-    assert capsys.readouterr().err == "error: unknown device 'bogus'; use auto, cpu or cuda\n"
+    err = capsys.readouterr().err
+    assert err == "error: --device bogus: unknown device 'bogus'; use auto, cpu or cuda\n"
 
 
 def test_evaluate_takes_a_pretrained_name(tmp_path, capsys):

@@ -254,6 +254,39 @@ def test_a_second_trainer_on_the_same_run_is_refused(reference, tmp_path, capsys
     assert main(["train", "--config", str(conf), "--out", str(fresh), "--max-steps", "1"]) == 0
 
 
+def test_a_max_steps_behind_the_run_is_refused(reference, tmp_path, capsys):
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "3"]) == 0
+    before = sorted(p.name for p in run.rglob("*"))
+    capsys.readouterr()
+    # it said "from step 3 to 2", "finished at step 3" and exited 0, rewriting config.yaml
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "the run is at step 3, past train.max_steps 2; raise it to train on" in err
+    assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_a_mistake_in_an_override_is_blamed_on_the_override(reference, tmp_path, capsys):
+    conf, _ = reference
+    args = ["train", "--config", str(conf), "--out", str(tmp_path / "run")]
+    for override, problem in [
+        ("train.lrr=1", "override train.lrr=1: train: unknown key(s) lrr"),
+        ("train.lr=abc", "override train.lr=abc: train.lr: expected a number, got 'abc'"),
+    ]:
+        assert main([*args, override]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {problem}")
+    assert main([*args, "--max-steps", "0"]) == 2
+    assert capsys.readouterr().err == "error: --max-steps must be positive, got 0\n"
+    conf.with_name("bad.yaml").write_text(conf.read_text().replace("lr: 0.002", "lr: abc"))
+    assert (
+        main(["train", "--config", str(conf.with_name("bad.yaml")), "--out", str(tmp_path / "r")])
+        == 2
+    )
+    assert capsys.readouterr().err.startswith(f"error: {conf.with_name('bad.yaml')}: train.lr")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_torchrun_worker_stops_when_its_launcher_is_gone(monkeypatch):
     stop = StopRequest(watch_parent=True)
     assert not stop.poll()

@@ -259,8 +259,9 @@ def load_model(
     """A model in eval mode on `device`, and what its file says about it.
 
     `path`: a training checkpoint (`.pt`), an export (`.safetensors` or its `.json`), or a
-    run folder (its latest checkpoint). `weights` (checkpoints only): "auto" takes the EMA
-    weights when the checkpoint has them, else the trained ones; "ema" or "model" insists.
+    run folder (its latest checkpoint). `weights`: "auto" takes the EMA weights when the
+    checkpoint has them, else the trained ones; "ema" or "model" insists (an export holds
+    one set: asking for the other is an error).
     """
     path = _resolve(Path(path))
     state, info = _read_weights(path, weights)
@@ -312,7 +313,15 @@ def _resolve(path: Path) -> Path:
 
 def _read_weights(path: Path, weights: str) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     if path.suffix == ".safetensors":
-        return _read_export(path)
+        state, info = _read_export(path)
+        if weights in ("ema", "model") and info.weights != weights:
+            kind = "EMA" if info.weights == "ema" else "trained (not EMA)"
+            raise InputError(
+                path,
+                f"an export holds one set of weights, its {kind} ones; {weights} weights "
+                "are chosen from a training checkpoint",
+            )
+        return state, info
     state = load_checkpoint(path)
     config = state["config"]
     if not isinstance(config, dict):
@@ -366,7 +375,7 @@ def _read_export(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
         source=path,
         form=form,
         step=int(step) if isinstance(step, int) else None,
-        weights="model",
+        weights="ema" if metadata.get("weights") == "ema" else "model",
         metadata=metadata,
     )
     return state, info

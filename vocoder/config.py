@@ -132,6 +132,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON file into a dict, with a clear error naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:

@@ -72,6 +72,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "-v", "--verbose", dest="verbose_anywhere", action="store_true", help=argparse.SUPPRESS
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_parsers = {}  # a command's own parser words its usage errors
     for name in COMMANDS:
         p = sub.add_parser(name, help=COMMAND_HELP[name], description=COMMAND_HELP[name])
         p.add_argument(
@@ -79,6 +80,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         if name == command:
             _module(name).add_arguments(p)
+        parser.command_parsers[name] = p
     return parser
 
 
@@ -174,7 +176,8 @@ def _run(argv: list[str]) -> int:
             args.overrides += extra
             extra = []
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        owner = parser.command_parsers.get(args.command, parser)
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         metavar="REPORT.json",
-        help="write the report here (JSON, and a CSV beside it)",
+        help="write the report here (JSON, and a CSV beside it; default: printed only)",
     )
     parser.add_argument(
         "--sigma",
@@ -162,8 +162,14 @@ def run(args: argparse.Namespace) -> int:
             if p.exists():
                 raise InputError(p, "already exists; refusing to overwrite it (use --force)")
     if args.mel_dir is not None and not args.mel_dir.is_dir():
-        raise InputError(args.mel_dir, "no such folder (--mel-dir)")
-    device = resolve_device(args.device)
+        problem = (
+            "is a file; --mel-dir takes a folder" if args.mel_dir.is_file() else "no such folder"
+        )
+        raise InputError(args.mel_dir, f"{problem} (--mel-dir)")
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        raise ConfigError(f"--device {args.device}: {e}") from None
     keep_freed_memory()
     files = read_filelist(args.filelist)
     if not files:

@@ -12,8 +12,14 @@ from tqdm import tqdm
 
 from vocoder.cli import cli_problem
 from vocoder.cli.outputs import output_folders
-from vocoder.data.prepare import INCOMPLETE, PrepareSummary, prepare_dataset
-from vocoder.errors import ConfigError
+from vocoder.data.prepare import (
+    INCOMPLETE,
+    PrepareSummary,
+    default_split,
+    detect_layout,
+    prepare_dataset,
+)
+from vocoder.errors import ConfigError, InputError
 from vocoder.features import PRESETS, MelConfig
 from vocoder.train.config import load_experiment_config
 
@@ -33,8 +39,8 @@ examples:
   # a custom voice for a 24 kHz / hop 300 run: the run's config gives the mel convention
   # (sample rate, hop, mels...) and the segment length; files at other rates are
   # resampled, multi-channel ones mixed down
-  vocoder prepare recordings/ --out data/myvoice --config conf/waveflow-24k-hop300.yaml \
-      --resample --mixdown --skip-bad
+  vocoder prepare recordings/ --out data/myvoice \\
+      --config recipes/custom_voice/conf/waveflow-24k-hop300.yaml --resample --mixdown --skip-bad
 
 The output folder holds train.txt, valid.txt, test.txt, wavs/ (only audio that was
 resampled or mixed down) and manifest.json, which records the mel convention: training
@@ -76,14 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--valid-fraction",
         type=float,
-        default=0.05,
+        default=None,
         metavar="F",
         help="share of the files held out for validation by a random split (default 0.05)",
     )
     parser.add_argument(
         "--test-fraction",
         type=float,
-        default=0.05,
+        default=None,
         metavar="F",
         help="share of the files held out for testing by a random split (default 0.05)",
     )
@@ -156,7 +162,29 @@ def mel_config_from_args(args: argparse.Namespace) -> MelConfig:
     return MelConfig.preset(preset, **changes)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse values the library would word as its own, and flags the split would ignore."""
+    if args.data_dir.is_file():
+        raise InputError(args.data_dir, "is a file; DATA_DIR is the dataset's folder")
+    if args.segment_length is not None and args.segment_length <= 0:
+        raise ConfigError(f"--segment-length must be positive, got {args.segment_length}")
+    fractions = {"--valid-fraction": args.valid_fraction, "--test-fraction": args.test_fraction}
+    for flag, value in fractions.items():
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"{flag} must be in [0, 1), got {value}")
+    if not args.data_dir.is_dir():
+        return  # the library names the missing folder
+    layout = args.layout or detect_layout(args.data_dir)
+    split = args.split or default_split(args.data_dir, layout)
+    if args.splits_dir is not None and split not in ("tacotron2", "hifigan"):
+        raise ConfigError(f"--splits-dir applies to the tacotron2 and hifigan splits, not {split}")
+    given = [flag for flag, value in fractions.items() if value is not None]
+    if given and split != "random":
+        raise ConfigError(f"{' and '.join(given)} applies to the random split, not {split}")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_options(args)
     mel_config, segment_length = convention_from_args(args)
     bars: list[tqdm] = []  # made on the first file, so early errors print one clean line
 
@@ -203,8 +231,8 @@ def _prepare(
             layout=args.layout,
             split=args.split,
             splits_dir=args.splits_dir,
-            valid_fraction=args.valid_fraction,
-            test_fraction=args.test_fraction,
+            valid_fraction=0.05 if args.valid_fraction is None else args.valid_fraction,
+            test_fraction=0.05 if args.test_fraction is None else args.test_fraction,
             seed=args.seed,
             mel_config=mel_config,
             segment_length=segment_length,

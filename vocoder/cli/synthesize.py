@@ -100,9 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="auto (default: CUDA when there is one), cpu or cuda",
+        help="auto (default: CUDA when there is one), cpu, cuda or cuda:N",
     )
     parser.add_argument(
         "--precision",
@@ -311,6 +310,12 @@ def _check_options(args: argparse.Namespace) -> None:
         DbNormalization.parse(args.db_normalization)  # a typo stops the run before the model
     if args.out.exists() and not args.out.is_dir():
         raise InputError(args.out, "exists and is not a folder")
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        raise ConfigError(f"--device {args.device}: {e}") from None
+    if args.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 is for GPUs; on the CPU use bf16 or fp32")
 
 
 def _load_stats(args: argparse.Namespace, synth: Synthesizer) -> MeanVarStats | None:

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     resume, overrides = _split_resume(args.resume, list(args.overrides))
     if args.data is not None:  # quoted: the value is parsed as YAML, and a path is a string
         overrides.append(f"data.prepared={json.dumps(str(args.data))}")
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     if resume is not False and args.force:

@@ -18,6 +18,8 @@ from vocoder.files import TEXT_ENCODING, atomic_output
 def read_filelist(path: str | Path, check_exists: bool = True) -> list[Path]:
     """The audio paths a filelist names, made absolute; `InputError` for a missing list or entry."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a filelist (one audio file per line)")
     if not path.is_file():
         raise InputError(path, "no such filelist")
     try:

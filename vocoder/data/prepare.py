@@ -278,6 +278,11 @@ def check_prepared(
     (shorter clips are zero-padded). A folder without a manifest (filelists written by
     hand) is not checked.
     """
+    if not Path(prepared_dir).is_dir():
+        problem = (
+            "is a file, not a data folder" if Path(prepared_dir).is_file() else "no such folder"
+        )
+        raise InputError(prepared_dir, f"{problem}; vocoder prepare makes one")
     path = Path(prepared_dir) / MANIFEST
     if not path.is_file():
         log.info("%s: no manifest; the mel convention is not checked", prepared_dir)

@@ -34,6 +34,7 @@ def export_inference_model(
         "precision": precision,
         "parameters": sum(p.numel() for p in inference.parameters()),
         "source": str(source),
+        "weights": info.weights,  # a checkpoint's EMA weights when it had them
         "exported_by": f"vocoder {__version__}",
     }
     if info.step is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -185,9 +186,30 @@ def load_experiment_config(
     Relative data paths become absolute (against the working directory).
     """
     data = copy.deepcopy(base) if base is not None else load_mapping(path)
-    apply_overrides(data, list(overrides or []))
-    config = experiment_config_from_dict(data, str(path) if path is not None else "")
+    overrides = list(overrides or [])
+    apply_overrides(data, overrides)
+    try:
+        config = experiment_config_from_dict(data)
+    except ConfigError as e:
+        # an override's mistake is the command line's, not the file's
+        blamed = next((o for o in overrides if _concerns(str(e), o)), None)
+        where = f"override {blamed}" if blamed else (str(path) if path is not None else "")
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
     return absolute_data_paths(config)
+
+
+def _concerns(message: str, override: str) -> bool:
+    """Whether a config error is about the key `override` (`a.b=value`) sets."""
+    key = override.split("=", 1)[0].strip()
+    section, _, name = key.partition(".")
+    if re.match(rf"{re.escape(key)}\b(?![.\w])", message):  # "train.lr: expected a number"
+        return True
+    # "train: unknown key(s) lrr; ..."
+    return (
+        bool(name)
+        and re.match(rf"{re.escape(section)}: unknown key\(s\) .*\b{re.escape(name)}\b", message)
+        is not None
+    )
 
 
 def absolute_data_paths(config: ExperimentConfig) -> ExperimentConfig:

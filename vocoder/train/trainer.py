@@ -112,6 +112,8 @@ def train(
     try:
         # ---- the run folder: every rank decides, then rank 0 alone locks and writes ----
         resume_from = claim_run_dir(run_dir, resume, force)
+        if dc.prepared is not None:  # a wrong data folder is said before anything is made
+            check_prepared(dc.prepared, config.features, dc.segment_length)
         if dist.is_main:
             lock = RunLock(run_dir)
         distributed.barrier(dist)
@@ -128,8 +130,6 @@ def train(
         torch.backends.cudnn.benchmark = False
 
         # ---- data ----
-        if dc.prepared is not None:
-            check_prepared(dc.prepared, config.features, dc.segment_length)
         train_files = filelist_files(dc.filelist("train"), "train")
         check_no_test_files(train_files, config)
         dataset = SegmentDataset(
@@ -168,6 +168,11 @@ def train(
             step, epoch, batch_in_epoch = restore_training_state(
                 state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
             )
+            if step > tc.max_steps:
+                raise ConfigError(
+                    f"{resume_from}: the run is at step {step}, past train.max_steps "
+                    f"{tc.max_steps}; raise it to train on"
+                )
             log.info("resumed from %s at step %d (epoch %d)", resume_from, step, epoch)
             if dist.is_main:
                 set_aside_later_checkpoints(run_dir, resume_from)
