@@ -21,7 +21,7 @@ from PIL import Image
 
 from vocoder.audio import audio_info, load_audio, resample
 from vocoder.cli import flags
-from vocoder.errors import InputError, VocoderError
+from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig
 from vocoder.griffin_lim import griffin_lim
 from vocoder.inference.engine import Synthesizer
@@ -48,6 +48,12 @@ class DemoSettings:
     max_upload_mb: float = 20.0
     max_seconds: float = 60.0
     chunk_seconds: float = 10.0  # longer inputs are synthesized in chunks of about this long
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "max_seconds", "chunk_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):  # NaN would turn a limit off
+                raise ConfigError(f"demo settings: {name} must be positive and finite, got {value}")
 
 
 @dataclass

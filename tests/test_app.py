@@ -28,7 +28,7 @@ from app.handlers import (  # noqa: E402
 from app.plots import mel_image, waveform_image  # noqa: E402
 from vocoder.audio import load_audio, save_audio  # noqa: E402
 from vocoder.checkpoint import export_model  # noqa: E402
-from vocoder.errors import InputError  # noqa: E402
+from vocoder.errors import ConfigError, InputError  # noqa: E402
 from vocoder.features import MelConfig  # noqa: E402
 from vocoder.models import ModelConfig, build_model  # noqa: E402
 from vocoder.pretrained import sha256_file  # noqa: E402
@@ -342,21 +342,48 @@ def test_demo_checks_its_models_and_device_before_serving(
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     missing = tmp_path / "missing.safetensors"
+    model = ["--model", tiny_models[0], "--device", "cpu"]
+    outside = "pass --host with an address"
     # each one line naming the problem, and no server that fails every visitor's request
     for argv, message in [
         (["--model", str(broken)], f"error: {broken}: not a PyTorch checkpoint"),
         (["--model", str(missing)], f"error: {missing}: no such file\n"),
         (["--model", tiny_models[0], "--device", "bogus"], "error: unknown device 'bogus'"),
+        # NaN and infinity slip past a `<= 0` check: NaN would turn the limit off
+        ([*model, "--max-seconds", "nan"], "error: --max-seconds must be positive and finite"),
+        ([*model, "--max-upload-mb", "nan"], "error: --max-upload-mb must be positive and fin"),
+        ([*model, "--max-upload-mb", "inf"], "error: --max-upload-mb must be positive and fin"),
+        ([*model, "--port", "0"], "error: --port must be from 1 to 65535, got 0\n"),
+        ([*model, "--port", "-1"], "error: --port must be from 1 to 65535, got -1\n"),
+        ([*model, "--port", "70000"], "error: --port must be from 1 to 65535, got 70000\n"),
+        ([*model, "--host", "999.1.1.1"], "error: --host 999.1.1.1: not an address to listen"),
+        ([*model, "--host", "192.0.2.1"], "error: --host 192.0.2.1: cannot listen there"),
     ]:
         assert main(["demo", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count("\n") == 1, err
+        assert ("--host" not in argv or outside in err) and "--port with" not in err, err
         assert served == []
+    with pytest.raises(ConfigError, match="max_seconds must be positive and finite, got nan"):
+        DemoSettings(max_seconds=float("nan"))
     # a free port: the command checks that it can listen before it loads anything
-    argv = ["demo", "--model", tiny_models[0], "--device", "cpu", "--port", str(free_port())]
-    assert main(argv) == 0
+    assert main(["demo", *model, "--port", str(free_port())]) == 0
     (options,) = served
     assert len(options["demo"].cache) == 1  # loaded before the first visitor
+    # an IPv6 address is checked as one, and its URL is bracketed
+    if socket.has_ipv6 and _can_listen("::1"):
+        port = str(free_port())
+        assert main(["demo", *model, "--host", "::1", "--port", port]) == 0
+        assert f"http://[::1]:{port} " in capsys.readouterr().out
+        assert served[-1]["host"] == "::1"
+
+
+def _can_listen(host: str) -> bool:
+    try:
+        with socket.create_server((host, 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:

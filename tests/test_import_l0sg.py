@@ -21,7 +21,7 @@ import yaml
 from vocoder.checkpoint import latest_checkpoint, load_model
 from vocoder.cli import main
 from vocoder.config import to_dict
-from vocoder.errors import InputError
+from vocoder.errors import ConfigError, InputError
 from vocoder.flows.permutations import row_orders
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.importers import import_checkpoint, resolve_checkpoint
@@ -352,3 +352,24 @@ def test_fine_tuning_starts_from_an_imported_checkpoint(tmp_path, ljspeech_clips
     drift = max((after[k] - before[k]).abs().max().item() for k in before)
     gap = max((fresh[k] - before[k]).abs().max().item() for k in before)
     assert drift < 0.1 * gap
+
+
+def test_a_bad_height_or_a_folder_is_named_not_blamed_on_the_checkpoint(tmp_path, capsys):
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    out = str(tmp_path / "out" / "model")
+    for height in (0, -4, 3, 512):  # h must divide the reference models' hop of 256
+        assert main(["import", str(plain), "--out", out, "--n-height", str(height)]) == 2
+        assert capsys.readouterr().err == (
+            "error: --n-height must divide the reference models' hop of 256 (1, 2, 4, ..., "
+            f"256), got {height}\n"
+        )
+    with pytest.raises(ConfigError, match="^n_height must divide .* got 24$"):
+        import_checkpoint(plain, n_height=24)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert main(["import", str(folder), "--out", out]) == 2
+    assert capsys.readouterr().err == f"error: {folder}: a folder, not a checkpoint file\n"
+    assert main(["import", str(plain), "--config", str(folder), "--out", out]) == 2
+    assert capsys.readouterr().err == f"error: {folder}: a folder, not a JSON config file\n"
+    assert not (tmp_path / "out").exists()

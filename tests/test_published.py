@@ -17,7 +17,7 @@ import pytest
 
 import vocoder.pretrained as pretrained
 from vocoder.cli import main
-from vocoder.errors import ConfigError
+from vocoder.errors import ConfigError, InputError
 from vocoder.pretrained import (
     PRETRAINED_DIR,
     download_published,
@@ -303,6 +303,20 @@ def test_an_existing_file_is_kept_unless_forced(server, tmp_path, monkeypatch, c
     assert main(["models", "--download", item["name"], "--to", str(dest), "--force"]) == 0
     assert (dest / item["file"]).read_bytes() == PAYLOAD
     assert _files_under(dest) == [dest / item["file"]]
+
+
+def test_to_must_be_a_folder_not_a_file(server, tmp_path, monkeypatch, capsys):
+    item = _hosted(server)
+    entry = load_published(_registry(tmp_path / "reg", monkeypatch, item))[0]
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"the user's own file")
+    for to in (audio, audio / "sub"):
+        assert main(["models", "--download", item["name"], "--to", str(to)]) == 2
+        assert capsys.readouterr().err == f"error: --to: must be a folder; {audio} is a file\n"
+        with pytest.raises(InputError, match=f"^{audio}: a file, not a folder to download into$"):
+            download_published(entry, to)
+    assert _files_under(tmp_path) == [audio, tmp_path / "reg" / "registry.json"]
+    assert audio.read_bytes() == b"the user's own file"
 
 
 @pytest.mark.parametrize("name", sorted(L0SG_LL) + ["waveglow-256ch-universal-v5"])

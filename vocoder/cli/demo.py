@@ -8,8 +8,10 @@ in place (no install) imports the folder as `app`.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import math
 import os
 import socket
 from pathlib import Path
@@ -28,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: everyone)",
     )
-    parser.add_argument("--port", type=int, default=7860, metavar="N", help="port (default 7860)")
+    parser.add_argument(
+        "--port", type=int, default=7860, metavar="N", help="port, 1 to 65535 (default 7860)"
+    )
     parser.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
@@ -68,20 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for name, value in (
+        ("--max-upload-mb", args.max_upload_mb),
+        ("--max-seconds", args.max_seconds),
+    ):
+        if not (math.isfinite(value) and value > 0):  # NaN passes `value <= 0`
+            raise VocoderError(f"{name} must be positive and finite, got {value:g}")
+    if args.concurrency < 1:
+        raise VocoderError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if not 1 <= args.port <= 65535:
+        raise VocoderError(f"--port must be from 1 to 65535, got {args.port}")
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise VocoderError("the demo needs Gradio: pip install 'vocoder[demo]'") from None
     app = demo_package()
-
-    for name, value in (
-        ("--max-upload-mb", args.max_upload_mb),
-        ("--max-seconds", args.max_seconds),
-    ):
-        if value <= 0:
-            raise VocoderError(f"{name} must be positive, got {value:g}")
-    if args.concurrency < 1:
-        raise VocoderError(f"--concurrency must be at least 1, got {args.concurrency}")
     resolve_device(args.device)  # a bad --device fails now, not on every request
     _check_port_free(args.host, args.port)
     settings = app.DemoSettings(
@@ -102,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         demo.cache.get(model)
     # Gradio checks its own server over HTTP at startup; those requests are not news to people.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    print(f"Serving the demo on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    where = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host  # IPv6
+    print(f"Serving the demo on http://{where}:{args.port} (Ctrl+C stops it)")
     app.launch(
         settings,
         host=args.host,
@@ -115,15 +121,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Fail before loading anything where the port is taken: Gradio's own error says to set
-    GRADIO_SERVER_PORT, which this command's --port overrides."""
+    """Fail before loading anything where the host or port cannot be used: Gradio's own error
+    says to set GRADIO_SERVER_PORT, which this command's --port overrides."""
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
     try:
-        with socket.create_server((host, port)):
+        (family, *_, sockaddr), *_ = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise VocoderError(
+            f"--host {host}: not an address to listen on ({reason}); pass --host with an "
+            "address or name of this machine (127.0.0.1, 0.0.0.0)"
+        ) from None
+    try:
+        with socket.create_server(sockaddr, family=family):
             pass
     except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else e  # not create_server's longer text
+        if e.errno in (errno.EADDRINUSE, errno.EACCES):  # taken, or below 1024 without root
+            raise VocoderError(
+                f"cannot listen on {host}:{port} ({reason}); pass --port with a free port"
+            ) from None
         raise VocoderError(
-            f"cannot listen on {host}:{port} ({os.strerror(e.errno) if e.errno else e}); "
-            "pass --port with a free port"
+            f"--host {host}: cannot listen there ({reason}); pass --host with an address of "
+            "this machine (127.0.0.1, 0.0.0.0)"
         ) from None
 
 

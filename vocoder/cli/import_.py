@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vocoder.checkpoint import load_model
 from vocoder.cli.outputs import add_stem_argument, output_folders, output_stem
-from vocoder.importers import import_checkpoint, write_imported
+from vocoder.importers import check_height, import_checkpoint, write_imported
 
 HELP = "convert a published WaveFlow, NanoFlow or WaveGlow checkpoint"
 
@@ -32,13 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=16,
         metavar="H",
-        help="NanoFlow reference checkpoints without --config: the squeeze height h "
-        "(no tensor records it; default 16, as every published model)",
+        help="NanoFlow reference checkpoints without --config: the squeeze height h, a "
+        "power of two up to 256 (no tensor records it; default 16, as every published model)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_height(args.n_height, "--n-height")
     stem = output_stem(args.source, args.out)
     imported = import_checkpoint(args.source, args.config, args.n_height)
     with output_folders([stem.parent]):

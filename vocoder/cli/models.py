@@ -23,6 +23,7 @@ from vocoder.pretrained import (
     registry_path,
     resolve_model_path,
 )
+from vocoder.pretrained.download import file_in_the_way
 
 HELP = "list the pretrained models and the published weights"
 
@@ -250,7 +251,10 @@ def _download(args: argparse.Namespace) -> int:
     if model is not None:
         return _download_model(model, args)
     entry = _find_published(args.download)
-    path = download_published(entry, Path(args.to or "."), force=args.force)
+    folder = Path(args.to or ".")
+    if (blocker := file_in_the_way(folder)) is not None:
+        raise InputError("--to", f"must be a folder; {blocker} is a file")
+    path = download_published(entry, folder, force=args.force)
     check = "sha256 checked" if entry.sha256 else "unverified: the source publishes no sha256"
     print(f"saved {path} ({path.stat().st_size:,} bytes; {check})")
     print(f"next: {entry.import_line(path if args.to else None)}")

@@ -50,6 +50,8 @@ class ImportedModel:
 def read_reference_config(path: str | Path) -> dict[str, Any]:
     """A reference codebase's JSON config file, as a mapping."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "a folder, not a JSON config file")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -120,6 +122,15 @@ def _check_config_section(
         raise InputError(path, f"a config with {other}, not {section}: not {checkpoint}'s")
 
 
+def check_height(n_height: int, name: str = "n_height") -> None:
+    """Refuse a squeeze height no reference model can have: h must divide their hop."""
+    if n_height < 1 or HOP_LENGTH % n_height:
+        raise ConfigError(
+            f"{name} must divide the reference models' hop of {HOP_LENGTH} "
+            f"(1, 2, 4, ..., {HOP_LENGTH}), got {n_height}"
+        )
+
+
 def is_vocoder_checkpoint(data: Any) -> bool:
     return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
 
@@ -137,7 +148,10 @@ def import_checkpoint(
     records it). `data`, `sha256`: the file's contents (`load_foreign_checkpoint`) and digest,
     when the caller already has them.
     """
+    check_height(n_height)
     source = Path(source)
+    if source.is_dir():
+        raise InputError(source, "a folder, not a checkpoint file")
     if not source.is_file():
         raise InputError(source, "no such file")
     if data is None:
@@ -249,4 +263,5 @@ __all__ = [
     "resolve_checkpoint",
     "is_vocoder_checkpoint",
     "read_reference_config",
+    "check_height",
 ]

@@ -67,12 +67,22 @@ class Staging:
         return tmp
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file at `folder` or at one of its parents, if any: it keeps `folder` from being
+    made or used as a folder."""
+    nearest = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
+
+
 @contextlib.contextmanager
 def staged_downloads(folder: Path) -> Iterator[Staging]:
     """Temporary download files in `folder` (created if need be), for the caller to check
     and `os.replace` into place; on any failure the temporary files are removed, and so is
     every folder this call created (`folder` and its new parents) that is left empty.
+    A file where `folder` or a parent should be is an `InputError`.
     """
+    if (blocker := file_in_the_way(folder)) is not None:
+        raise InputError(blocker, "a file, not a folder to download into")
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     staging = Staging(folder)
     try:
