@@ -298,10 +298,19 @@ def test_an_export_says_which_weights_it_holds_and_refuses_the_other(tmp_path):
     assert info.weights == "ema" and load_model(weights, weights="ema")[1].weights == "ema"
     with pytest.raises(InputError, match="an export holds one set of weights, its EMA ones"):
         load_model(weights, weights="model")
-    plain = export_model(model, MelConfig(), tmp_path / "plain")[0]  # no record: trained
-    assert load_model(plain, weights="model")[1].weights == "model"
+    no_ema = save_checkpoint(checkpoint_path(tmp_path / "r2", 1), checkpoint_state(model, 1))
+    trained = export_inference_model(no_ema, tmp_path / "trained")[0]
     with pytest.raises(InputError, match=r"its trained \(not EMA\) ones; ema weights"):
-        load_model(plain, weights="ema")
+        load_model(trained, weights="ema")
+    # an export that records nothing (made before it was recorded) is taken as it is
+    older = export_model(model, MelConfig(), tmp_path / "older")[0]
+    assert load_model(older, weights="ema")[1].weights == "model"
+    # a re-export keeps what its source recorded, and claims nothing for an older one
+    again = export_inference_model(weights, tmp_path / "again")[0]
+    assert load_model(again)[1].metadata["weights"] == "ema"
+    assert (
+        "weights" not in load_model(export_inference_model(older, tmp_path / "o2")[0])[1].metadata
+    )
 
 
 def test_average_checkpoints(tmp_path):

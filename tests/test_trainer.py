@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -29,6 +30,7 @@ from vocoder.cli import main
 from vocoder.errors import ConfigError
 from vocoder.models import build_model
 from vocoder.precision import cpu_bf16_units, default_precision, onednn_bf16
+from vocoder.train import run_dir as run_dir_module
 from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
@@ -211,7 +213,7 @@ def test_force_starts_over(reference, tmp_path):
     assert not (run / "eval").exists() and not (run / "wav").exists()
 
 
-def test_rolling_back_sets_the_later_checkpoints_aside(reference, tmp_path, caplog):
+def test_rolling_back_sets_the_later_checkpoints_aside(reference, tmp_path, caplog, capsys):
     conf, _ = reference
     run = tmp_path / "run"
     args = ["train", "--config", str(conf), "--out", str(run), "train.checkpoint_every=2"]
@@ -228,6 +230,25 @@ def test_rolling_back_sets_the_later_checkpoints_aside(reference, tmp_path, capl
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "4"]) == 0
     assert sorted(losses(run)) == [1, 2, 3, 4]
     assert load_checkpoint(latest_checkpoint(run))["step"] == 4
+    # resuming a set-aside checkpoint says how to go back to that line (it said "another
+    # run's checkpoints"), with --out or without
+    capsys.readouterr()
+    for out in (["--out", str(run)], []):
+        assert main(["train", *out, "--resume", str(aside / "step-00000006.pt")]) == 2
+        err = capsys.readouterr().err
+        assert "was set aside by a rollback; to go back to that line, move the files" in err
+    assert load_checkpoint(latest_checkpoint(run))["step"] == 4
+
+
+def test_a_file_system_without_locks_trains_unlocked(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_dir_module.fcntl, "flock", no_locks)
+    lock = RunLock(tmp_path / "run")  # said, not refused as "another trainer"
+    assert "cannot lock the run folder" in caplog.text and "another trainer" not in caplog.text
+    lock.release()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
 
 
 def test_a_second_trainer_on_the_same_run_is_refused(reference, tmp_path, capsys):
@@ -273,6 +294,8 @@ def test_a_mistake_in_an_override_is_blamed_on_the_override(reference, tmp_path,
     for override, problem in [
         ("train.lrr=1", "override train.lrr=1: train: unknown key(s) lrr"),
         ("train.lr=abc", "override train.lr=abc: train.lr: expected a number, got 'abc'"),
+        ("trian.lr=1", "override trian.lr=1: unknown section(s) trian"),
+        ("model.n_group=7", "override model.n_group=7: model: hop_length 256 must be a multiple"),
     ]:
         assert main([*args, override]) == 2
         assert capsys.readouterr().err.startswith(f"error: {problem}")
@@ -284,6 +307,11 @@ def test_a_mistake_in_an_override_is_blamed_on_the_override(reference, tmp_path,
         == 2
     )
     assert capsys.readouterr().err.startswith(f"error: {conf.with_name('bad.yaml')}: train.lr")
+    # the file's mistake, with an override beside it: both are named, not the override alone
+    bad = ["train", "--config", str(conf.with_name("bad.yaml")), "--out", str(tmp_path / "r")]
+    assert main([*bad, "--max-steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {conf.with_name('bad.yaml')} with train.max_steps=5: train.lr")
     assert not (tmp_path / "run").exists()
 
 

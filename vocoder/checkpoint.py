@@ -314,7 +314,8 @@ def _resolve(path: Path) -> Path:
 def _read_weights(path: Path, weights: str) -> tuple[dict[str, torch.Tensor], ModelInfo]:
     if path.suffix == ".safetensors":
         state, info = _read_export(path)
-        if weights in ("ema", "model") and info.weights != weights:
+        recorded = info.metadata.get("weights")  # exports made before it was recorded: unknown
+        if weights in ("ema", "model") and recorded in ("ema", "model") and recorded != weights:
             kind = "EMA" if info.weights == "ema" else "trained (not EMA)"
             raise InputError(
                 path,

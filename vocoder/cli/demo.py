@@ -107,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
         demo.cache.get(model)
     # Gradio checks its own server over HTTP at startup; those requests are not news to people.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    where = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host  # IPv6
+    # IPv6 in brackets: Gradio builds its start-up self-check URL from the host as given
+    where = f"[{args.host.strip('[]')}]" if ":" in args.host else args.host
     print(f"Serving the demo on http://{where}:{args.port} (Ctrl+C stops it)")
     app.launch(
         settings,
-        host=args.host,
+        host=where,
         port=args.port,
         concurrency=args.concurrency,
         quiet=True,

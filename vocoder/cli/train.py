@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vocoder.checkpoint import latest_checkpoint, load_checkpoint
+from vocoder.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_checkpoint
 from vocoder.cli.outputs import output_folders
 from vocoder.config import load_mapping
 from vocoder.errors import ConfigError, InputError
@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if run_dir is None and isinstance(resume, str):  # the run folder of that checkpoint
         path = Path(resume)
         run_dir = path if path.is_dir() else path.parent.parent
+        if run_dir.name == CHECKPOINT_DIR:  # checkpoints/set-aside-N/step-*.pt
+            run_dir = run_dir.parent
     if run_dir is None:
         if args.config is None:
             raise ConfigError("give --config (and optionally --out), or --out with --resume")

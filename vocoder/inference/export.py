@@ -34,9 +34,13 @@ def export_inference_model(
         "precision": precision,
         "parameters": sum(p.numel() for p in inference.parameters()),
         "source": str(source),
-        "weights": info.weights,  # a checkpoint's EMA weights when it had them
         "exported_by": f"vocoder {__version__}",
     }
+    # which weights: a checkpoint's EMA ones when it had them; an export's as it recorded
+    from_export = info.source.suffix == ".safetensors"
+    weights = info.metadata.get("weights") if from_export else info.weights
+    if weights in ("ema", "model"):
+        metadata["weights"] = weights
     if info.step is not None:
         metadata["step"] = info.step
     return export_model(inference, info.features, out_stem, metadata, overwrite=overwrite)

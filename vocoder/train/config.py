@@ -194,6 +194,8 @@ def load_experiment_config(
         # an override's mistake is the command line's, not the file's
         blamed = next((o for o in overrides if _concerns(str(e), o)), None)
         where = f"override {blamed}" if blamed else (str(path) if path is not None else "")
+        if not blamed and overrides:  # the file and the command line together
+            where += f" with {' '.join(overrides)}" if where else f"with {' '.join(overrides)}"
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
     return absolute_data_paths(config)
 
@@ -204,11 +206,13 @@ def _concerns(message: str, override: str) -> bool:
     section, _, name = key.partition(".")
     if re.match(rf"{re.escape(key)}\b(?![.\w])", message):  # "train.lr: expected a number"
         return True
-    # "train: unknown key(s) lrr; ..."
+    # the part before ";" names the culprits, the rest lists what is known
+    if re.match(rf"unknown section\(s\) [^;]*\b{re.escape(section)}\b", message):
+        return True
+    # "train: unknown key(s) lrr; ...", "model: hop_length 256 must be a multiple of n_group 7"
     return (
         bool(name)
-        and re.match(rf"{re.escape(section)}: unknown key\(s\) .*\b{re.escape(name)}\b", message)
-        is not None
+        and re.match(rf"{re.escape(section)}: [^;]*\b{re.escape(name)}\b", message) is not None
     )
 
 

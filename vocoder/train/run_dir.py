@@ -3,6 +3,7 @@ writes it, clearing it, setting aside what a rollback abandons, writing its conf
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -23,8 +24,11 @@ try:
 except ImportError:  # Windows: no advisory locks; two trainers are then not caught
     fcntl = None
 
+HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's "someone holds it"
+
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".trainer.lock"
+SET_ASIDE = "set-aside-"  # checkpoints/set-aside-N/: a line a rollback abandoned
 # `eval` and `wav`: what the recipes' evaluate and synthesize stages write into a run
 RUN_ARTIFACTS = (CONFIG_FILE, CHECKPOINT_DIR, TENSORBOARD_DIR, LOG_FILE, "eval", "wav")
 
@@ -36,6 +40,13 @@ def claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Path
         found = latest_checkpoint(path) if path.is_dir() else path
         if found is None or not found.is_file():
             raise InputError(path, "no checkpoint to resume from")
+        aside = found.parent
+        if aside.name.startswith(SET_ASIDE) and aside.parent.name == CHECKPOINT_DIR:
+            raise InputError(
+                found,
+                f"was set aside by a rollback; to go back to that line, move the files of "
+                f"{aside} back into {aside.parent} (and the newer ones out), then --resume",
+            )
         mine = latest_checkpoint(run_dir)
         if mine is not None and mine.parent.resolve() != found.parent.resolve():
             raise InputError(
@@ -89,16 +100,19 @@ class RunLock:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / LOCK_FILE
         self._fd: int | None = None
+        if fcntl is None:
+            return
         while self._fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            if fcntl is None:
-                self._fd = fd
-                break
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            except OSError as e:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
                 os.close(fd)
+                if e.errno not in HELD:  # a file system without locks (NFS without lockd)
+                    log.warning("%s: cannot lock the run folder (%s); not locked", run_dir, e)
+                    self.path.unlink(missing_ok=True)
+                    return
                 raise InputError(
                     run_dir,
                     f"another trainer (pid {holder}) is writing this run; wait for it to stop, "
@@ -109,7 +123,7 @@ class RunLock:
             else:  # its holder released (deleted) it between our open and lock: again
                 os.close(fd)
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:
         if self._fd is not None:
@@ -139,9 +153,9 @@ def set_aside_later_checkpoints(run_dir: Path, resume_from: Path) -> Path | None
     if not later:
         return None
     n = 1
-    while (run_dir / CHECKPOINT_DIR / f"set-aside-{n}").exists():
+    while (run_dir / CHECKPOINT_DIR / f"{SET_ASIDE}{n}").exists():
         n += 1
-    folder = run_dir / CHECKPOINT_DIR / f"set-aside-{n}"
+    folder = run_dir / CHECKPOINT_DIR / f"{SET_ASIDE}{n}"
     folder.mkdir()
     for path in later:
         path.rename(folder / path.name)
