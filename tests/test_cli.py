@@ -108,6 +108,25 @@ def test_every_option_is_explained_with_its_default(name):
             assert "default" in action.help, f"{name} {label}: default {action.default!r} unsaid"
 
 
+@pytest.mark.parametrize(
+    "command, spellings, dest",
+    [
+        (["evaluate", "--filelist", "t.txt"], ["--checkpoint", "--model"], "checkpoint"),
+        (["models", "--download", "x"], ["--to", "--out"], "to"),
+    ],
+    ids=["evaluate-model", "models-out"],
+)
+def test_option_aliases_shared_with_other_commands(command, spellings, dest):
+    """`--model` names the model and `--out` where things go in every command; the older
+    spellings keep working."""
+    parser = build_parser(command[0])
+    values = {
+        spelling: getattr(parser.parse_args([*command, spelling, "here"]), dest)
+        for spelling in spellings
+    }
+    assert {str(v) for v in values.values()} == {"here"}, values
+
+
 def test_version_is_the_package_version(capsys):
     assert exits(["--version"]) == 0
     assert capsys.readouterr().out == f"vocoder {__version__}\n"

@@ -49,11 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument(
         "--checkpoint",
+        "--model",
         required=True,
         type=Path,
         metavar="PATH",
         help="a .pt checkpoint, a run folder (its latest), an exported .safetensors or a "
-        "pretrained model's name (see 'vocoder models')",
+        "pretrained model's name (see 'vocoder models'); --model is the same option, named "
+        "as in synthesize and demo",
     )
     parser.add_argument(
         "--filelist",

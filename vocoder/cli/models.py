@@ -58,8 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--to",
+        "--out",
         metavar="DIR",
-        help="with --download: the folder to save into (default: the current folder)",
+        help="with --download: the folder to save into (default: the current folder); --out "
+        "is the same option",
     )
     parser.add_argument(
         "--force", action="store_true", help="with --download: replace an existing file"
