@@ -6,8 +6,10 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +176,94 @@ def test_custom_voice_fine_tunes_on_tts_mels(male_reader_clips, tmp_path):
         "--mel-dir", str(mels), "--", "train.max_steps=2",
     )  # fmt: skip
     assert done.returncode == 2 and missing.name in done.stderr
+    # ... and stage 4, without a test clip's mel, does not fall back to the recording's
+    (mels / f"{test_ids[0]}.npy").unlink()
+    done = run_recipe(CUSTOM, "--stage", "4", *common, "--exp", str(exp), "--mel-dir", str(mels))
+    assert done.returncode == 2
+    assert f"{mels / test_ids[0]}.npy: no such file (stage 4" in done.stderr
+
+
+def small_voice(male_reader_clips: Path, folder: Path, listed: bool = True) -> Path:
+    """A recordings folder of 5 male-reader clips (4 train, 1 test when `listed`)."""
+    folder.mkdir()
+    train_ids = (male_reader_clips / "train.txt").read_text().split()[:4]
+    test_ids = (male_reader_clips / "test.txt").read_text().split()[:1]
+    if listed:
+        (folder / "train.txt").write_text("\n".join(train_ids) + "\n")
+        (folder / "test.txt").write_text("\n".join(test_ids) + "\n")
+    for name in train_ids + test_ids:
+        (folder / f"{name}.flac").symlink_to(male_reader_clips / "wavs" / f"{name}.flac")
+    return folder
+
+
+def test_custom_voice_keeps_no_data_folder_it_would_not_make_now(male_reader_clips, tmp_path):
+    """A rerun of stage 1 with another split or other recordings stopped nothing: it kept
+    the old folder ("prepared already"), whose training list then held the new test ids."""
+    voice = small_voice(male_reader_clips, tmp_path / "voice", listed=False)
+    data = tmp_path / "data"
+    stage_1 = ["--stage", "1", "--stop-stage", "1", "--conf", "conf/smoke.yaml"]
+    done = run_recipe(CUSTOM, *stage_1, "--audio-dir", str(voice), "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = run_recipe(CUSTOM, *stage_1, "--audio-dir", str(voice), "--data-dir", str(data))
+    assert again.returncode == 0 and "prepared already" in again.stdout
+    (voice / "train.txt").write_text("")  # lists now: the default split becomes listed
+    (voice / "test.txt").write_text("")
+    listed = run_recipe(CUSTOM, *stage_1, "--audio-dir", str(voice), "--data-dir", str(data))
+    assert listed.returncode == 2
+    assert f"{data} was prepared with the random split, not listed" in listed.stderr
+    other = small_voice(male_reader_clips, tmp_path / "other", listed=False)
+    moved = run_recipe(CUSTOM, *stage_1, "--audio-dir", str(other), "--data-dir", str(data))
+    assert moved.returncode == 2
+    assert f"was prepared from {voice.resolve()}, not {other.resolve()}" in moved.stderr
+    # a prepared folder alone (no --audio-dir) is taken as it is
+    alone = run_recipe(CUSTOM, *stage_1, "--data-dir", str(data))
+    assert alone.returncode == 0 and "prepared already" in alone.stdout
+
+
+def test_custom_voice_words_bad_options_and_overrides_in_one_line(tmp_path):
+    base = ["--conf", "conf/smoke.yaml", "--data-dir", str(tmp_path / "data")]
+    done = run_recipe(CUSTOM, *base, "--ngpu", "x")
+    assert (
+        done.returncode == 2
+        and done.stderr == "run.sh: --ngpu takes a positive whole number, got 'x'\n"
+    )
+    done = run_recipe(CUSTOM, *base, "--", "train.lrr=2e-4")
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: override train.lrr=2e-4: ")
+
+
+def test_a_stopped_recipe_stops_its_trainer(male_reader_clips, tmp_path):
+    """kill -TERM of run.sh (a scheduler's stop) reaches the trainer once: it saves a
+    checkpoint and ends, and the recipe with it. It used to train on, orphaned, holding the
+    run folder's lock against the rerun."""
+    voice = small_voice(male_reader_clips, tmp_path / "voice")
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    common = ["--conf", "conf/smoke.yaml", "--audio-dir", str(voice), "--data-dir", str(data)]
+    done = run_recipe(CUSTOM, *common, "--stop-stage", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = tmp_path / "recipe.log"
+    with log.open("w") as out:
+        recipe = subprocess.Popen(
+            ["bash", str(CUSTOM), *common, "--stage", "2", "--exp", str(exp), "--"]
+            + ["data.batch_size=2", "train.max_steps=100000", "train.log_every=1"]
+            + ["train.checkpoint_every=100000"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while "step 2/" not in log.read_text() and time.monotonic() < deadline:
+                assert recipe.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+            recipe.send_signal(signal.SIGTERM)
+            assert recipe.wait(timeout=120) == 143, log.read_text()[-3000:]
+        finally:
+            recipe.kill()
+    trainers = subprocess.run(["pgrep", "-f", f"--out {exp}"], capture_output=True, text=True)
+    assert trainers.stdout == "", "the trainer outlived its recipe"
+    assert latest_checkpoint(exp) is not None  # saved on the way out
+    assert "stage 3" not in log.read_text()
 
 
 TINY = [  # the shipped conf, shrunk to a few CPU steps

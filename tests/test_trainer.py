@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -449,6 +450,81 @@ def test_resume_refuses_a_changed_model(reference, tmp_path, capsys):
     other.write_text(yaml.safe_dump(data))
     assert main(["train", "--config", str(other), "--out", str(run), "--resume"]) == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_training_clips(reference, ljspeech_clips, tmp_path, capsys):
+    """Another voice's folder, or a re-split whose test list holds clips the run has trained
+    on, is not resumed (a recipe's run folder does not depend on its data)."""
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]) == 0
+    data = Path(yaml.safe_load(conf.read_text())["data"]["prepared"])
+    trained = (data / "train.txt").read_text().splitlines()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train.txt").write_text("\n".join(trained[1:]) + "\n")
+    (other / "valid.txt").write_text((data / "valid.txt").read_text())
+    resume = ["train", "--config", str(conf), "--out", str(run), "--resume", "--max-steps", "2"]
+    assert main([*resume, f"data.prepared={other}"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: the run trained on 6 clips, the training list now has 5" in err
+    assert f"gone: 1 clip(s) ({Path(trained[0]).stem})" in err and "--force" in err
+    (other / "test.txt").write_text(trained[2] + "\n")  # a test clip it trained on
+    (other / "train.txt").write_text("\n".join(trained[:2] + trained[3:]) + "\n")
+    assert main([*resume, f"data.prepared={other}"]) == 2
+    err = capsys.readouterr().err
+    assert f"has trained on 1 clip(s) ({Path(trained[2]).stem}), which the test list" in err
+    assert sorted(losses(run)) == [1]  # nothing trained, the run untouched
+    (other / "test.txt").unlink()
+    (other / "train.txt").write_text("".join(f"{line}\n" for line in reversed(trained)))
+    assert main([*resume, f"data.prepared={other}"]) == 0  # the same clips, listed anew
+    assert sorted(losses(run)) == [1, 2]
+
+
+def test_resume_refuses_an_init_from_the_run_did_not_start_from(reference, tmp_path, capsys):
+    """Resuming keeps the run's own weights: an init_from given then is refused, not written
+    into config.yaml as if the run had started from it."""
+    conf, ref_run = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run)]
+    assert main([*args, "--max-steps", "1"]) == 0
+    init = f"train.init_from={ref_run}"
+    assert main([*args, "--resume", "--max-steps", "2", init]) == 2
+    assert "init_from only starts a new run" in capsys.readouterr().err
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"].get("init_from") is None
+    seeded = tmp_path / "seeded"  # begun from it, it resumes with the same init_from
+    seeded_args = ["train", "--config", str(conf), "--out", str(seeded), init]
+    assert main([*seeded_args, "--max-steps", "1"]) == 0
+    assert main([*seeded_args, "--resume", "--max-steps", "2"]) == 0
+    assert sorted(losses(seeded)) == [1, 2]
+
+
+def test_a_missing_mel_is_refused_before_training(reference, tmp_path, capsys):
+    """data.mel_dir without some training file's mel: one line naming it before the first
+    step (it was found at the first batch that drew the file: a worker's traceback)."""
+    conf, _ = reference
+    data = Path(yaml.safe_load(conf.read_text())["data"]["prepared"])
+    files = [Path(line) for line in (data / "train.txt").read_text().split()]
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    for f in files[1:]:
+        np.save(mels / f"{f.stem}.npy", np.full((80, 400), -5.0, np.float32))
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), f"data.mel_dir={mels}"]
+    assert main([*args, "data.num_workers=2"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {mels}: has no mel for 1 of the 6 training files: {files[0].stem}.npy\n"
+    assert not (run / "checkpoints").exists()
+
+
+def test_an_empty_validation_list_is_said(reference, tmp_path, caplog):
+    conf, _ = reference
+    empty = tmp_path / "valid.txt"
+    empty.write_text("")
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]
+    assert main([*args, f"data.valid={empty}"]) == 0
+    assert f"{empty} lists no files: validation is off" in caplog.text
 
 
 # ---- one step, EMA, fine-tuning ----

@@ -73,6 +73,7 @@ for value in "$stage" "$stop_stage"; do
   [[ "$value" =~ ^[1-4]$ ]] || die "--stage and --stop-stage take a stage 1..4, got '$value'"
 done
 (( stage <= stop_stage )) || die "--stage $stage is after --stop-stage $stop_stage: no stage to run"
+[[ "$ngpu" =~ ^[1-9][0-9]*$ ]] || die "--ngpu takes a positive whole number, got '$ngpu'"
 [[ "$synth_max_files" =~ ^[1-9][0-9]*$ ]] \
   || die "--synth-max-files takes a positive whole number, got '$synth_max_files'"
 
@@ -80,7 +81,8 @@ cd "$(dirname "$0")"
 repo_root=$(cd ../.. && pwd)
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python}
-vocoder() { "$python" -m vocoder "$@"; }
+. ../run_child.sh
+vocoder() { run_child "$python" -m vocoder "$@"; }
 [[ -f "$conf" ]] || die "no such config: $conf"
 exp=${exp:-exp/$(basename "${conf%.*}")}
 if [[ -z "$data_dir" ]]; then
@@ -93,14 +95,20 @@ fi
 # (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
 resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
 trap 'rm -f "$resolved"' EXIT
-convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || die "cannot read $conf (see the error above)"
+convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || exit 2
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
-  echo "stage 1: prepare $audio_dir -> $data_dir ($convention)"
-  [[ -n "$audio_dir" ]] || die "stage 1 needs --audio-dir"
   if [[ -f "$data_dir/manifest.json" ]]; then
-    echo "  $data_dir is prepared already (delete it to redo; training checks its mel convention)"
+    if [[ -n "$audio_dir" ]]; then  # the split prepare would choose now, as in its --help
+      expected=${split:-random}
+      [[ -z "$split" && -f "$audio_dir/train.txt" && -f "$audio_dir/test.txt" ]] && expected=listed
+      "$python" ../prepared_as.py "$data_dir" --source "$audio_dir" --split "$expected" > /dev/null \
+        || exit 2
+    fi
+    echo "stage 1: $data_dir is prepared already (delete it to redo; training checks its mel convention)"
   else
+    [[ -n "$audio_dir" ]] || die "stage 1 needs --audio-dir (no prepared data in $data_dir)"
+    echo "stage 1: prepare $audio_dir -> $data_dir ($convention)"
     vocoder prepare "$audio_dir" --out "$data_dir" --layout folder --config "$resolved" \
       --resample --mixdown --skip-bad ${split:+--split "$split"}
   fi
@@ -108,12 +116,15 @@ fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "stage 2: train $conf -> $exp (ngpu $ngpu)${init_from:+, from $init_from}${mel_dir:+, on the mels in $mel_dir}"
+  if [[ -z "$init_from" && "$conf" == *finetune* && ! -d "$exp/checkpoints" ]]; then
+    echo "  note: no --init-from: $(basename "$conf") trains from scratch (fine-tuning needs a trained model)"
+  fi
   args=(train --config "$conf" --out "$exp" --resume "data.prepared=$data_dir")
   [[ -n "$init_from" ]] && args+=("train.init_from=$init_from")
   [[ -n "$mel_dir" ]] && args+=("data.mel_dir=$mel_dir")
   args+=(${overrides[@]+"${overrides[@]}"})
   if [[ $ngpu -gt 1 ]]; then
-    "$python" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" -m vocoder "${args[@]}"
+    run_child "$python" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" -m vocoder "${args[@]}"
   else
     vocoder "${args[@]}"
   fi
@@ -137,8 +148,9 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
     line=${line%%|*}
     [[ -z "$line" || "$line" == \#* ]] && continue
     [[ "$line" == /* ]] || line="$data_dir/$line"
-    if [[ -n "$mel_dir" && -f "$mel_dir/$(basename "${line%.*}").npy" ]]; then
-      line="$mel_dir/$(basename "${line%.*}").npy"  # the TTS mel: what the vocoder will get
+    if [[ -n "$mel_dir" ]]; then  # the TTS mel: what the vocoder will get
+      line="$mel_dir/$(basename "${line%.*}").npy"
+      [[ -f "$line" ]] || die "$line: no such file (stage 4 synthesizes from the --mel-dir mels)"
     fi
     inputs+=("$line")
     [[ ${#inputs[@]} -ge $synth_max_files ]] && break
@@ -148,4 +160,5 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
   rm -rf "$exp/wav.new"
   vocoder synthesize "${inputs[@]}" --out "$exp/wav.new" --model "$exp" --seed 0
   rm -rf "$exp/wav" && mv "$exp/wav.new" "$exp/wav"
+  echo "stage 4: the audio is in $exp/wav"
 fi

@@ -77,6 +77,7 @@ for value in "$stage" "$stop_stage"; do
   [[ "$value" =~ ^[0-4]$ ]] || die "--stage and --stop-stage take a stage 0..4, got '$value'"
 done
 (( stage <= stop_stage )) || die "--stage $stage is after --stop-stage $stop_stage: no stage to run"
+[[ "$ngpu" =~ ^[1-9][0-9]*$ ]] || die "--ngpu takes a positive whole number, got '$ngpu'"
 [[ "$synth_max_files" =~ ^[1-9][0-9]*$ ]] \
   || die "--synth-max-files takes a positive whole number, got '$synth_max_files'"
 
@@ -84,7 +85,8 @@ cd "$(dirname "$0")"
 repo_root=$(cd ../.. && pwd)
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python}
-vocoder() { "$python" -m vocoder "$@"; }
+. ../run_child.sh
+vocoder() { run_child "$python" -m vocoder "$@"; }
 [[ -f "$conf" ]] || die "no such config: $conf"
 exp=${exp:-exp/$(basename "${conf%.*}")}
 corpus=${corpus:-$db_root/LJSpeech-1.1}
@@ -93,7 +95,7 @@ corpus=${corpus:-$db_root/LJSpeech-1.1}
 # (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
 resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
 trap 'rm -f "$resolved"' EXIT
-convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || die "cannot read $conf (see the error above)"
+convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || exit 2
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "stage 0: LJSpeech-1.1 into $corpus"
@@ -127,10 +129,7 @@ fi
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
   echo "stage 1: prepare $corpus -> $data_dir (${split:-default} split, $convention)"
   if [[ -f "$data_dir/manifest.json" ]]; then
-    prepared=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["split"])' \
-      "$data_dir/manifest.json")
-    [[ -z "$split" || "$split" == "$prepared" ]] \
-      || die "$data_dir was prepared with the $prepared split, not $split: delete it to redo"
+    prepared=$("$python" ../prepared_as.py "$data_dir" ${split:+--split "$split"}) || exit 2
     echo "  $data_dir is prepared already ($prepared split; delete it to redo; training checks its mel convention)"
   else
     vocoder prepare "$corpus" --out "$data_dir" --config "$resolved" ${split:+--split "$split"} \
@@ -142,7 +141,7 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "stage 2: train $conf -> $exp (ngpu $ngpu)"
   args=(train --config "$conf" --out "$exp" --resume "data.prepared=$data_dir" ${overrides[@]+"${overrides[@]}"})
   if [[ $ngpu -gt 1 ]]; then
-    "$python" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" -m vocoder "${args[@]}"
+    run_child "$python" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" -m vocoder "${args[@]}"
   else
     vocoder "${args[@]}"
   fi

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
-  # LJ Speech with the NanoFlow split (first 1,310 ids held out for test)
+  # LJ Speech with the NanoFlow split (first 10 % held out for test: 1,310 ids)
   vocoder prepare data/LJSpeech-1.1 --out data/ljspeech --split nanoflow
 
   # LJ Speech with the Tacotron 2 / WaveGlow split lists

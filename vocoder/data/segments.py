@@ -41,6 +41,21 @@ def check_mel_frames(path: Path, mel: torch.Tensor, audio: Path, samples: int, c
         )
 
 
+def check_mels_exist(files: list[Path], mel_dir: Path) -> None:
+    """Refuse a `mel_dir` that lacks some file's `<stem>.npy`, before any training: found
+    mid-run, it would stop the run at the first batch that draws the file."""
+    if not mel_dir.is_dir():
+        raise InputError(mel_dir, "no such folder of mels")
+    missing = [f"{f.stem}.npy" for f in files if not (mel_dir / f"{f.stem}.npy").is_file()]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise InputError(
+            mel_dir,
+            f"has no mel for {len(missing)} of the {len(files)} training files: "
+            f"{', '.join(missing[:3])}{more}",
+        )
+
+
 class SegmentDataset(Dataset):
     """Item i -> (audio `[segment_length]`, mel `[n_mels, segment_length // hop]`).
 

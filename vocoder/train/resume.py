@@ -16,7 +16,7 @@ from vocoder.checkpoint import (
 )
 from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.config import to_dict
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, remedy
 from vocoder.models import FlowVocoder
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
 
@@ -24,9 +24,22 @@ log = logging.getLogger(__name__)
 
 
 def training_state(
-    model, optimizer, scheduler, scaler, ema, config, step, epoch, batch_in_epoch, world_size=1
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    ema,
+    config,
+    step,
+    epoch,
+    batch_in_epoch,
+    world_size=1,
+    train_ids=None,
 ) -> dict:
-    """Everything a resumed run needs to see the batches an uninterrupted one would."""
+    """Everything a resumed run needs to see the batches an uninterrupted one would.
+
+    `train_ids`: the sorted stems of the training files, so that a resume on other data (or
+    on a split whose test clips this run trained on) is refused (`check_same_data`)."""
     return {
         "config": experiment_to_dict(config),
         "model": model.state_dict(),
@@ -38,6 +51,7 @@ def training_state(
         "epoch": epoch,
         "batch_in_epoch": batch_in_epoch,
         "world_size": world_size,  # the global batch and data order depend on it
+        "train_ids": train_ids,
         "rng": capture_rng_state(),
     }
 
@@ -76,6 +90,56 @@ def check_same_model(state: dict, config: ExperimentConfig, path: Path) -> None:
     if diff:
         changes = ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in diff)
         raise ConfigError(f"{path}: cannot resume: the model config changed: {changes}")
+
+
+def check_same_data(state: dict, train_ids: list[str], test_ids: set[str], path: Path) -> None:
+    """A run resumes only on the training clips it was trained on: not on another voice's
+    folder, nor on a split that now tests on clips it has trained on. (Checkpoints older
+    than this record are not checked.)"""
+    saved = state.get("train_ids")
+    if saved is None:
+        return
+    start_over = remedy("to start this run over on the new data", force=True)
+    seen_in_test = sorted(set(saved) & test_ids)
+    if seen_in_test:
+        raise InputError(
+            path,
+            f"cannot resume: the run has trained on {_some(seen_in_test)}, which the test "
+            "list now holds; scores on them would not be test scores",
+            [start_over],
+        )
+    if saved != train_ids:
+        gone, new = sorted(set(saved) - set(train_ids)), sorted(set(train_ids) - set(saved))
+        changes = "; ".join(
+            f"{label} {_some(ids)}" for label, ids in (("gone:", gone), ("new:", new)) if ids
+        )
+        raise InputError(
+            path,
+            f"cannot resume: the run trained on {len(saved)} clips, the training list now "
+            f"has {len(train_ids)} ({changes}); is this the same data? To train on more "
+            "data, start a new run from this one (train.init_from)",
+            [start_over],
+        )
+
+
+def check_init_from(state: dict, config: ExperimentConfig, path: Path) -> None:
+    """`train.init_from` seeds a fresh run; a resumed one keeps its own weights, so an
+    init_from the run did not start from is refused rather than recorded untrue."""
+    wanted = config.train.init_from
+    started_from = state["config"].get("train", {}).get("init_from")
+    if wanted and wanted != started_from:
+        raise InputError(
+            path,
+            f"train.init_from {wanted}: this run already has checkpoints (step "
+            f"{state['step']}) and resumes from them; init_from only starts a new run "
+            "(train into another folder)",
+            [remedy("to start this one over from it", force=True)],
+        )
+
+
+def _some(ids: list[str], shown: int = 3) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{len(ids)} clip(s) ({', '.join(ids[:shown])}{more})"
 
 
 def restore_training_state(

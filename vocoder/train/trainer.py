@@ -32,16 +32,24 @@ from torch.utils.data import DataLoader, DistributedSampler
 from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.checkpoint_retention import prune_checkpoints
 from vocoder.data.prepare import check_prepared
-from vocoder.data.segments import SegmentDataset
+from vocoder.data.segments import SegmentDataset, check_mels_exist
 from vocoder.errors import ConfigError, VocoderError
 from vocoder.models import build_model
 from vocoder.precision import default_precision
 from vocoder.train import distributed
 from vocoder.train.config import ExperimentConfig
-from vocoder.train.data import SkipSampler, check_no_test_files, filelist_files, optional_path
+from vocoder.train.data import (
+    SkipSampler,
+    check_no_test_files,
+    filelist_files,
+    optional_path,
+    test_stems,
+)
 from vocoder.train.ema import EMA
 from vocoder.train.logging import TrainLog
 from vocoder.train.resume import (
+    check_init_from,
+    check_same_data,
     check_same_model,
     init_weights,
     load_resumable,
@@ -132,6 +140,9 @@ def train(
         # ---- data ----
         train_files = filelist_files(dc.filelist("train"), "train")
         check_no_test_files(train_files, config)
+        train_ids = sorted(p.stem for p in train_files)
+        if dc.mel_dir is not None:
+            check_mels_exist(train_files, Path(dc.mel_dir))
         dataset = SegmentDataset(
             train_files,
             config.features,
@@ -165,6 +176,8 @@ def train(
             from_folder = resume is True or Path(resume).is_dir()
             resume_from, state = load_resumable(resume_from, device, fall_back=from_folder)
             check_same_model(state, config, resume_from)
+            check_same_data(state, train_ids, test_stems(config), resume_from)
+            check_init_from(state, config, resume_from)
             step, epoch, batch_in_epoch = restore_training_state(
                 state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
             )
@@ -277,6 +290,7 @@ def train(
                             epoch,
                             batch_in_epoch,
                             dist.world_size,
+                            train_ids,
                         )
                         saved = save_checkpoint(
                             checkpoint_path(run_dir, step), state, overwrite=True

@@ -26,6 +26,9 @@ def validation_set(config: ExperimentConfig) -> list[ValidationItem]:
         log.info("no validation filelist: validation is off")
         return []
     files = read_filelist(filelist)[: config.data.valid_max_files]
+    if not files:
+        log.warning("%s lists no files: validation is off", filelist)
+        return []
     dataset = UtteranceDataset(files, config.features, mel_dir=optional_path(config.data.mel_dir))
     return [dataset[i] for i in range(len(dataset))]
 

@@ -1,0 +1,31 @@
+"""Check that a recipe's prepared data folder is the one its stage 1 would make now.
+
+    python recipes/prepared_as.py DATA_DIR [--source DIR] [--split NAME]
+
+Prints the folder's split. A folder prepared from other recordings (`--source`) or with
+another split is one line on stderr and exit 2: kept silently, a rerun with a new split
+could train on the new test clips, or a second voice reuse the first one's data.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("data_dir", type=Path)
+parser.add_argument("--source", type=Path)
+parser.add_argument("--split")
+args = parser.parse_args()
+manifest = json.loads((args.data_dir / "manifest.json").read_text(encoding="utf-8"))
+source = args.source.resolve() if args.source else None
+if args.split and manifest["split"] != args.split:
+    problem = f"was prepared with the {manifest['split']} split, not {args.split}"
+elif source and Path(manifest["source"]) != source:
+    problem = f"was prepared from {manifest['source']}, not {source}"
+else:
+    print(manifest["split"])
+    sys.exit(0)
+sys.exit(
+    f"error: {args.data_dir} {problem}: delete it to prepare it again, or give another --data-dir"
+)
