@@ -468,7 +468,10 @@ def test_resume_refuses_other_training_clips(reference, ljspeech_clips, tmp_path
     assert main([*resume, f"data.prepared={other}"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume: the run trained on 6 clips, the training list now has 5" in err
-    assert f"gone: 1 clip(s) ({Path(trained[0]).stem})" in err and "--force" in err
+    assert (
+        f"gone: 1 clip(s) ({Path(trained[0]).stem})" in err
+        and "pass --force instead of resuming" in err
+    )
     (other / "test.txt").write_text(trained[2] + "\n")  # a test clip it trained on
     (other / "train.txt").write_text("\n".join(trained[:2] + trained[3:]) + "\n")
     assert main([*resume, f"data.prepared={other}"]) == 2

@@ -99,7 +99,7 @@ def check_same_data(state: dict, train_ids: list[str], test_ids: set[str], path:
     saved = state.get("train_ids")
     if saved is None:
         return
-    start_over = remedy("to start this run over on the new data", force=True)
+    start_over = remedy("instead of resuming, to start this run over on the new data", force=True)
     seen_in_test = sorted(set(saved) & test_ids)
     if seen_in_test:
         raise InputError(
@@ -133,7 +133,7 @@ def check_init_from(state: dict, config: ExperimentConfig, path: Path) -> None:
             f"train.init_from {wanted}: this run already has checkpoints (step "
             f"{state['step']}) and resumes from them; init_from only starts a new run "
             "(train into another folder)",
-            [remedy("to start this one over from it", force=True)],
+            [remedy("instead of resuming, to start this one over from it", force=True)],
         )
 
 
