@@ -407,8 +407,8 @@ def _number(name: str, value, low: float, high: float) -> float:
 
 def pcm16(audio: np.ndarray, sample_rate: int) -> tuple[int, np.ndarray]:
     """`(sample_rate, int16 samples)` of float audio, the form Gradio's audio player takes."""
-    clipped = np.clip(audio, -1.0, 1.0)
-    return sample_rate, np.round(clipped * 32767.0).astype(np.int16)
+    scaled = np.round(np.asarray(audio, dtype=np.float64) * 32768.0)  # as `save_audio` writes
+    return sample_rate, np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
 def example_files() -> list[Path]:

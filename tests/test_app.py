@@ -24,6 +24,7 @@ from app.handlers import (  # noqa: E402
     DemoSettings,
     VocoderDemo,
     example_files,
+    pcm16,
 )
 from app.plots import mel_image, waveform_image  # noqa: E402
 from vocoder.audio import load_audio, save_audio  # noqa: E402
@@ -76,6 +77,14 @@ def short_mel(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mels") / "short.npy"
     np.save(path, mel)
     return path
+
+
+def test_the_player_gets_the_levels_a_written_wav_holds(tmp_path):
+    """The demo's players quantize as `save_audio` does (x 32768), not x 32767."""
+    audio = np.array([-1.0, -0.5, 0.25, 32767 / 32768, 1.0, 0.7], dtype=np.float32)
+    rate, levels = pcm16(audio, 22050)
+    written = save_audio(tmp_path / "a.wav", audio, 22050)
+    assert rate == 22050 and np.array_equal(levels, sf.read(written, dtype="int16")[0])
 
 
 def test_examples_are_short_test_split_clips(ljspeech_clips):

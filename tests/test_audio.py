@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torchaudio
 
 from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
 from vocoder.errors import InputError
+from vocoder.files import plain_file_mode
 
 CLIP = "LJ001-0002"  # 1.9 s
 
@@ -90,6 +92,21 @@ def test_outputs_get_umask_permissions_not_private_temp_ones(clip_path, tmp_path
     finally:
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_the_umask_is_read_without_being_set(tmp_path, monkeypatch):
+    """`os.umask` reads the umask only by setting it: for that moment another thread of the
+    process (the demo's) would create files with umask 0. It is read from /proc instead."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nUmask:\t0027\nState:\tR\n")
+
+    def never(mask):
+        raise AssertionError("os.umask was called")
+
+    monkeypatch.setattr(os, "umask", never)
+    assert plain_file_mode(status) == 0o640
+    if Path("/proc/self/status").is_file():
+        assert plain_file_mode() & 0o600 == 0o600  # this process's own, read (never() not called)
 
 
 def test_stereo_mixdown_or_reject(clip_path, tmp_path):

@@ -12,7 +12,7 @@ from variants import tiny_model
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse, pack_lanes
-from vocoder.inference.cuda import make_row_inverse
+from vocoder.inference.engine import make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.metrics import log_mel_l1
 from vocoder.precision import cpu_bf16_units, default_precision, onednn_bf16

@@ -19,11 +19,10 @@ from vocoder.inference.cuda import (
     GraphedRowInverse,
     bucket_width,
     fused_kernels,
-    make_row_inverse,
     relative_error,
 )
 from vocoder.inference.denoiser import Denoiser
-from vocoder.inference.engine import Synthesizer
+from vocoder.inference.engine import Synthesizer, make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
 from vocoder.melio import DbNormalization, convert_mel
@@ -182,6 +181,15 @@ def test_cpu_batches_are_grouped_to_fill_one_lane(monkeypatch):
     for i, (mel, audio) in enumerate(zip(mels, batch, strict=True)):
         assert (audio - synth.synthesize(mel, seed=i)).abs().max().item() < 1e-5
     assert sizes == [1] * len(mels)
+
+
+def test_a_batch_given_too_few_seeds_or_names_is_a_config_error(synthesizers):
+    model, synth = synthesizers("nanoflow")
+    mels = [log_mel(model.config.n_mels, 6)] * 2
+    with pytest.raises(ConfigError, match="seed: 1 seeds for 2 mels"):
+        synth.synthesize_batch(mels, seed=[0])
+    with pytest.raises(ConfigError, match="sources: 1 names for 2 mels"):
+        synth.synthesize_batch(mels, sources=["a.npy"])
 
 
 def test_seeds_make_synthesis_reproducible(synthesizers):

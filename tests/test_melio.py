@@ -115,7 +115,7 @@ def test_db_normalized_zero_to_four_and_parsed_settings(tmp_path, ref_mel):
     ]:
         with pytest.raises(InputError, match=problem) as e:
             DbNormalization.parse(spec)
-        assert e.value.source == "--db-normalization"
+        assert e.value.source == "db_normalization"  # the library names its keyword
 
 
 def test_converted_mels_are_clamped_at_this_conventions_floor(tmp_path, ref_mel):

@@ -120,7 +120,6 @@ def resample(audio: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor
 
 # 16-bit PCM stores round(x * 32768) in [-32768, 32767]: the levels it holds exactly
 PCM16_MAX = 32767 / 32768
-PCM16_MIN = -1.0
 
 
 def pcm16_clipped(audio: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,9 @@ compared with the one its JSON records (exports made before it was recorded, and
 models, which the pretrained registry's sha256s check, load without it).
 
 `load_model` reads either (or a run folder: its latest checkpoint) and rebuilds the model.
-Every write is atomic (a temporary file in the same folder, fsync, then `os.replace`), so a
-kill leaves either the old file or the new one, never half a file.
+Every write is atomic (a temporary file in the same folder, then `os.replace`; a training
+checkpoint is also fsynced first), so a kill leaves either the old file or the new one,
+never half a file.
 
 This module sits just above `models`: it imports models, features and config only, so
 training, evaluation, inference, the CLI and the app can all load models through it.
@@ -40,9 +41,8 @@ import torch
 from vocoder.config import from_dict, to_dict
 from vocoder.errors import ConfigError, InputError, first_line, remedy
 from vocoder.features import MelConfig
-from vocoder.files import atomic_output, load_torch_file
+from vocoder.files import atomic_output, load_torch_file, sha256_file
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
-from vocoder.pretrained import sha256_file
 
 CHECKPOINT_FORMAT = "vocoder-checkpoint"
 EXPORT_FORMAT = "vocoder-model"

@@ -30,7 +30,7 @@ import torch
 from vocoder import metrics
 from vocoder.audio import audio_info, save_audio
 from vocoder.data.segments import UtteranceDataset
-from vocoder.errors import InputError, remedy
+from vocoder.errors import ConfigError, InputError, remedy
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.files import atomic_output
 from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
@@ -167,7 +167,7 @@ def evaluate(
     if not files:
         raise InputError("filelist", "no files to evaluate")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     device = torch.device(device)
     model = model if model.inference_form else model.to_inference_form()
     model = model.to(device).eval()
@@ -262,7 +262,7 @@ def check_audio_outputs(files: list[Path], audio_dir: str | Path, overwrite: boo
                 raise InputError(
                     output,
                     "already exists; refusing to overwrite it",
-                    [remedy("to replace it", force=True)],
+                    [remedy("to replace it", overwrite=True)],
                 )
 
 
@@ -272,9 +272,8 @@ def write_report(report: EvalReport, json_path: str | Path, overwrite: bool = Fa
     csv_path = json_path.with_suffix(".csv")
     for p in (json_path, csv_path):
         if p.exists() and not overwrite:
-            raise InputError(
-                p, "already exists; refusing to overwrite it", [remedy("to replace it", force=True)]
-            )
+            replace = remedy("to replace it", overwrite=True)
+            raise InputError(p, "already exists; refusing to overwrite it", [replace])
     with atomic_output(csv_path, overwrite=True) as tmp:
         tmp.write_text(report.csv_text(), encoding="utf-8")
     with atomic_output(json_path, overwrite=True) as tmp:

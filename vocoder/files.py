@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import pickle
 import tempfile
@@ -30,6 +31,33 @@ _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # How the text files users write (file lists, id lists, metadata.csv) are read: UTF-8, a
 # byte-order mark at the start (Windows editors write one) skipped, not part of the first line
 TEXT_ENCODING = "utf-8-sig"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def plain_file_mode(status: Path = Path("/proc/self/status")) -> int:
+    """The mode a plain `open` gives a new file: 0o666 less the process's umask.
+
+    The umask is read from `status` where the system has it (Linux): `os.umask` reads it
+    only by setting it, which for that moment gives every thread of the process (the
+    demo's, say) a umask of 0.
+    """
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o22)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -56,9 +84,7 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():  # mkstemp creates 0600; give the result the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            os.chmod(tmp, plain_file_mode())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         # soundfile and torch report a failed write as a RuntimeError without the errno
@@ -128,4 +154,11 @@ def _check_zip_crcs(path: Path, what: str) -> None:
         raise InputError(path, f"corrupt {what}: record {bad} fails its CRC check")
 
 
-__all__ = ["TEXT_ENCODING", "atomic_output", "write_problem", "load_torch_file"]
+__all__ = [
+    "TEXT_ENCODING",
+    "atomic_output",
+    "load_torch_file",
+    "plain_file_mode",
+    "sha256_file",
+    "write_problem",
+]

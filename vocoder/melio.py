@@ -73,7 +73,7 @@ class DbNormalization:
         return 4.0 if self.symmetric else 1.0
 
     @classmethod
-    def parse(cls, spec: str, source: str = "--db-normalization") -> DbNormalization:
+    def parse(cls, spec: str, source: str = "db_normalization") -> DbNormalization:
         """From `"symmetric=true,max_abs_value=4,ref_level_db=20"` (any of the fields)."""
         values: dict[str, object] = {}
         for item in filter(None, (part.strip() for part in spec.split(","))):

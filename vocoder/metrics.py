@@ -24,6 +24,7 @@ import scipy.fft
 import torch
 
 from vocoder.audio import resample
+from vocoder.errors import InputError
 
 MCD_COEFFICIENTS = 24
 _MCD_SCALE = 10.0 / math.log(10.0) * math.sqrt(2.0)
@@ -91,7 +92,7 @@ def _at_16k(audio: torch.Tensor, sample_rate: int) -> np.ndarray:
 
 def _same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"mels differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+        raise InputError("mel", f"the mels differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
 __all__ = [

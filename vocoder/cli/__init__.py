@@ -1,7 +1,8 @@
 """The `vocoder` command: one module per subcommand, dispatched here.
 
-Each command module in this package defines `HELP` (one line), `add_arguments(parser)`
-and `run(args) -> int`. Errors derived from `VocoderError`, and the operating system's
+Each command module in this package defines `add_arguments(parser)` and `run(args) ->
+int`; its one-line help is in `COMMAND_HELP` here, so that `vocoder --help` imports no
+command module (nor torch). Errors derived from `VocoderError`, and the operating system's
 refusals (`OSError`: a folder that cannot be created, a full disk), print as one line on
 stderr naming the file and exit with code 2; `--verbose` shows the traceback as well.
 Warnings print as `warning: ...`.

@@ -21,8 +21,6 @@ import vocoder
 from vocoder.devices import resolve_device
 from vocoder.errors import VocoderError
 
-HELP = "start the Gradio web demo"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

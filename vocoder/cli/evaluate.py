@@ -23,8 +23,6 @@ from vocoder.inference.sizing import log_prob_batch_size
 from vocoder.model_source import resolve_model_source
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
-HELP = "test-set likelihood and copy-synthesis quality vs. Griffin-Lim"
-
 log = logging.getLogger(__name__)
 
 EPILOG = f"""\

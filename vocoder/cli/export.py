@@ -8,8 +8,6 @@ from vocoder.checkpoint import load_model
 from vocoder.cli.outputs import add_stem_argument, output_folders, output_stem
 from vocoder.inference.export import export_inference_model
 
-HELP = "write a model's inference form (safetensors + JSON)"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

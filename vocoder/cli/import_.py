@@ -9,8 +9,6 @@ from vocoder.checkpoint import load_model
 from vocoder.cli.outputs import add_stem_argument, output_folders, output_stem
 from vocoder.importers import check_height, import_checkpoint, write_imported
 
-HELP = "convert a published WaveFlow, NanoFlow or WaveGlow checkpoint"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -14,7 +14,6 @@ from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
 from vocoder.train.run_dir import CONFIG_FILE
 
-HELP = "size, receptive field, FLOPs of a model, config or run folder"
 WEIGHT_FILES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 

@@ -25,8 +25,6 @@ from vocoder.pretrained import (
 )
 from vocoder.pretrained.download import file_in_the_way
 
-HELP = "list the pretrained models and the published weights"
-
 # summary keys shown in the table's quality column, with their labels and formats
 QUALITY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ll", "LL", "{:.2f}"),

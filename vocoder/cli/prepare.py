@@ -23,8 +23,6 @@ from vocoder.errors import ConfigError, InputError
 from vocoder.features import PRESETS, MelConfig
 from vocoder.train.config import load_experiment_config
 
-HELP = "validate a dataset for a run's mel convention, write filelists"
-
 log = logging.getLogger(__name__)
 
 EPILOG = """\

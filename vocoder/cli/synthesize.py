@@ -57,8 +57,6 @@ from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
 
-HELP = "turn mel files or audio (copy-synthesis) into waveforms"
-
 MEL_EXTENSIONS = (".npy", ".pt")
 LIST_EXTENSION = ".txt"  # a file list: one input path per line
 QUIETEST_PEAK_DBFS = -90.0  # one 16-bit LSB is -90.3 dBFS: a quieter peak writes silence
@@ -307,7 +305,7 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.db_normalization is not None and args.mel_format != "db-normalized":
         raise ConfigError("--db-normalization applies to --mel-format db-normalized only")
     if args.db_normalization is not None:
-        DbNormalization.parse(args.db_normalization)  # a typo stops the run before the model
+        DbNormalization.parse(args.db_normalization, "--db-normalization")  # before the model
     if args.out.exists() and not args.out.is_dir():
         raise InputError(args.out, "exists and is not a folder")
     try:
@@ -358,7 +356,11 @@ def _read_mel(job: Job, synth: Synthesizer, args, stats) -> tuple[torch.Tensor, 
         audio = load_audio(job.source, synth.sample_rate)
         mel = synth.mel_from_audio(audio, source=str(job.source))
         return mel, min(audio.shape[-1], mel.shape[-1] * synth.hop_length)
-    db = DbNormalization.parse(args.db_normalization) if args.db_normalization else None
+    db = (
+        DbNormalization.parse(args.db_normalization, "--db-normalization")
+        if args.db_normalization
+        else None
+    )
     mel = load_mel(job.source, synth.n_mels, args.mel_format, stats, db=db)
     mel = synth.validate_mel(mel, source=str(job.source), warn=False)[0]
     return mel, mel.shape[-1] * synth.hop_length

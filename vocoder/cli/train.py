@@ -27,8 +27,6 @@ from vocoder.train.config import (
 from vocoder.train.run_dir import CONFIG_FILE
 from vocoder.train.trainer import Progress, train
 
-HELP = "train a model from a YAML config (torchrun for several GPUs)"
-
 log = logging.getLogger(__name__)
 
 # Bookkeeping that may differ between a run's config and the --config it is resumed with;
@@ -230,4 +228,4 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-__all__ = ["HELP", "add_arguments", "run", "resolve_config"]
+__all__ = ["add_arguments", "run", "resolve_config"]

@@ -2,7 +2,8 @@
 
 Relative paths are resolved against the filelist's own folder, so a prepared data folder
 can be moved as a whole. Blank lines and lines starting with `#` are ignored. Paths are
-made absolute but symlinks are kept as named (a file's stem names its cached mel).
+made absolute but symlinks are kept as named (a file's stem names its mel in a
+`data.mel_dir`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Splits: "random", a shuffle seeded with `seed` by the given fractions; or "listed", the
 `train.txt` / `test.txt` id lists (file stems, one per line) at the folder's top, with a
 small validation slice carved from train (`carve_valid`). Files in neither list are left
-out. Files are told apart by stem (mels are cached as `<stem>.npy`), so two files with the
-same stem in different subfolders are an error.
+out. Files are told apart by stem (a TTS model's mels, `data.mel_dir`, are `<stem>.npy`), so
+two files with the same stem in different subfolders are an error.
 """
 
 from __future__ import annotations

@@ -170,10 +170,6 @@ class InferenceModel:
         self.rows = rows
         self.glow = glow
 
-    @property
-    def is_row_family(self) -> bool:
-        return self.rows is not None
-
     @torch.no_grad()
     def upsample(self, mel: Tensor) -> Tensor:
         """Log-mel `[B, n_mels, F]` -> float32 conditioning `[B, n_mels, F * hop_length]`."""

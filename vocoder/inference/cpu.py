@@ -34,7 +34,7 @@ share wide GEMMs instead of paying each GEMM's fixed cost on a few hundred colum
 
 Numerically it is `IncrementalInverse`'s computation (the same folded weights, summed in
 another order): in fp32 the two agree to float rounding, and an item's audio does not
-depend on its batch. `vocoder.inference.cuda.make_row_inverse` picks it on the CPU, in
+depend on its batch. `vocoder.inference.engine.make_row_inverse` picks it on the CPU, in
 both precisions (bench/cpu_engine.py and bench/cpu_batch.py have the figures).
 """
 

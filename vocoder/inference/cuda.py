@@ -8,9 +8,10 @@ launch per synthesis. Everything it touches is preallocated: static inputs (z, t
 conditioning rows, the column mask), the row rings, the hidden-state stack and the output,
 plus the intermediates the capture allocated from the graph's private memory pool.
 
-Shapes. Widths (T / h columns) are rounded up to a bucket (multiples of 64 columns, at
-most 1/8 more) so a handful of graphs serve every length; at most `max_graphs` are kept
-(least recently used dropped; all of them when a new capture runs out of memory).
+Shapes. Widths (T / h columns) are rounded up to a bucket (`bucket_width`: at most 63
+columns or 1/8 more, whichever is larger) so a handful of graphs serve every length; at
+most `max_graphs` are kept (least recently used dropped; all of them when a new capture
+runs out of memory).
 
 Padding is exact. Batches pad every item to the longest (outputs trimmed per item), and
 buckets pad further. The width convolutions are non-causal, so near an item's end they
@@ -28,9 +29,9 @@ runner at batch 1 and the first at a larger batch (compiled separately: dynamic 
 specialize size 1) are each checked once against the eager path (relative L2 error) before
 they are trusted.
 
-Fallback: on the CPU `make_row_inverse` returns `vocoder.inference.cpu.GemmRowInverse` (the
-GEMM rows, in fp32 and bf16); without CUDA graph support (or fast=False),
-`vocoder.inference.incremental.IncrementalInverse`.
+Fallback (`vocoder.inference.engine.make_row_inverse` chooses): on the CPU
+`vocoder.inference.cpu.GemmRowInverse` (the GEMM rows, in fp32 and bf16); without CUDA
+graph support (or fast=False), `vocoder.inference.incremental.IncrementalInverse`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from torch import Tensor
 from vocoder.flows.coupling import Elementwise
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.inference.compile import RowFlows
-from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.incremental import IncrementalInverse, RowBuffers, StepKernels
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def graphs_available(device: torch.device) -> bool:
 
 
 def bucket_width(width: int) -> int:
-    """`width` rounded up to a multiple of max(64, 2^(bits - 4)): at most 1/8 more columns."""
+    """`width` rounded up to a multiple of max(64, 2^(bits - 4)): at most 63 columns more,
+    or 1/8 more from 512 columns on."""
     step = max(MIN_BUCKET, 1 << max(0, width.bit_length() - 4))
     return -(-width // step) * step
 
@@ -266,18 +267,6 @@ class GraphedRowInverse:
         return CapturedRun(z, cond, keep, buffers, graph.replay, graph)
 
 
-def make_row_inverse(
-    rows: RowFlows, fast: bool = True, fuse: bool = True
-) -> IncrementalInverse | GraphedRowInverse:
-    """The best row inverse for `rows`' device: CUDA graphs when `fast` and available, the
-    GEMM row steps on a CPU when `fast`, else the eager incremental engine."""
-    if fast and graphs_available(rows.device):
-        return GraphedRowInverse(rows, fuse=fuse)
-    if fast and rows.device.type == "cpu":
-        return GemmRowInverse(rows)
-    return IncrementalInverse(rows)
-
-
 def _real(audio: Tensor, lengths: list[int] | None) -> Tensor:
     """The items' real samples, concatenated (what lies beyond a length is meaningless)."""
     if lengths is None:
@@ -296,6 +285,5 @@ __all__ = [
     "bucket_width",
     "fused_kernels",
     "graphs_available",
-    "make_row_inverse",
     "relative_error",
 ]

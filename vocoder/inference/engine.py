@@ -37,10 +37,11 @@ from vocoder.checkpoint import load_model
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig, MelSpectrogram
-from vocoder.inference.compile import InferenceModel, prepare_for_inference
+from vocoder.inference.compile import InferenceModel, RowFlows, prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
-from vocoder.inference.cuda import make_row_inverse
+from vocoder.inference.cuda import GraphedRowInverse, graphs_available
 from vocoder.inference.denoiser import Denoiser, bias_mel
+from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.inputs import validate_mel
 from vocoder.inference.longform import (
     DEFAULT_CROSSFADE,
@@ -82,6 +83,18 @@ def _as_ln(
     if mel.dim() != 2:
         raise InputError(source, f"expected a mel [n_mels, frames], got shape {tuple(mel.shape)}")
     return convert_mel(mel, mel_format, stats, db=db)
+
+
+def make_row_inverse(
+    rows: RowFlows, fast: bool = True, fuse: bool = True
+) -> IncrementalInverse | GraphedRowInverse:
+    """The best row inverse for `rows`' device: CUDA graphs when `fast` and available, the
+    GEMM row steps on a CPU when `fast`, else the eager incremental engine."""
+    if fast and graphs_available(rows.device):
+        return GraphedRowInverse(rows, fuse=fuse)
+    if fast and rows.device.type == "cpu":
+        return GemmRowInverse(rows)
+    return IncrementalInverse(rows)
 
 
 class Synthesizer:
@@ -307,7 +320,7 @@ class Synthesizer:
         """
         sources = list(sources) if sources is not None else [f"mel[{i}]" for i in range(len(mels))]
         if len(sources) != len(mels):
-            raise ValueError(f"{len(sources)} sources for {len(mels)} mels")
+            raise ConfigError(f"sources: {len(sources)} names for {len(mels)} mels")
         validated = []
         for mel, source in zip(mels, sources, strict=True):
             ln = _as_ln(mel, mel_format, stats, db_normalization, source)
@@ -360,7 +373,7 @@ class Synthesizer:
                 f"seed must be an integer or a sequence of integers, got {seed!r}"
             ) from None
         if len(seeds) != count:
-            raise ValueError(f"{len(seeds)} seeds for {count} mels")
+            raise ConfigError(f"seed: {len(seeds)} seeds for {count} mels")
         return seeds
 
     def _synthesize(
@@ -510,4 +523,5 @@ class Synthesizer:
 __all__ = [
     "Synthesizer",
     "default_batch_size",
+    "make_row_inverse",
 ]

@@ -146,10 +146,5 @@ class ModelConfig:
                     f"{self.n_early_every} flows leaves {widths} channels; each must be even, >= 2"
                 )
 
-    @property
-    def flow_embedding(self) -> bool:
-        """Whether the model has a flow indication embedding (nanoflow families, full)."""
-        return self.is_nanoflow and self.sharing == "full"
-
 
 __all__ = ["ModelConfig", "FAMILIES"]

@@ -103,7 +103,9 @@ def resolve_model_config(path_or_name: str | Path) -> ModelConfig:
         if not meta.is_file():
             raise InputError(path, f"expected its config beside it in {meta.name}")
         try:
-            data = json.loads(meta.read_text())
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(meta, f"not a text file (byte {e.start} is not UTF-8)") from None
         except json.JSONDecodeError as e:
             raise InputError(meta, f"not valid JSON ({e})") from None
         return _model_section(data, meta)

@@ -31,7 +31,8 @@ be fetched with `download_published`; the others are downloaded by hand.
 layer may resolve a name.
 """
 
-from vocoder.pretrained.download import DOWNLOAD_TIMEOUT_S, cache_root, sha256_file
+from vocoder.files import sha256_file
+from vocoder.pretrained.download import DOWNLOAD_TIMEOUT_S, cache_root
 from vocoder.pretrained.published import (
     MANUAL_HOSTS,
     PublishedWeights,

@@ -8,7 +8,6 @@ are removed, and so are the folders the download created, if left empty.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import os
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vocoder.errors import InputError
+from vocoder.files import plain_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,6 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
         return Path(cache_dir)
     env = os.environ.get("VOCODER_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "vocoder"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Staging:
@@ -61,9 +52,7 @@ class Staging:
         self.temps.append(tmp)
         with os.fdopen(fd, "wb") as out:
             _fetch(url, out, limit)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, plain_file_mode())
         return tmp
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vocoder.errors import ConfigError, InputError, remedy
-from vocoder.pretrained.download import sha256_file, staged_downloads
+from vocoder.files import sha256_file
+from vocoder.pretrained.download import staged_downloads
 from vocoder.pretrained.registry import parse_registry, read_registry
 
 Download = Literal["direct", "manual"]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vocoder.errors import ConfigError, InputError
-from vocoder.pretrained.download import cache_root, sha256_file, staged_downloads
+from vocoder.files import sha256_file
+from vocoder.pretrained.download import cache_root, staged_downloads
 
 
 def _shipped_folder() -> Path:

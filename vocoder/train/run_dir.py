@@ -45,7 +45,7 @@ def claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Path
             raise InputError(
                 found,
                 f"was set aside by a rollback; to go back to that line, move the files of "
-                f"{aside} back into {aside.parent} (and the newer ones out), then --resume",
+                f"{aside} back into {aside.parent} (and the newer ones out), then resume the run",
             )
         mine = latest_checkpoint(run_dir)
         if mine is not None and mine.parent.resolve() != found.parent.resolve():
