@@ -38,7 +38,7 @@ def filelist_files(filelist: Path | None, part: str) -> list[Path]:
     return files
 
 
-def test_stems(config: ExperimentConfig) -> set[str]:
+def stems_of_test_list(config: ExperimentConfig) -> set[str]:
     """The name stems of the test list's files (none without a test list)."""
     test_list = config.data.filelist("test")
     if test_list is None or not test_list.is_file():
@@ -48,7 +48,7 @@ def test_stems(config: ExperimentConfig) -> set[str]:
 
 def check_no_test_files(train_files: list[Path], config: ExperimentConfig) -> None:
     """Refuse to train on any file of the test list (matched by name stem)."""
-    leaked = sorted({p.stem for p in train_files} & test_stems(config))
+    leaked = sorted({p.stem for p in train_files} & stems_of_test_list(config))
     if leaked:
         shown = ", ".join(leaked[:5]) + (" ..." if len(leaked) > 5 else "")
         raise ConfigError(f"data: {len(leaked)} training file(s) are in the test list: {shown}")
@@ -58,4 +58,10 @@ def optional_path(value: str | None) -> Path | None:
     return Path(value) if value is not None else None
 
 
-__all__ = ["SkipSampler", "filelist_files", "check_no_test_files", "optional_path", "test_stems"]
+__all__ = [
+    "SkipSampler",
+    "filelist_files",
+    "check_no_test_files",
+    "optional_path",
+    "stems_of_test_list",
+]

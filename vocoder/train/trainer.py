@@ -43,7 +43,7 @@ from vocoder.train.data import (
     check_no_test_files,
     filelist_files,
     optional_path,
-    test_stems,
+    stems_of_test_list,
 )
 from vocoder.train.ema import EMA
 from vocoder.train.logging import TrainLog
@@ -176,7 +176,7 @@ def train(
             from_folder = resume is True or Path(resume).is_dir()
             resume_from, state = load_resumable(resume_from, device, fall_back=from_folder)
             check_same_model(state, config, resume_from)
-            check_same_data(state, train_ids, test_stems(config), resume_from)
+            check_same_data(state, train_ids, stems_of_test_list(config), resume_from)
             check_init_from(state, config, resume_from)
             step, epoch, batch_in_epoch = restore_training_state(
                 state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
