@@ -21,6 +21,12 @@ from pathlib import Path
 import torch
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # best first
+# the precisions by name, as configs and the command line give them
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
 
 
 @cache
@@ -56,4 +62,4 @@ def default_precision(device: torch.device) -> str:
     return "fp32"
 
 
-__all__ = ["BF16_FLAGS", "cpu_bf16_units", "default_precision", "onednn_bf16"]
+__all__ = ["BF16_FLAGS", "DTYPES", "cpu_bf16_units", "default_precision", "onednn_bf16"]

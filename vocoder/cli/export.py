@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, stem, precision=args.precision, overwrite=args.force
         )
     model, info = load_model(weights)  # proves the export loads back
-    count = sum(p.numel() for p in model.parameters())
+    count = model.parameter_count()
     print(
         f"wrote {weights} and {meta}: {info.model.family}, inference form, "
         f"{count / 1e6:.3f} M parameters, {args.precision} weights"

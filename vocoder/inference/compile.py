@@ -49,19 +49,14 @@ from vocoder.models.config import ModelConfig
 from vocoder.models.nanoflow import NanoFlow
 from vocoder.models.waveflow import WaveFlow
 from vocoder.nets.wavenet2d import GatedLayer2D, Modulation
-
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
+from vocoder.precision import DTYPES
 
 
 def precision_dtype(precision: str) -> torch.dtype:
     """The torch dtype of a precision name ("fp32", "fp16", "bf16")."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    return PRECISIONS[precision]
+    if precision not in DTYPES:
+        raise ConfigError(f"unknown precision {precision!r}; use {', '.join(DTYPES)}")
+    return DTYPES[precision]
 
 
 @dataclass
@@ -332,7 +327,6 @@ def build_row_flows(model: WaveFlow, dtype: torch.dtype, device: torch.device) -
 
 
 __all__ = [
-    "PRECISIONS",
     "InferenceModel",
     "RowFlows",
     "RowFlowStep",

@@ -32,7 +32,7 @@ def export_inference_model(
     metadata: dict[str, Any] = {
         "name": Path(out_stem).name,
         "precision": precision,
-        "parameters": sum(p.numel() for p in inference.parameters()),
+        "parameters": inference.parameter_count(),
         "source": str(source),
         "exported_by": f"vocoder {__version__}",
     }

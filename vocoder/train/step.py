@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from vocoder.models import FlowVocoder
+from vocoder.precision import DTYPES
 from vocoder.train import distributed
 
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {name: DTYPES[name] for name in ("bf16", "fp16")}  # fp32: no autocast
 
 
 class LogLikelihood(nn.Module):
