@@ -99,11 +99,9 @@ convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
   if [[ -f "$data_dir/manifest.json" ]]; then
-    if [[ -n "$audio_dir" ]]; then  # the split prepare would choose now, as in its --help
-      expected=${split:-random}
-      [[ -z "$split" && -f "$audio_dir/train.txt" && -f "$audio_dir/test.txt" ]] && expected=listed
-      "$python" ../prepared_as.py "$data_dir" --source "$audio_dir" --split "$expected" > /dev/null \
-        || exit 2
+    if [[ -n "$audio_dir" ]]; then  # made from these recordings, with the split asked for
+      "$python" ../prepared_as.py "$data_dir" --source "$audio_dir" --layout folder \
+        ${split:+--split "$split"} > /dev/null || exit 2
     fi
     echo "stage 1: $data_dir is prepared already (delete it to redo; training checks its mel convention)"
   else

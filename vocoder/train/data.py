@@ -46,9 +46,9 @@ def stems_of_test_list(config: ExperimentConfig) -> set[str]:
     return {p.stem for p in read_filelist(test_list, check_exists=False)}
 
 
-def check_no_test_files(train_files: list[Path], config: ExperimentConfig) -> None:
-    """Refuse to train on any file of the test list (matched by name stem)."""
-    leaked = sorted({p.stem for p in train_files} & stems_of_test_list(config))
+def check_no_test_files(train_files: list[Path], test_ids: set[str]) -> None:
+    """Refuse to train on any file of the test list (`stems_of_test_list`; by name stem)."""
+    leaked = sorted({p.stem for p in train_files} & test_ids)
     if leaked:
         shown = ", ".join(leaked[:5]) + (" ..." if len(leaked) > 5 else "")
         raise ConfigError(f"data: {len(leaked)} training file(s) are in the test list: {shown}")

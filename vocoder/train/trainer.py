@@ -139,7 +139,8 @@ def train(
 
         # ---- data ----
         train_files = filelist_files(dc.filelist("train"), "train")
-        check_no_test_files(train_files, config)
+        test_ids = stems_of_test_list(config)
+        check_no_test_files(train_files, test_ids)
         train_ids = sorted(p.stem for p in train_files)
         if dc.mel_dir is not None:
             check_mels_exist(train_files, Path(dc.mel_dir))
@@ -176,7 +177,7 @@ def train(
             from_folder = resume is True or Path(resume).is_dir()
             resume_from, state = load_resumable(resume_from, device, fall_back=from_folder)
             check_same_model(state, config, resume_from)
-            check_same_data(state, train_ids, stems_of_test_list(config), resume_from)
+            check_same_data(state, train_ids, test_ids, resume_from)
             check_init_from(state, config, resume_from)
             step, epoch, batch_in_epoch = restore_training_state(
                 state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
