@@ -27,12 +27,12 @@ from vocoder.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from vocoder.checkpoint_retention import non_finite_tensor, prune_checkpoints
 from vocoder.config import to_dict
 from vocoder.errors import InputError
 from vocoder.features import MelConfig
 from vocoder.inference.export import export_inference_model
 from vocoder.models import ModelConfig, build_model, resolve_model_config
+from vocoder.train.retention import non_finite_tensor, prune_checkpoints
 
 TINY = dict(n_flows=2, n_layers=2, n_group=8, channels=8, embedding_dim=8)
 

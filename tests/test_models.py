@@ -23,7 +23,7 @@ from vocoder.models import (
     model_config_from_dict,
     resolve_model_config,
 )
-from vocoder.models.nanoflow import CachedFlowIndication, FlowIndication
+from vocoder.models.flow_indication import CachedFlowIndication, FlowIndication
 from vocoder.nets import wavenet2d
 from vocoder.nets.upsample import MelUpsampler2D
 

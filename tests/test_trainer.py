@@ -26,7 +26,6 @@ from vocoder.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.cli import main
 from vocoder.errors import ConfigError
 from vocoder.models import build_model
@@ -36,6 +35,7 @@ from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
 from vocoder.train.resume import init_weights
+from vocoder.train.retention import non_finite_tensor
 from vocoder.train.run_dir import LOCK_FILE, RunLock
 from vocoder.train.signals import StopRequest
 from vocoder.train.step import LogLikelihood, train_step

@@ -48,7 +48,8 @@ from vocoder.models.base import FlowVocoder
 from vocoder.models.config import ModelConfig
 from vocoder.models.nanoflow import NanoFlow
 from vocoder.models.waveflow import WaveFlow
-from vocoder.nets.wavenet2d import GatedLayer2D, Modulation
+from vocoder.nets.gated import Modulation
+from vocoder.nets.wavenet2d import GatedLayer2D
 from vocoder.precision import DTYPES
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vocoder.models.base import network_reach
 from vocoder.models.config import ModelConfig
 
 NOISE_BLOCK = 1 << 16  # samples of noise drawn per seeded block
@@ -79,11 +80,6 @@ class NoiseStream:
             lo, hi = max(start, base) - base, min(stop, base + self.block) - base
             parts.append(self._get(index)[lo:hi])
         return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def network_reach(config: ModelConfig) -> int:
-    """Columns one flow's network sees on each side: (kernel - 1) / 2 * (2^layers - 1)."""
-    return (config.kernel_size - 1) // 2 * (2**config.n_layers - 1)
 
 
 def receptive_context(config: ModelConfig, exact: bool = False) -> int:
@@ -248,7 +244,6 @@ __all__ = [
     "WindowInput",
     "add_window",
     "join_windows",
-    "network_reach",
     "plan_windows",
     "receptive_context",
     "synthesize_in_windows",

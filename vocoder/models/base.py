@@ -33,6 +33,12 @@ from vocoder.models.config import ModelConfig
 LOG_2PI = math.log(2 * math.pi)
 
 
+def network_reach(config: ModelConfig) -> int:
+    """Columns one flow's network sees on each side of its output column: its dilated convs
+    (dilations 1, 2, .., 2^(L-1)) reach (kernel - 1) / 2 * (2^L - 1)."""
+    return (config.kernel_size - 1) // 2 * (2**config.n_layers - 1)
+
+
 @dataclass(frozen=True)
 class ReceptiveField:
     """How far one output sample's transform reaches, in the squeezed layout and in samples.
@@ -258,4 +264,11 @@ class FlowVocoder(nn.Module):
         return counter.get_total_flops() / length
 
 
-__all__ = ["FlowVocoder", "ReceptiveField", "elementwise_for", "fold_weight_norm", "LOG_2PI"]
+__all__ = [
+    "FlowVocoder",
+    "ReceptiveField",
+    "elementwise_for",
+    "fold_weight_norm",
+    "network_reach",
+    "LOG_2PI",
+]

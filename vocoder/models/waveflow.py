@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from vocoder.flows.coupling import RowAutoregressiveCoupling
 from vocoder.flows.permutations import permute_rows, row_orders
 from vocoder.flows.squeeze import squeeze, unsqueeze
-from vocoder.models.base import FlowVocoder, ReceptiveField, elementwise_for
+from vocoder.models.base import FlowVocoder, ReceptiveField, elementwise_for, network_reach
 from vocoder.models.config import ModelConfig
 from vocoder.nets.upsample import MelUpsampler2D
 from vocoder.nets.wavenet2d import WaveNet2D, conv_layout
@@ -117,7 +117,7 @@ class WaveFlow(FlowVocoder):
 
     def receptive_field(self) -> ReceptiveField:
         c = self.config
-        columns = 1 + (c.kernel_size - 1) * (2**c.n_layers - 1)
+        columns = 1 + 2 * network_reach(c)
         rows = min(c.n_group - 1, 1 + (c.kernel_size - 1) * c.n_layers)
         return ReceptiveField(rows, columns, c.n_group * (c.n_flows * (columns - 1) + 1))
 

@@ -27,11 +27,11 @@ from torch.nn.utils.parametrizations import weight_norm
 from vocoder.flows.coupling import ChannelCoupling
 from vocoder.flows.invconv import InvertibleConv1x1
 from vocoder.flows.squeeze import squeeze, unsqueeze
-from vocoder.models.base import FlowVocoder, ReceptiveField, elementwise_for
+from vocoder.models.base import FlowVocoder, ReceptiveField, elementwise_for, network_reach
 from vocoder.models.config import ModelConfig
-from vocoder.models.nanoflow import CachedFlowIndication, FlowIndication
+from vocoder.models.flow_indication import CachedFlowIndication, FlowIndication
+from vocoder.nets.gated import Modulation
 from vocoder.nets.upsample import MelUpsampler1D
-from vocoder.nets.wavenet2d import Modulation
 from vocoder.nets.wn import WN
 
 
@@ -124,7 +124,7 @@ class WaveGlow(FlowVocoder):
 
     def receptive_field(self) -> ReceptiveField:
         c = self.config
-        columns = 1 + (c.kernel_size - 1) * (2**c.n_layers - 1)
+        columns = 1 + 2 * network_reach(c)
         return ReceptiveField(0, columns, c.n_group * (c.n_flows * (columns - 1) + 1))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from vocoder.nets.wavenet2d import Modulation, channel_vector, gated_residual_skip
+from vocoder.nets.gated import Modulation, channel_vector, gated_residual_skip
 
 
 class GatedLayer1D(nn.Module):

@@ -14,11 +14,11 @@ from vocoder.checkpoint import (
     load_model,
     restore_rng_state,
 )
-from vocoder.checkpoint_retention import non_finite_tensor
 from vocoder.config import to_dict
 from vocoder.errors import ConfigError, InputError, remedy
 from vocoder.models import FlowVocoder
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
+from vocoder.train.retention import non_finite_tensor
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from vocoder.checkpoint import checkpoint_path, save_checkpoint
-from vocoder.checkpoint_retention import prune_checkpoints
 from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset, check_mels_exist
 from vocoder.errors import ConfigError, VocoderError
@@ -56,6 +55,7 @@ from vocoder.train.resume import (
     restore_training_state,
     training_state,
 )
+from vocoder.train.retention import prune_checkpoints
 from vocoder.train.run_dir import (
     RunLock,
     claim_run_dir,
@@ -135,7 +135,6 @@ def train(
             config = replace(config, train=tc)
             log.info("train.precision auto: %s on %s", tc.precision, device)
         torch.manual_seed(tc.seed)
-        torch.backends.cudnn.benchmark = False
 
         # ---- data ----
         train_files = filelist_files(dc.filelist("train"), "train")
