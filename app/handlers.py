@@ -25,14 +25,13 @@ from vocoder.errors import ConfigError, InputError, VocoderError
 from vocoder.features import MelConfig
 from vocoder.griffin_lim import griffin_lim
 from vocoder.inference.engine import Synthesizer
-from vocoder.melio import MelRangeWarning, check_mel_range, load_mel
+from vocoder.melio import MEL_SUFFIXES, MelRangeWarning, check_mel_range, load_mel
 from vocoder.sigma import DEFAULT_SIGMA
 
 from .cache import ModelCache
 from .menus import describe_model, path_menu, registry_menu
 from .plots import mel_image, waveform_image
 
-MEL_SUFFIXES = (".npy", ".pt")
 GRIFFIN_LIM = "griffin-lim"
 NO_COMPARISON = "none"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"

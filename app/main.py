@@ -18,11 +18,11 @@ from pydantic import ValidationError
 
 from vocoder.audio import audio_info
 from vocoder.errors import VocoderError
+from vocoder.melio import MEL_SUFFIXES
 from vocoder.sigma import DEFAULT_SIGMA
 
 from .handlers import (
     EXAMPLES_DIR,
-    MEL_SUFFIXES,
     NO_COMPARISON,
     DemoResult,
     DemoSettings,
@@ -93,7 +93,7 @@ def build_demo(demo: VocoderDemo) -> gr.Blocks:
                 )
                 mel_in = gr.File(
                     label="…or a mel file (.npy or .pt: [80, frames], natural-log mel)",
-                    file_types=[".npy", ".pt"],
+                    file_types=list(MEL_SUFFIXES),
                     height=150,
                     elem_id="mel-input",
                 )

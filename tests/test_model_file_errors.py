@@ -60,3 +60,34 @@ def test_a_model_file_that_cannot_load_is_one_line(case, command, tmp_path, caps
     assert phrase in err, err
     assert "weights_only" not in err and "will likely succeed" not in err
     assert out == "" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, phrase",
+    [
+        (b"\xff\xfe{}", "not a text file (byte 0 is not UTF-8)"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"model": ', "not valid JSON"),
+        (None, "expected its config beside it in wide.json"),
+    ],
+)
+@pytest.mark.parametrize("command", ["info", "synthesize"])
+def test_an_export_whose_json_is_damaged_is_one_line_naming_it(
+    damage, phrase, command, tmp_path, capsys
+):
+    weights, meta = export_model(tiny_model(), MelConfig(), tmp_path / "wide")
+    if damage is None:
+        meta.unlink()
+    else:
+        meta.write_bytes(damage)
+    if command == "info":
+        argv = ["info", str(weights)]
+    else:
+        np.save(tmp_path / "mel.npy", MEL)
+        argv = ["synthesize", "--model", str(weights), str(tmp_path / "mel.npy")]
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    _, err = capsys.readouterr()
+    named = weights if damage is None else meta
+    assert err.startswith(f"error: {named}: ") and err.count("\n") == 1, err
+    assert phrase in err, err

@@ -41,7 +41,7 @@ import torch
 from vocoder.config import from_dict, to_dict
 from vocoder.errors import ConfigError, InputError, first_line, remedy
 from vocoder.features import MelConfig
-from vocoder.files import atomic_output, load_torch_file, sha256_file
+from vocoder.files import atomic_output, load_torch_file, read_export_json, sha256_file
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
 
 CHECKPOINT_FORMAT = "vocoder-checkpoint"
@@ -343,17 +343,9 @@ def _read_weights(path: Path, weights: str) -> tuple[dict[str, torch.Tensor], Mo
 
 
 def _read_export(path: Path) -> tuple[dict[str, torch.Tensor], ModelInfo]:
-    meta_path = path.with_suffix(".json")
     if not path.is_file():
         raise InputError(path, "no such file")
-    if not meta_path.is_file():
-        raise InputError(path, f"expected its config beside it in {meta_path.name}")
-    try:
-        document = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(meta_path, f"not valid JSON ({e})") from None
-    if not isinstance(document, dict):
-        raise InputError(meta_path, "expected a JSON object")
+    meta_path, document = read_export_json(path)
     form = document.get("form", "training")
     if form not in ("training", "inference"):
         raise InputError(meta_path, f"unknown form {form!r} (training or inference)")

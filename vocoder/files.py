@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import pickle
 import tempfile
@@ -105,6 +106,27 @@ def write_problem(error: Exception) -> str:
     return f"{first_line(error)} (is the disk full?)"
 
 
+# what torch.save'd checkpoints are named: ours (.pt) and the published codebases'
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def read_export_json(weights: Path) -> tuple[Path, dict[str, Any]]:
+    """The JSON object an export keeps beside its weights (`x.safetensors` -> `x.json`), and
+    its path; `InputError` for a missing, non-UTF-8 or invalid one."""
+    meta = weights.with_suffix(".json")
+    if not meta.is_file():
+        raise InputError(weights, f"expected its config beside it in {meta.name}")
+    try:
+        document = json.loads(meta.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(meta, f"not a text file (byte {e.start} is not UTF-8)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(meta, f"not valid JSON ({first_line(e)})") from None
+    if not isinstance(document, dict):
+        raise InputError(meta, "expected a JSON object")
+    return meta, document
+
+
 def load_torch_file(
     path: str | Path, what: str = "PyTorch file", map_location: str | torch.device = "cpu"
 ) -> Any:
@@ -156,9 +178,11 @@ def _check_zip_crcs(path: Path, what: str) -> None:
 
 __all__ = [
     "TEXT_ENCODING",
+    "TORCH_SUFFIXES",
     "atomic_output",
     "load_torch_file",
     "plain_file_mode",
+    "read_export_json",
     "sha256_file",
     "write_problem",
 ]

@@ -52,6 +52,10 @@ LN_FLOOR = math.log(1e-5)  # the clamp of the tacotron2 / hifigan conventions: -
 STATS_REMEDY = remedy(stats="FILE")  # meanvar mels need their statistics
 
 
+# the mel files read and written: numpy arrays, or tensors saved by torch.save
+MEL_SUFFIXES = (".npy", ".pt")
+
+
 @dataclass(frozen=True)
 class DbNormalization:
     """Parameters of a normalized-dB mel (Tacotron style: Rayhane-mamah, Coqui TTS).
@@ -256,7 +260,7 @@ def save_mel(path: str | Path, mel: torch.Tensor | np.ndarray, overwrite: bool =
         raise InputError(path, f"expected a mel [n_mels, frames], got shape {array.shape}")
     array = np.ascontiguousarray(array, dtype=np.float32)
     suffix = path.suffix.lower()
-    if suffix not in (".npy", ".pt"):
+    if suffix not in MEL_SUFFIXES:
         raise InputError(path, "mel files end in .npy or .pt")
     with atomic_output(path, overwrite=overwrite) as tmp:
         if suffix == ".npy":
@@ -337,7 +341,7 @@ _INTEGER_MEL = "holds integers ({}); a mel is floating point"
 
 def _read_array(path: Path) -> torch.Tensor:
     suffix = path.suffix.lower()
-    if suffix in (".npy", ".pt") and path.is_file() and path.stat().st_size == 0:
+    if suffix in MEL_SUFFIXES and path.is_file() and path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
     try:
         if suffix == ".npy":

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from vocoder.checkpoint import latest_checkpoint, load_model
 from vocoder.errors import InputError
+from vocoder.files import TORCH_SUFFIXES
 from vocoder.importers import resolve_checkpoint
 from vocoder.models import build_model, list_model_presets, resolve_model_config
 from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
 from vocoder.train.run_dir import CONFIG_FILE
 
-WEIGHT_FILES = (".pt", ".pth", ".ckpt", ".safetensors")
+WEIGHT_FILES = (*TORCH_SUFFIXES, ".safetensors")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

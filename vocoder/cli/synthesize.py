@@ -46,6 +46,7 @@ from vocoder.files import TEXT_ENCODING
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.melio import (
     MEL_FORMATS,
+    MEL_SUFFIXES,
     DbNormalization,
     MeanVarStats,
     check_mel_range,
@@ -57,7 +58,6 @@ from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
 
-MEL_EXTENSIONS = (".npy", ".pt")
 LIST_EXTENSION = ".txt"  # a file list: one input path per line
 QUIETEST_PEAK_DBFS = -90.0  # one 16-bit LSB is -90.3 dBFS: a quieter peak writes silence
 
@@ -201,7 +201,7 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
     their path below it in `place`; hidden files, and the output folder `out_dir` when it
     lies inside, are skipped); `origin` names the input in errors (the path, or a file list
     and line)."""
-    known = MEL_EXTENSIONS + AUDIO_EXTENSIONS
+    known = MEL_SUFFIXES + AUDIO_EXTENSIONS
     where = "" if origin == str(path) else f"{path}: "
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
@@ -230,7 +230,7 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
             )
         if not found:
             raise InputError(
-                origin, f"{where}no mel ({', '.join(MEL_EXTENSIONS)}) or audio files in it"
+                origin, f"{where}no mel ({', '.join(MEL_SUFFIXES)}) or audio files in it"
             )
         return [
             Job(
@@ -244,7 +244,7 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
         if path.suffix.lower() not in known:
             raise InputError(
                 origin,
-                f"{where}not a mel ({', '.join(MEL_EXTENSIONS)}) or audio file "
+                f"{where}not a mel ({', '.join(MEL_SUFFIXES)}) or audio file "
                 f"({', '.join(AUDIO_EXTENSIONS)})",
             )
         output = place.with_name(place.name + ".wav")

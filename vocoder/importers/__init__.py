@@ -26,7 +26,7 @@ from vocoder import __version__
 from vocoder.checkpoint import CHECKPOINT_FORMAT, export_model
 from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.features import MelConfig
-from vocoder.files import sha256_file
+from vocoder.files import TORCH_SUFFIXES, sha256_file
 from vocoder.importers.l0sg import convert_l0sg, is_l0sg_checkpoint, reference_settings
 from vocoder.importers.nvidia import HOP_LENGTH, convert_nvidia_waveglow, is_nvidia_waveglow
 from vocoder.importers.safe_pickle import load_foreign_checkpoint
@@ -35,7 +35,7 @@ from vocoder.pretrained import cache_root
 
 logger = logging.getLogger(__name__)
 
-FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", "")
+FOREIGN_SUFFIXES = (*TORCH_SUFFIXES, "")  # NVIDIA names some files without one
 IMPORT_CACHE = "imported"
 
 

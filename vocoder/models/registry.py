@@ -7,13 +7,12 @@ checkpoint into a `ModelConfig`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from vocoder.config import from_dict, load_mapping, to_dict
 from vocoder.errors import ConfigError, InputError
-from vocoder.files import load_torch_file
+from vocoder.files import TORCH_SUFFIXES, load_torch_file, read_export_json
 from vocoder.models.base import FlowVocoder
 from vocoder.models.config import ModelConfig
 from vocoder.models.nanoflow import NanoFlow
@@ -99,17 +98,9 @@ def resolve_model_config(path_or_name: str | Path) -> ModelConfig:
     if suffix in (".yaml", ".yml", ".json"):
         return _model_section(load_mapping(path), path)
     if suffix == ".safetensors":
-        meta = path.with_suffix(".json")
-        if not meta.is_file():
-            raise InputError(path, f"expected its config beside it in {meta.name}")
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise InputError(meta, f"not a text file (byte {e.start} is not UTF-8)") from None
-        except json.JSONDecodeError as e:
-            raise InputError(meta, f"not valid JSON ({e})") from None
-        return _model_section(data, meta)
-    if suffix in (".pt", ".pth", ".ckpt"):
+        meta, document = read_export_json(path)
+        return _model_section(document, meta)
+    if suffix in TORCH_SUFFIXES:
         checkpoint = load_torch_file(path, "checkpoint")
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
             raise InputError(path, "checkpoint has no 'config' mapping")
