@@ -14,8 +14,9 @@ import torch
 import torchaudio
 
 from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
+from vocoder.cli import describe_error
 from vocoder.errors import InputError
-from vocoder.files import plain_file_mode
+from vocoder.files import plain_file_mode, refuse_existing
 
 CLIP = "LJ001-0002"  # 1.9 s
 
@@ -83,6 +84,21 @@ def test_save_refuses_to_overwrite(clip_path, tmp_path):
     save_audio(target, audio, 22050, overwrite=True)
     assert torch.equal(load_audio(target), audio)
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temp file left behind
+
+
+def test_refusing_existing_files_names_the_first_and_counts_the_rest(tmp_path):
+    paths = [tmp_path / name for name in ("a.wav", "b.wav", "c.wav", "d.wav")]
+    refuse_existing(paths)  # none exists yet
+    for p in paths[1:]:
+        p.write_bytes(b"")
+    with pytest.raises(InputError) as refused:
+        refuse_existing(paths)
+    assert refused.value.source == str(paths[1])
+    assert refused.value.problem == "already exists (and 2 more); refusing to overwrite it"
+    assert str(refused.value).endswith("; set overwrite=True to replace it")
+    assert describe_error(refused.value).endswith("; pass --force to replace it")
+    with pytest.raises(InputError, match="set force=True"):
+        refuse_existing(paths[3:], "force")
 
 
 def test_outputs_get_umask_permissions_not_private_temp_ones(clip_path, tmp_path):

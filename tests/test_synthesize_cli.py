@@ -62,8 +62,8 @@ def model_file(tmp_path_factory) -> Path:
     again = vocoder("export", folder / "trained.safetensors", "--out", folder / "tiny")
     assert again.returncode == 2
     assert again.stderr == (
-        f"error: {folder / 'tiny.safetensors'}: already exists; refusing to overwrite it; "
-        "pass --force to replace it\n"
+        f"error: {folder / 'tiny.safetensors'}: already exists (and 1 more); refusing to "
+        "overwrite it; pass --force to replace it\n"
     )
     return folder / "tiny.safetensors"
 

@@ -39,9 +39,15 @@ import safetensors.torch
 import torch
 
 from vocoder.config import from_dict, to_dict
-from vocoder.errors import ConfigError, InputError, first_line, remedy
+from vocoder.errors import ConfigError, InputError, first_line
 from vocoder.features import MelConfig
-from vocoder.files import atomic_output, load_torch_file, read_export_json, sha256_file
+from vocoder.files import (
+    atomic_output,
+    load_torch_file,
+    read_export_json,
+    refuse_existing,
+    sha256_file,
+)
 from vocoder.models import FlowVocoder, ModelConfig, build_model, model_config_from_dict
 
 CHECKPOINT_FORMAT = "vocoder-checkpoint"
@@ -219,13 +225,8 @@ def export_model(
         out_stem = out_stem.with_suffix("")
     weights_path = out_stem.parent / f"{out_stem.name}.safetensors"
     meta_path = out_stem.parent / f"{out_stem.name}.json"
-    for p in (weights_path, meta_path):
-        if p.exists() and not overwrite:
-            raise InputError(
-                p,
-                "already exists; refusing to overwrite it",
-                [remedy("to replace it", overwrite=True)],
-            )
+    if not overwrite:
+        refuse_existing([weights_path, meta_path])
     form = "inference" if model.inference_form else "training"
     document = {
         "format": EXPORT_FORMAT,

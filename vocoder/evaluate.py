@@ -30,9 +30,9 @@ import torch
 from vocoder import metrics
 from vocoder.audio import audio_info, save_audio
 from vocoder.data.segments import UtteranceDataset
-from vocoder.errors import ConfigError, InputError, remedy
+from vocoder.errors import ConfigError, InputError
 from vocoder.features import MelConfig, MelSpectrogram
-from vocoder.files import atomic_output
+from vocoder.files import atomic_output, refuse_existing
 from vocoder.griffin_lim import GRIFFIN_LIM_ITERATIONS, griffin_lim
 from vocoder.models import FlowVocoder
 from vocoder.sigma import DEFAULT_SIGMA
@@ -258,22 +258,16 @@ def check_audio_outputs(files: list[Path], audio_dir: str | Path, overwrite: boo
                     path, f"its audio would go to {output}, as that of {owners[output]}"
                 )
             owners[output] = path
-            if output.exists() and not overwrite:
-                raise InputError(
-                    output,
-                    "already exists; refusing to overwrite it",
-                    [remedy("to replace it", overwrite=True)],
-                )
+            if not overwrite:
+                refuse_existing([output])
 
 
 def write_report(report: EvalReport, json_path: str | Path, overwrite: bool = False) -> list[Path]:
     """Write the JSON report and a CSV of the same stem beside it, atomically."""
     json_path = Path(json_path)
     csv_path = json_path.with_suffix(".csv")
-    for p in (json_path, csv_path):
-        if p.exists() and not overwrite:
-            replace = remedy("to replace it", overwrite=True)
-            raise InputError(p, "already exists; refusing to overwrite it", [replace])
+    if not overwrite:
+        refuse_existing([json_path, csv_path])
     with atomic_output(csv_path, overwrite=True) as tmp:
         tmp.write_text(report.csv_text(), encoding="utf-8")
     with atomic_output(json_path, overwrite=True) as tmp:

@@ -17,7 +17,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,19 @@ def plain_file_mode(status: Path = Path("/proc/self/status")) -> int:
     return 0o666 & ~umask
 
 
+def refuse_existing(paths: Iterable[str | Path], option: str = "overwrite") -> None:
+    """`InputError` naming the first of `paths` that exists (and how many more do), with
+    the remedy of setting `option` (the keyword that replaces them) to True."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(
+            existing[0],
+            f"already exists{more}; refusing to overwrite it",
+            [remedy("to replace it", **{option: True})],
+        )
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success move it onto `path` atomically.
@@ -70,12 +83,8 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     failed write (a full disk, say) becomes an `InputError` naming `path`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(
-            path,
-            "already exists; refusing to overwrite it",
-            [remedy("to replace it", overwrite=True)],
-        )
+    if not overwrite:
+        refuse_existing([path])
     if path.is_dir():
         raise InputError(path, "is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +192,7 @@ __all__ = [
     "load_torch_file",
     "plain_file_mode",
     "read_export_json",
+    "refuse_existing",
     "sha256_file",
     "write_problem",
 ]

@@ -18,6 +18,7 @@ from vocoder.data.filelist import read_filelist
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError
 from vocoder.evaluate import METRICS, EvalReport, evaluate, write_report
+from vocoder.files import refuse_existing
 from vocoder.inference.engine import Synthesizer
 from vocoder.inference.sizing import log_prob_batch_size
 from vocoder.model_source import resolve_model_source
@@ -158,9 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if args.precision != "fp32" and (args.engine == "plain" or args.no_synthesis):
         raise ConfigError(f"--precision {args.precision} applies to the fast engine's synthesis")
     if args.out is not None and not args.force:
-        for p in (args.out, args.out.with_suffix(".csv")):
-            if p.exists():
-                raise InputError(p, "already exists; refusing to overwrite it (use --force)")
+        refuse_existing([args.out, args.out.with_suffix(".csv")])
     if args.mel_dir is not None and not args.mel_dir.is_dir():
         problem = (
             "is a file; --mel-dir takes a folder" if args.mel_dir.is_file() else "no such folder"

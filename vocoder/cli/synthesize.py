@@ -42,7 +42,7 @@ from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, first_line
-from vocoder.files import TEXT_ENCODING
+from vocoder.files import TEXT_ENCODING, refuse_existing
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.melio import (
     MEL_FORMATS,
@@ -375,10 +375,7 @@ def run(args: argparse.Namespace) -> int:
         job = blocked[0]
         raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
     if not args.force:
-        existing = [job.output for job in jobs if job.output.exists()]
-        if existing:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise InputError(existing[0], f"already exists{more}; pass --force to overwrite")
+        refuse_existing(job.output for job in jobs)
     with _sigterm_as_exit(), output_folders(job.output.parent for job in jobs):
         return _synthesize(jobs, args)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vocoder.errors import ConfigError, InputError, remedy
-from vocoder.files import sha256_file
+from vocoder.errors import ConfigError, InputError
+from vocoder.files import refuse_existing, sha256_file
 from vocoder.pretrained.download import staged_downloads
 from vocoder.pretrained.registry import parse_registry, read_registry
 
@@ -195,12 +195,8 @@ def download_published(
     target = folder / entry.file
     if target.is_dir():
         raise InputError(target, "is a directory")
-    if target.exists() and not force:
-        raise InputError(
-            target,
-            "already exists; refusing to overwrite it",
-            [remedy("to replace it", force=True)],
-        )
+    if not force:
+        refuse_existing([target], "force")
     with staged_downloads(folder) as staging:
         tmp = staging.fetch(entry.urls[0], entry.file)
         if entry.sha256 is not None:
@@ -211,7 +207,7 @@ def download_published(
                     f"sha256 {actual} does not match the registry's {entry.sha256}: not the "
                     "published file (nothing was saved)",
                 )
-        if target.exists() and not force:  # appeared while downloading
-            raise InputError(target, "already exists; refusing to overwrite it")
+        if not force:  # it may have appeared while downloading
+            refuse_existing([target], "force")
         os.replace(tmp, target)
     return target
