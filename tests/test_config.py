@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from vocoder.config import apply_overrides, from_dict, load_mapping, to_dict
+from vocoder.config import apply_overrides, differences, from_dict, load_mapping, to_dict
 from vocoder.errors import ConfigError
 from vocoder.features import MelConfig
 
@@ -138,3 +138,16 @@ def test_saved_configs_of_old_runs_still_load(tmp_path):
     path.write_text(yaml.safe_dump(saved))
     assert load_experiment_config(path) == config
     assert model_config_from_dict(saved["model"]) == config.model
+
+
+def test_differences_are_dotted_keys_with_both_values():
+    there = {"model": {"channels": 64, "n_flows": 8}, "seed": 1, "gone": True}
+    here = {"model": {"channels": 32, "n_flows": 8}, "seed": 1, "new": "x"}
+    assert differences(there, here) == [
+        "gone (True there, None here)",
+        "model.channels (64 there, 32 here)",
+        "new (None there, 'x' here)",
+    ]
+    assert differences(here, here) == []
+    # a mapping against a value is one difference, not a walk
+    assert differences({"a": {"b": 1}}, {"a": 2}) == ["a ({'b': 1} there, 2 here)"]

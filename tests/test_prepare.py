@@ -235,8 +235,8 @@ def test_check_prepared_names_the_manifest_and_the_setting(dataset, tmp_path, ca
     with pytest.raises(InputError) as caught:
         check_prepared(out, MelConfig.preset("tacotron2", hop_length=300, n_fft=2048))
     assert caught.value.source == str(out / "manifest.json")
-    assert "hop_length 256 there, 300 here" in caught.value.problem
-    assert "n_fft 1024 there, 2048 here" in caught.value.problem
+    assert "hop_length (256 there, 300 here)" in caught.value.problem
+    assert "n_fft (1024 there, 2048 here)" in caught.value.problem
     assert "sample_rate" not in caught.value.problem and "\n" not in str(caught.value)
     # a longer training segment than the clips were checked for pads the short ones: said
     with caplog.at_level(logging.WARNING, logger="vocoder.data.prepare"):

@@ -443,7 +443,7 @@ def test_resume_refuses_a_changed_model(reference, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]) == 0
     assert main(["train", "--out", str(run), "--resume", "model.channels=16"]) == 2
-    assert "model config changed: channels (8 -> 16)" in capsys.readouterr().err
+    assert "model config changed: channels (8 there, 16 here)" in capsys.readouterr().err
     other = tmp_path / "other.yaml"
     data = yaml.safe_load(conf.read_text())
     data["train"]["lr"] = 1e-4

@@ -113,6 +113,19 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
+def differences(there: dict[str, Any], here: dict[str, Any], prefix: str = "") -> list[str]:
+    """Each key whose value differs between two nested mappings, dotted and with both
+    values: `["model.channels (64 there, 32 here)"]`."""
+    out = []
+    for key in sorted(set(there) | set(here)):
+        x, y = there.get(key), here.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.extend(differences(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out.append(f"{prefix}{key} ({x!r} there, {y!r} here)")
+    return out
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml's safe loader, refusing a key given twice in one mapping (yaml keeps the last
     silently, so a setting typed twice would change the run without a word)."""

@@ -17,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vocoder.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_checkpoint
 from vocoder.cli.outputs import output_folders
-from vocoder.config import load_mapping
+from vocoder.config import differences, load_mapping
 from vocoder.errors import ConfigError, InputError
 from vocoder.train.config import (
     ExperimentConfig,
@@ -175,7 +175,7 @@ def resolve_config(
         given = replace(given, train=replace(given.train, precision=config.train.precision))
     changed = [
         d
-        for d in _differences(experiment_to_dict(config), experiment_to_dict(given))
+        for d in differences(experiment_to_dict(config), experiment_to_dict(given))
         if d.split(" ")[0] not in CHANGEABLE_ON_RESUME
     ]
     if changed:
@@ -214,18 +214,6 @@ def _split_resume(resume: bool | str, overrides: list[str]) -> tuple[bool | str,
     if isinstance(resume, str) and "=" in resume and not os.path.exists(resume):
         return True, [resume, *overrides]
     return resume, overrides
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        x, y = a.get(k), b.get(k)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out.extend(_differences(x, y, f"{prefix}{k}."))
-        elif x != y:
-            out.append(f"{prefix}{k} ({x!r} there, {y!r} here)")
-    return out
 
 
 __all__ = ["add_arguments", "run", "resolve_config"]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from vocoder.audio import audio_info, load_audio, resample, save_audio
-from vocoder.config import to_dict
+from vocoder.config import differences, to_dict
 from vocoder.data.filelist import write_filelist
 from vocoder.data.folder import folder_splits, scan_audio
 from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read_metadata
@@ -291,9 +291,11 @@ def check_prepared(
     if not isinstance(stated, dict):
         raise InputError(path, "states no mel_config; prepare the folder again")
     wanted = to_dict(mel_config)
-    changed = [k for k in wanted if stated.get(k) != wanted[k]]
+    # keys the manifest has and the run's MelConfig lacks (written by another version) are
+    # not the run's convention: only the run's keys are compared
+    changed = differences({k: stated.get(k) for k in wanted}, wanted)
     if changed:
-        settings = ", ".join(f"{k} {stated.get(k)!r} there, {wanted[k]!r} here" for k in changed)
+        settings = ", ".join(changed)
         raise InputError(
             path,
             f"prepared for another mel convention than the run's features ({settings}); "

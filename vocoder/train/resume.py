@@ -14,7 +14,7 @@ from vocoder.checkpoint import (
     load_model,
     restore_rng_state,
 )
-from vocoder.config import to_dict
+from vocoder.config import differences, to_dict
 from vocoder.errors import ConfigError, InputError, remedy
 from vocoder.models import FlowVocoder
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
@@ -84,12 +84,9 @@ def load_resumable(path: Path, device: torch.device, fall_back: bool) -> tuple[P
 
 def check_same_model(state: dict, config: ExperimentConfig, path: Path) -> None:
     """A run resumes only with the model config it was saved with."""
-    saved = state["config"].get("model", {})
-    wanted = to_dict(config.model)
-    diff = [k for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
-    if diff:
-        changes = ", ".join(f"{k} ({saved.get(k)!r} -> {wanted.get(k)!r})" for k in diff)
-        raise ConfigError(f"{path}: cannot resume: the model config changed: {changes}")
+    changes = differences(state["config"].get("model", {}), to_dict(config.model))
+    if changes:
+        raise ConfigError(f"{path}: cannot resume: the model config changed: {', '.join(changes)}")
 
 
 def check_same_data(state: dict, train_ids: list[str], test_ids: set[str], path: Path) -> None:
@@ -194,14 +191,15 @@ def init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> No
             "init_from needs training-form weights (a .pt checkpoint or an export of a "
             "training-form model), not an inference-form export",
         )
-    for name, mine, theirs in (
-        ("model", to_dict(config.model), to_dict(info.model)),
-        ("features", to_dict(config.features), to_dict(info.features)),
+    for name, theirs, mine in (
+        ("model", info.model, config.model),
+        ("features", info.features, config.features),
     ):
-        diff = [k for k in mine if mine[k] != theirs.get(k)]
-        if diff:
-            changes = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine[k]!r} here)" for k in diff)
-            raise ConfigError(f"train.init_from {path}: its {name} config differs: {changes}")
+        changes = differences(to_dict(theirs), to_dict(mine))
+        if changes:
+            raise ConfigError(
+                f"train.init_from {path}: its {name} config differs: {', '.join(changes)}"
+            )
     model.load_state_dict(source.state_dict())
     log.info("initialised from %s (%s weights, step %s)", path, info.weights, info.step)
 
