@@ -76,20 +76,7 @@ def test_two_process_gloo_run_keeps_replicas_identical(tmp_path, ljspeech_clips)
 def test_workers_checkpoint_and_stop_when_torchrun_is_killed(tmp_path, ljspeech_clips):
     """torchrun starts its workers in sessions of their own: SIGKILLed, it left them
     training on, unseen, into the run folder."""
-    ids = (ljspeech_clips / "train.txt").read_text().split()[:4]
-    train_list = tmp_path / "train.txt"
-    train_list.write_text("".join(f"{ljspeech_clips / 'wavs' / i}.wav\n" for i in ids))
-    config = {
-        "model": {"preset": "waveflow-h16-r64", "n_flows": 2, "n_layers": 2, "n_group": 8,
-                  "channels": 8},
-        "data": {"train": str(train_list), "segment_length": 2048, "batch_size": 1,
-                 "num_workers": 0},
-        "train": {"max_steps": 100000, "log_every": 1, "checkpoint_every": 100000,
-                  "seed": 3, "device": "cpu", "precision": "fp32"},
-    }  # fmt: skip
-    conf = tmp_path / "conf.yaml"
-    conf.write_text(yaml.safe_dump(config))
-    run = tmp_path / "run"
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "vocoder", "train", "--config", str(conf), "--out", str(run),
@@ -120,6 +107,97 @@ def test_workers_checkpoint_and_stop_when_torchrun_is_killed(tmp_path, ljspeech_
     assert [e["step"] for e in read_log(run)] == list(range(1, stopped + 1))
 
 
+def test_nproc_stops_as_one_process_does_and_says_which_process_died(tmp_path, ljspeech_clips):
+    """`vocoder train --nproc 2`: SIGTERM exits 143 after a checkpoint with no launcher
+    traceback (torchrun's own exits 1 with one); a worker killed outright is named, and
+    the other stops with one line instead of gloo's traceback."""
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def start(*extra: str) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"stderr{len(list(tmp_path.glob('stderr*')))}.txt"
+        command = [sys.executable, "-m", "vocoder", "train", "--nproc", "2", *extra]
+        with log.open("w") as err:
+            launcher = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True
+            )
+        return launcher, log
+
+    def wait_for_step(launcher: subprocess.Popen, after: int) -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert launcher.poll() is None, "the launcher ended before training"
+            if any(e["step"] > after for e in read_log(run)):
+                return
+            time.sleep(0.05)
+        raise AssertionError("no step within 180 s")
+
+    launcher, log = start("--config", str(conf), "--out", str(run))
+    try:
+        wait_for_step(launcher, 0)
+        launcher.send_signal(signal.SIGTERM)
+        out, _ = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    err = log.read_text()
+    assert launcher.returncode == 143, err[-3000:]
+    assert "Traceback" not in err and "SignalException" not in err, err[-3000:]
+    assert err.count("stop requested") == 1 and err.count("training waveflow") == 1
+    step = load_checkpoint(list_checkpoints(run)[-1])["step"]
+    assert out.count(f"stopped at step {step}; checkpoint:") == 1
+
+    launcher, log = start("--out", str(run), "--resume")
+    try:
+        wait_for_step(launcher, step)
+        workers = _children(launcher.pid)
+        assert len(workers) == 2
+        os.kill(workers[-1], signal.SIGKILL)
+        launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    err = log.read_text()
+    assert launcher.returncode == 128 + signal.SIGKILL, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    killed = [line for line in err.splitlines() if "was killed by SIGKILL" in line]
+    assert len(killed) == 1 and killed[0].startswith("error: training process ")
+    assert "another training process of the job stopped" in err, err[-3000:]
+
+
+def test_nproc_runs_the_same_command_in_each_process():
+    from vocoder.cli import build_parser
+    from vocoder.cli.train import worker_command
+
+    argv = ["train", "--nproc", "4", "--config", "c.yaml", "--out", "exp/r", "--resume",
+            "train.lr=1e-4", "--max-steps", "9", "--force", "data.batch_size=2"]  # fmt: skip
+    args = build_parser("train").parse_args(argv)
+    again = build_parser("train").parse_args(worker_command(args))
+    assert {**vars(args), "nproc": 1} == vars(again)
+
+
+def test_nproc_is_refused_below_one_and_under_torchrun(tmp_path, monkeypatch, capsys):
+    from vocoder.cli import main
+
+    assert main(["train", "--nproc", "0", "--config", "c.yaml"]) == 2
+    assert capsys.readouterr().err == "error: --nproc must be at least 1, got 0\n"
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main(["train", "--nproc", "2", "--config", "c.yaml"]) == 2
+    assert "under torchrun leave it out" in capsys.readouterr().err
+
+
+def test_a_lost_peer_is_one_line_only_in_a_job():
+    from vocoder.train.distributed import PeerLost, peer_lost
+
+    cpu = torch.device("cpu")
+    job, alone = DistInfo(1, 1, 2, cpu), DistInfo(0, 0, 1, cpu)
+    gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:547] Connection closed by peer [::1]:7")
+    lost = peer_lost(gloo, job)
+    assert isinstance(lost, PeerLost) and str(lost).startswith("training process 1: another")
+    assert "Connection closed by peer" in str(lost)
+    assert peer_lost(gloo, alone) is None
+    assert peer_lost(RuntimeError("CUDA out of memory"), job) is None
+    assert isinstance(peer_lost(torch.distributed.DistBackendError("NCCL aborted"), job), PeerLost)
+
+
 def test_single_process_helpers_are_no_ops():
     info = setup("cpu")
     assert info == DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -140,3 +218,35 @@ def _workers(run: Path) -> list[int]:
         if str(run).encode() in words and b"torch.distributed.run" not in words and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid`, in pid order."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _endless_run(tmp_path: Path, clips: Path) -> tuple[Path, Path]:
+    """A config of a tiny WaveFlow training until stopped (logging every step, never
+    checkpointing on its own), and its run folder."""
+    ids = (clips / "train.txt").read_text().split()[:4]
+    train_list = tmp_path / "train.txt"
+    train_list.write_text("".join(f"{clips / 'wavs' / i}.wav\n" for i in ids))
+    config = {
+        "model": {"preset": "waveflow-h16-r64", "n_flows": 2, "n_layers": 2, "n_group": 8,
+                  "channels": 8},
+        "data": {"train": str(train_list), "segment_length": 2048, "batch_size": 1,
+                 "num_workers": 0},
+        "train": {"max_steps": 100000, "log_every": 1, "checkpoint_every": 100000,
+                  "seed": 3, "device": "cpu", "precision": "fp32"},
+    }  # fmt: skip
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(config))
+    return conf, tmp_path / "run"

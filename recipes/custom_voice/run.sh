@@ -4,7 +4,7 @@
 #   stage 1: vocoder prepare --config: scan the folder (wav/flac/ogg, any rate, searched
 #            recursively), mix down to mono, resample to the conf's rate, split; the
 #            manifest records the conf's mel convention, which training checks
-#   stage 2: vocoder train (torchrun when --ngpu > 1); resumes where it stopped;
+#   stage 2: vocoder train (--nproc N for N GPUs); resumes where it stopped;
 #            --init-from starts from a trained model; --mel-dir trains on your TTS
 #            model's mels (<stem>.npy beside each recording's stem)
 #   stage 3: vocoder evaluate: test-set LL, copy-synthesis vs Griffin-Lim (and, with
@@ -18,7 +18,7 @@
 #   --conf FILE                  experiment config (conf/finetune-nanoflow.yaml)
 #   --data-dir DIR               prepared data (data/<audio folder name>)
 #   --exp DIR                    run folder (exp/<conf name>)
-#   --ngpu N                     GPUs for training (1); N > 1 runs torchrun
+#   --ngpu N                     GPUs for training (1): vocoder train --nproc N
 #   --init-from PATH             fine-tune from this checkpoint / run folder / export
 #                                (same model and mel settings as the conf)
 #   --mel-dir DIR                fine-tune on TTS-predicted mels (natural-log,
@@ -117,15 +117,11 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   if [[ -z "$init_from" && "$conf" == *finetune* && ! -d "$exp/checkpoints" ]]; then
     echo "  note: no --init-from: $(basename "$conf") trains from scratch (fine-tuning needs a trained model)"
   fi
-  args=(train --config "$conf" --out "$exp" --resume "data.prepared=$data_dir")
+  args=(train --nproc "$ngpu" --config "$conf" --out "$exp" --resume "data.prepared=$data_dir")
   [[ -n "$init_from" ]] && args+=("train.init_from=$init_from")
   [[ -n "$mel_dir" ]] && args+=("data.mel_dir=$mel_dir")
   args+=(${overrides[@]+"${overrides[@]}"})
-  if [[ $ngpu -gt 1 ]]; then
-    run_child "$python" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" -m vocoder "${args[@]}"
-  else
-    vocoder "${args[@]}"
-  fi
+  vocoder "${args[@]}"
 fi
 
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then

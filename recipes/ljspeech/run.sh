@@ -4,7 +4,7 @@
 #   stage 0: download LJSpeech-1.1 (or unpack --archive), verify its SHA-256
 #   stage 1: vocoder prepare --config: validate, split, write filelists; the manifest
 #            records the conf's mel convention, which training checks
-#   stage 2: vocoder train (torchrun when --ngpu > 1); resumes where it stopped
+#   stage 2: vocoder train (--nproc N for N GPUs); resumes where it stopped
 #   stage 3: vocoder evaluate: test-set LL, copy-synthesis vs Griffin-Lim
 #   stage 4: vocoder synthesize: audio for the first test clips
 #
@@ -15,7 +15,7 @@
 #   --corpus DIR                 the LJ Speech folder itself (default DB_ROOT/LJSpeech-1.1)
 #   --data-dir DIR               prepared data (data/ljspeech)
 #   --exp DIR                    run folder (exp/<conf name>)
-#   --ngpu N                     GPUs for training (1); N > 1 runs torchrun
+#   --ngpu N                     GPUs for training (1): vocoder train --nproc N
 #   --split NAME                 nanoflow (first 1,310 clips held out), espnet, tacotron2,
 #                                hifigan (need --splits-dir), listed (the corpus's own
 #                                train.txt/test.txt); default: listed when the corpus has
@@ -139,12 +139,8 @@ fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "stage 2: train $conf -> $exp (ngpu $ngpu)"
-  args=(train --config "$conf" --out "$exp" --resume "data.prepared=$data_dir" ${overrides[@]+"${overrides[@]}"})
-  if [[ $ngpu -gt 1 ]]; then
-    run_child "$python" -m torch.distributed.run --standalone --nproc_per_node="$ngpu" -m vocoder "${args[@]}"
-  else
-    vocoder "${args[@]}"
-  fi
+  args=(train --nproc "$ngpu" --config "$conf" --out "$exp" --resume "data.prepared=$data_dir" ${overrides[@]+"${overrides[@]}"})
+  vocoder "${args[@]}"
 fi
 
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then

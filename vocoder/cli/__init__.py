@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Collection, Iterable
@@ -185,7 +186,10 @@ def _run(argv: list[str]) -> int:
     verbose = getattr(args, "verbose", False) or args.verbose_anywhere
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MessageFormatter())
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    level = logging.DEBUG if verbose else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0 and not verbose:
+        level = logging.ERROR  # torchrun's other processes: each notice once, from rank 0
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(_module(args.command).run(args) or 0)
     except (VocoderError, OSError) as e:

@@ -47,7 +47,8 @@ examples:
       --out exp/waveflow-r64
   vocoder train --out exp/waveflow-r64 --resume                  # continue where it stopped
   vocoder train --out exp/waveflow-r64 --resume --max-steps 2000000
-  torchrun --nproc_per_node=4 -m vocoder train --config conf.yaml --out exp/run
+  vocoder train --nproc 4 --config conf.yaml --out exp/run       # 4 GPUs of this machine
+  torchrun --nnodes 2 --nproc_per_node 4 ... -m vocoder train --config conf.yaml  # 2 machines
 
 Overrides are key.path=value pairs (values parsed as YAML), e.g. train.lr=2.0e-4
 model.channels=64 data.batch_size=16. When resuming, the run folder's config.yaml is the
@@ -56,6 +57,8 @@ bookkeeping (max_steps, log/valid/checkpoint intervals, keep_last, device, num_w
 Floats may be written 2e-4 too: YAML reads that as a string, and float fields convert it.
 Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint; the exit status
 is then 130 (143 for SIGTERM), so a script does not go on as if training had finished.
+--nproc N runs N processes (DDP, one per GPU; gloo on a CPU) as torchrun --standalone
+would, with the same exit statuses; several machines take torchrun itself.
 """
 
 
@@ -95,6 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="start over in a non-empty EXP_DIR (deletes its run)"
     )
     parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="training processes on this machine, one per GPU (default 1; see below)",
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="key.path=value", help="config overrides (see below)"
     )
 
@@ -107,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-steps must be positive, got {args.max_steps}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc != 1 and "LOCAL_RANK" in os.environ:
+        raise ConfigError("--nproc launches the processes itself: under torchrun leave it out")
     if resume is not False and args.force:
         raise ConfigError("--resume and --force contradict each other; pick one")
     run_dir = args.out
@@ -120,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give --config (and optionally --out), or --out with --resume")
         run_dir = Path("exp") / args.config.stem
     config = resolve_config(args.config, run_dir, resume, overrides)
+    if args.nproc != 1:
+        return launch_workers(args)
     rank = int(os.environ.get("RANK", "0"))
     show_bar = rank == 0 and sys.stderr.isatty()
     # rank 0 makes the run folder (and removes it again, empty, when the run fails to start)
@@ -138,6 +154,56 @@ def run(args: argparse.Namespace) -> int:
         print(f"{state} at step {result.step}; checkpoint: {result.checkpoint}")
     if result.stopped_early:  # the shell's code for death by that signal: scripts stop too
         return 128 + (result.stop_signal or signal.SIGTERM)
+    return 0
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The `vocoder train` arguments each of --nproc's processes runs: these, less --nproc."""
+    argv = ["train"]
+    for flag, value in (
+        ("--config", args.config),
+        ("--data", args.data),
+        ("--out", args.out),
+        ("--max-steps", args.max_steps),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.resume is True:
+        argv.append("--resume")
+    elif args.resume:
+        argv += ["--resume", str(args.resume)]
+    if args.force:
+        argv.append("--force")
+    return argv + list(args.overrides)
+
+
+def launch_workers(args: argparse.Namespace) -> int:
+    """Run `worker_command(args)` in --nproc processes as `torchrun --standalone` does, and
+    exit as one of them would: 130/143 when stopped by a signal (they save a checkpoint
+    first), a failed worker's status when one fails (each says why in its own line)."""
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # quiet the launcher's notices of stopping or losing workers: the workers say why in
+    # lines of their own and a kill is worded below (each of its loggers sets its own level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    launch = torchrun.parse_args(
+        ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "vocoder", *worker_command(args)]
+    )
+    try:
+        torchrun.run(launch)
+    except SignalException as e:  # the workers got it too, and checkpointed
+        return 128 + e.sigval
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()  # the earliest: the others may follow it
+        if failure.exitcode < 0:  # a signal nobody handled: SIGKILL, the OOM killer
+            name = signal.Signals(-failure.exitcode).name
+            log.error("training process %d was killed by %s", rank, name)
+            return 128 - failure.exitcode
+        return failure.exitcode
     return 0
 
 
@@ -216,4 +282,4 @@ def _split_resume(resume: bool | str, overrides: list[str]) -> tuple[bool | str,
     return resume, overrides
 
 
-__all__ = ["add_arguments", "run", "resolve_config"]
+__all__ = ["add_arguments", "launch_workers", "run", "resolve_config", "worker_command"]

@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun: process-group set-up, DDP, collectives.
 
-`torchrun --nproc_per_node=N -m vocoder train ...` sets RANK, LOCAL_RANK and WORLD_SIZE;
-`setup` then joins the group (env:// rendezvous; NCCL on CUDA, gloo on CPU). Without
+`vocoder train --nproc N` (or `torchrun --nproc_per_node=N -m vocoder train ...`) sets
+RANK, LOCAL_RANK and WORLD_SIZE; `setup` then joins the group (env:// rendezvous; NCCL on CUDA, gloo on CPU). Without
 those variables it is a single process and every helper here is a no-op. Only rank 0
 writes files (checkpoints, logs, TensorBoard).
 """
@@ -82,6 +82,29 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+# what a collective raises when another process of the job is gone (gloo's socket errors come
+# as plain RuntimeErrors, from DDP's gradient hooks too; NCCL's as DistError)
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+class PeerLost(VocoderError):
+    """Another process of the job stopped (killed, crashed) while this one needed it."""
+
+
+def peer_lost(error: BaseException, info: DistInfo) -> PeerLost | None:
+    """`error` as a `PeerLost` when, in a multi-process job, it says a peer is gone."""
+    if not info.enabled or not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    if not isinstance(error, dist.DistError) and not any(p in text for p in PEER_LOST):
+        return None
+    detail = next((line for line in reversed(text.splitlines()) if line.strip()), "")
+    return PeerLost(
+        f"training process {info.rank}: another training process of the job stopped "
+        f"({detail.strip()[:200]}); resume the run from its last checkpoint"
+    )
+
+
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The mean of `value` over all ranks (a copy; `value` itself is left alone)."""
     value = value.detach().clone()
@@ -126,4 +149,6 @@ __all__ = [
     "all_reduce_mean",
     "weights_digest",
     "check_replicas_equal",
+    "PeerLost",
+    "peer_lost",
 ]

@@ -325,6 +325,11 @@ def train(
             stopped_early=stop.agreed and step < tc.max_steps,
             stop_signal=stop.signal,
         )
+    except RuntimeError as e:  # a peer's death reaches the others through a collective
+        lost = distributed.peer_lost(e, dist)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         if train_log is not None:
             train_log.close()
