@@ -1,9 +1,9 @@
 """Data-parallel training under torchrun: process-group set-up, DDP, collectives.
 
 `vocoder train --nproc N` (or `torchrun --nproc_per_node=N -m vocoder train ...`) sets
-RANK, LOCAL_RANK and WORLD_SIZE; `setup` then joins the group (env:// rendezvous; NCCL on CUDA, gloo on CPU). Without
-those variables it is a single process and every helper here is a no-op. Only rank 0
-writes files (checkpoints, logs, TensorBoard).
+RANK, LOCAL_RANK and WORLD_SIZE; `setup` then joins the group (env:// rendezvous; NCCL on
+CUDA, gloo on CPU). Without those variables it is a single process and every helper here
+is a no-op. Only rank 0 writes files (checkpoints, logs, TensorBoard).
 """
 
 from __future__ import annotations
