@@ -336,7 +336,7 @@ def test_custom_voice_at_the_confs_rate_and_hop(male_reader_clips, tmp_path, con
     )  # fmt: skip
     error = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 2 and error.startswith(f"error: {data / 'manifest.json'}: ")
-    assert f"hop_length {hop} there" in error, error
+    assert f"hop_length ({hop} there" in error, error
 
 
 def test_stage_0_verifies_the_archive_checksum(tmp_path):
