@@ -369,21 +369,26 @@ def test_bad_input_is_one_line_naming_the_file(case, tiny_model, tmp_path, capsy
 
 
 @pytest.mark.parametrize(
-    "name, content, command",
+    "name, content, command, problem",
     [
-        ("bad.pt", b"garbage", ["info"]),
-        ("bad.yaml", b"model: [unclosed\n", ["info"]),
-        ("utf16.yaml", b"\xff\xfe{", ["info"]),
-        ("utf16.yaml", b"\xff\xfe{", ["train", "--out", "run", "--config"]),
+        ("bad.pt", b"garbage", ["info"], "not a PyTorch checkpoint (no torch.save header)"),
+        ("bad.yaml", b"model: [unclosed\n", ["info"], "not valid YAML/JSON (expected ','"),
+        ("utf16.yaml", b"\xff\xfe{", ["info"], "not a text file (byte 0 is not UTF-8)"),
+        (
+            "utf16.yaml",
+            b"\xff\xfe{",
+            ["train", "--out", "run", "--config"],
+            "not a text file (byte 0 is not UTF-8)",
+        ),
     ],
     ids=["corrupt-checkpoint", "invalid-yaml", "not-utf8-info", "not-utf8-train-config"],
 )
-def test_unreadable_files_are_one_line_too(name, content, command, tmp_path, capsys):
+def test_unreadable_files_are_one_line_too(name, content, command, problem, tmp_path, capsys):
     path = tmp_path / name
     path.write_bytes(content)
     assert main([*command, str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
+    assert err.startswith(f"error: {path}: {problem}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("case", ["nan-mel", "prepare-missing-folder"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from vocoder.checkpoint import latest_checkpoint, load_model
@@ -23,6 +24,7 @@ from vocoder.cli import main
 from vocoder.config import to_dict
 from vocoder.errors import ConfigError, InputError
 from vocoder.flows.permutations import row_orders
+from vocoder.flows.splines import DEFAULT_MIN_DERIVATIVE
 from vocoder.flows.squeeze import squeeze, unsqueeze
 from vocoder.importers import import_checkpoint, resolve_checkpoint
 from vocoder.inference.engine import Synthesizer
@@ -67,6 +69,27 @@ def test_imported_model_reproduces_the_reference(name):
         assert reverse_z.shape[1] == ref["reverse_audio"].shape[1] == 15360
         audio = model.inverse(reverse_z, ref["mel"])
     assert (audio - ref["reverse_audio"]).abs().max().item() < 1e-3
+
+
+@needs_goldens
+@pytest.mark.parametrize("name", ["waveflow-small-nsf", "nanoflow-small-nsf"])
+def test_every_spline_knot_keeps_the_reference_derivative(name):
+    """The goldens' inputs stay inside |x| < 4.2, where the outer bins (the first interior
+    knot is near -4.7) are never reached: here each projection's bias, the spline's
+    parameters where the network adds nothing, is compared knot by knot. The reference
+    reads widths and heights as they are and an interior derivative as
+    min_derivative + softplus(logit); this toolkit adds `derivative_offset` to the logit."""
+    model, _ = golden(name)
+    state = torch.load(GOLDENS / f"{name}.pt", weights_only=True)["model"]
+    bins, spline = model.config.spline_bins, model.coupling.elementwise
+    for k, projection in enumerate(model.projections):
+        (key,) = [n for n in state if n.endswith("proj.conv.bias") and f"flows.{k}." in n]
+        reference, imported = state[key], projection.bias.detach()
+        assert imported.shape == reference.shape == (3 * bins - 1,)
+        torch.testing.assert_close(imported[: 2 * bins], reference[: 2 * bins], rtol=0, atol=0)
+        derivative = DEFAULT_MIN_DERIVATIVE + F.softplus(reference[2 * bins :])
+        ours = DEFAULT_MIN_DERIVATIVE + F.softplus(imported[2 * bins :] + spline.derivative_offset)
+        torch.testing.assert_close(ours, derivative, rtol=1e-6, atol=1e-6)
 
 
 @needs_goldens

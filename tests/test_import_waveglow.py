@@ -319,7 +319,12 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
     text.write_text("hello\nthis is not a checkpoint\n")
     shutil.copy(REPO / "app" / "examples" / "LJ050-0030.wav", wav)
     empty.write_bytes(b"")
-    for path in (text, wav, empty, tmp_path / "missing.pt"):
+    for path, problem in (
+        (text, "not a PyTorch checkpoint (no torch.save header)"),
+        (wav, "not a PyTorch checkpoint (no torch.save header)"),
+        (empty, "empty file, not a checkpoint"),
+        (tmp_path / "missing.pt", "no such checkpoint"),
+    ):
         with pytest.raises(InputError) as error:
             load_foreign_checkpoint(path)
-        assert_one_line_error(error, str(path))
+        assert_one_line_error(error, str(path), problem)

@@ -219,9 +219,10 @@ def test_fp16_on_the_cpu_is_refused():
         Synthesizer.from_model(tiny_model("nanoflow"), device="cpu", precision="fp16")
 
 
-def test_cpu_uses_the_incremental_engine():
+def test_cpu_uses_the_gemm_engine_and_the_plain_one_when_not_fast():
     compiled = prepare_for_inference(tiny_model("nanoflow"), "fp32", "cpu")
-    assert isinstance(make_row_inverse(compiled.rows, fast=True), IncrementalInverse)
+    assert type(make_row_inverse(compiled.rows, fast=True)) is GemmRowInverse
+    assert type(make_row_inverse(compiled.rows, fast=False)) is IncrementalInverse
 
 
 @pytest.mark.parametrize(
@@ -398,7 +399,7 @@ def test_model_source_resolution(tmp_path):
     existing = tmp_path / "m.safetensors"
     existing.write_bytes(b"x")
     assert resolve_model_source(existing) == existing
-    with pytest.raises(VocoderError):
+    with pytest.raises(InputError, match=r"missing\.safetensors: no such file"):
         resolve_model_source(tmp_path / "missing.safetensors")
 
 
