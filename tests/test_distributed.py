@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -182,6 +183,19 @@ def test_nproc_is_refused_below_one_and_under_torchrun(tmp_path, monkeypatch, ca
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert main(["train", "--nproc", "2", "--config", "c.yaml"]) == 2
     assert "under torchrun leave it out" in capsys.readouterr().err
+
+
+def test_nproc_needs_a_gpu_a_process_where_it_trains_on_gpus():
+    from vocoder.cli.train import check_processes_fit
+    from vocoder.errors import ConfigError
+
+    check_processes_fit("auto", 4, 0)  # no GPU: gloo processes share the CPU
+    check_processes_fit("cpu", 4, 8)
+    check_processes_fit("cuda", 4, 4)
+    with pytest.raises(ConfigError, match=r"--nproc 4: this machine has 2 CUDA GPU\(s\)"):
+        check_processes_fit("auto", 4, 2)
+    with pytest.raises(ConfigError, match="train.device cuda:1 names one GPU"):
+        check_processes_fit("cuda:1", 2, 4)
 
 
 def test_a_lost_peer_is_one_line_only_in_a_job():

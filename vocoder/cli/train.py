@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -58,7 +59,7 @@ Floats may be written 2e-4 too: YAML reads that as a string, and float fields co
 Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint; the exit status
 is then 130 (143 for SIGTERM), so a script does not go on as if training had finished.
 --nproc N runs N processes (DDP, one per GPU; gloo on a CPU) as torchrun --standalone
-would, with the same exit statuses; several machines take torchrun itself.
+would, and exits as one process does; several machines take torchrun itself.
 """
 
 
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path("exp") / args.config.stem
     config = resolve_config(args.config, run_dir, resume, overrides)
     if args.nproc != 1:
+        check_processes_fit(config.train.device, args.nproc, torch.cuda.device_count())
         return launch_workers(args)
     rank = int(os.environ.get("RANK", "0"))
     show_bar = rank == 0 and sys.stderr.isatty()
@@ -155,6 +157,18 @@ def run(args: argparse.Namespace) -> int:
     if result.stopped_early:  # the shell's code for death by that signal: scripts stop too
         return 128 + (result.stop_signal or signal.SIGTERM)
     return 0
+
+
+def check_processes_fit(device: str, nproc: int, gpus: int) -> None:
+    """`ConfigError` unless --nproc processes on `device` get a GPU each (any number share
+    the CPU): `gpus` is the machine's CUDA GPU count."""
+    if device.startswith("cuda:"):
+        raise ConfigError(
+            f"train.device {device} names one GPU, and --nproc gives each process its own: "
+            "set train.device to cuda or auto"
+        )
+    if device in ("cuda", "auto") and gpus and nproc > gpus:
+        raise ConfigError(f"--nproc {nproc}: this machine has {gpus} CUDA GPU(s), one a process")
 
 
 def worker_command(args: argparse.Namespace) -> list[str]:
@@ -282,4 +296,11 @@ def _split_resume(resume: bool | str, overrides: list[str]) -> tuple[bool | str,
     return resume, overrides
 
 
-__all__ = ["add_arguments", "launch_workers", "run", "resolve_config", "worker_command"]
+__all__ = [
+    "add_arguments",
+    "check_processes_fit",
+    "launch_workers",
+    "run",
+    "resolve_config",
+    "worker_command",
+]
