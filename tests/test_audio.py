@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +87,29 @@ def test_save_refuses_to_overwrite(clip_path, tmp_path):
     save_audio(target, audio, 22050, overwrite=True)
     assert torch.equal(load_audio(target), audio)
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temp file left behind
+
+
+def test_a_write_killed_outright_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "out.wav"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys\n"
+            "from vocoder.files import atomic_output\n"
+            "with atomic_output(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n",
+            str(target),
+        ],
+    )
+    assert killed.returncode == -signal.SIGKILL
+    (orphan,) = tmp_path.iterdir()
+    assert orphan.name.startswith(".out.wav.") and not target.exists()
+    other = tmp_path / ".out.wav.notes.wav"  # not a name atomic_output makes: kept
+    other.write_bytes(b"mine")
+    save_audio(target, torch.zeros(100), 22050)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "out.wav"]
 
 
 def test_refusing_existing_files_names_the_first_and_counts_the_rest(tmp_path):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -74,13 +75,44 @@ def refuse_existing(paths: Iterable[str | Path], option: str = "overwrite") -> N
         )
 
 
+def remove_orphaned_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files of `atomic_output(path)` whose writing process is gone (a
+    SIGKILL, a power cut); returns them. Their names hold the writer's process id."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+{re.escape(path.suffix)}")
+    removed = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = pattern.fullmatch(candidate.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's (or not ours to judge)
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success move it onto `path` atomically.
 
-    Raises `InputError` up front when `path` exists and `overwrite` is False. On an
-    exception (or a kill) the destination is untouched and the temporary file removed; a
-    failed write (a full disk, say) becomes an `InputError` naming `path`.
+    Raises `InputError` up front when `path` exists and `overwrite` is False. The
+    destination is never half-written: on an exception (Ctrl-C, and a SIGTERM the caller
+    turns into one, included) the temporary file is removed at once; one a SIGKILL leaves
+    is removed by the next write of `path`. A failed write (a full disk, say) becomes an
+    `InputError` naming `path`.
     """
     path = Path(path)
     if not overwrite:
@@ -88,7 +120,10 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if path.is_dir():
         raise InputError(path, "is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    remove_orphaned_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=path.suffix
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -193,6 +228,7 @@ __all__ = [
     "plain_file_mode",
     "read_export_json",
     "refuse_existing",
+    "remove_orphaned_temporaries",
     "sha256_file",
     "write_problem",
 ]
