@@ -3,6 +3,7 @@ SIGTERM (subprocesses, as a user or an operator meets them)."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import resource
@@ -22,6 +23,8 @@ from vocoder.audio import pcm16_clipped
 from vocoder.checkpoint import export_model
 from vocoder.features import MelConfig
 from vocoder.models import ModelConfig, build_model
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, capability.h
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +165,125 @@ def test_sigterm_leaves_no_empty_output_folder(model_file, tmp_path):
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err.endswith("terminated\n") and "Traceback" not in err
     assert not (tmp_path / "new").exists()  # both folders made for the run are gone
+
+
+def mel_folder(folder: Path, ljspeech_clips: Path, count: int, frames: int) -> Path:
+    """`count` mels of `frames` frames cut from one real LJ Speech mel, each from its own
+    offset (so no two are alike), in `folder`."""
+    whole = np.load(ljspeech_clips / "mels_tacotron2" / "LJ001-0028.npy")  # 511 frames
+    folder.mkdir(parents=True)
+    for i in range(count):
+        start = (i * 37) % (whole.shape[1] - frames)
+        np.save(folder / f"u{i:03d}.npy", whole[:, start : start + frames])
+    return folder
+
+
+def test_an_interrupted_run_is_finished_by_skip_existing_as_it_would_have_ended(
+    model_file, ljspeech_clips, tmp_path
+):
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 16, 300)
+    common = ["--model", model_file, "--seed", "5", "--batch-size", "1", "--threads", "1"]
+    whole = vocoder("synthesize", mels, "--out", tmp_path / "whole", *common)
+    assert whole.returncode == 0, whole.stderr
+    part = tmp_path / "part"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vocoder", "synthesize", str(mels), "--out", str(part)]
+        + [str(a) for a in common],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(part.glob("*.wav")) and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.005)
+    finally:
+        process.send_signal(signal.SIGINT)
+        err = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, err
+    written = sorted(p.name for p in part.glob("*.wav"))
+    assert 0 < len(written) < 16, written
+    assert (
+        f"wrote {len(written)} of 16 file(s); the same command with --skip-existing --seed 5 "
+        "writes the others as this run would have\n"
+    ) in err
+    refused = vocoder("synthesize", mels, "--out", part, *common)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    finish = vocoder("synthesize", mels, "--out", part, *common, "--skip-existing")
+    assert finish.returncode == 0, finish.stderr
+    assert f"left out {len(written)} of 16 input(s): their outputs exist" in finish.stdout
+    assert f"synthesized {16 - len(written)} file(s)" in finish.stdout
+    for wav in sorted((tmp_path / "whole").glob("*.wav")):
+        assert (part / wav.name).read_bytes() == wav.read_bytes(), wav.name
+    again = vocoder("synthesize", mels, "--out", part, *common, "--skip-existing")
+    assert again.returncode == 0 and "left out 16 of 16" in again.stdout
+    both = vocoder("synthesize", mels, "--out", part, *common, "--skip-existing", "--force")
+    assert both.returncode == 2
+    assert "--force and --skip-existing contradict each other" in both.stderr
+
+
+def test_every_unusable_input_is_said_before_anything_is_synthesized(
+    model_file, ljspeech_clips, tmp_path
+):
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 3, 40)
+    (mels / "empty.npy").write_bytes(b"")
+    np.save(mels / "nan.npy", np.full((80, 40), np.nan, dtype=np.float32))
+    result = vocoder("synthesize", mels, "--out", tmp_path / "out", "--model", model_file)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith(f"error: {mels / 'empty.npy'}: ")
+    assert lines[1].startswith(f"error: {mels / 'nan.npy'}: ")
+    assert lines[2] == (
+        f"error: {tmp_path / 'out'}: nothing synthesized: 2 of 5 inputs cannot be used "
+        "(each said above)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_linked_folders_are_followed_and_broken_links_said(model_file, ljspeech_clips, tmp_path):
+    elsewhere = mel_folder(tmp_path / "elsewhere", ljspeech_clips, 2, 40)
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 1, 40)
+    (mels / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (mels / "linked" / "loop").symlink_to(mels, target_is_directory=True)  # back up: once
+    common = ["--model", model_file, "--seed", "1"]
+    done = vocoder("synthesize", mels, "--out", tmp_path / "out", *common)
+    assert done.returncode == 0, done.stderr
+    made = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.wav"))
+    assert made == ["linked/u000.wav", "linked/u001.wav", "u000.wav"]
+    (mels / "gone.npy").symlink_to(tmp_path / "nowhere.npy")
+    broken = vocoder("synthesize", mels, "--out", tmp_path / "out2", *common)
+    assert broken.returncode == 2
+    assert (
+        broken.stderr
+        == f"error: {mels / 'gone.npy'}: a broken link (to {tmp_path / 'nowhere.npy'})\n"
+    )
+
+
+def without_reading_past_permissions() -> None:
+    """Run before exec: the program then cannot read past file permissions, as root can
+    (root gets the capabilities of the bounding set at exec; two are dropped from it)."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+            if libc.prctl(PR_CAPBSET_DROP, capability) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_an_unreadable_folder_is_said_not_left_out(model_file, ljspeech_clips, tmp_path):
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 1, 40)
+    locked = mel_folder(mels / "locked", ljspeech_clips, 1, 40)
+    tmp_path.chmod(0o755)
+    mels.chmod(0o755)
+    locked.chmod(0)
+    try:
+        result = vocoder(
+            "synthesize", mels, "--out", tmp_path / "out", "--model", model_file,
+            preexec_fn=without_reading_past_permissions,
+        )  # fmt: skip
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {locked}: cannot read this folder (permission")

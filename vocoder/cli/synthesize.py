@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import secrets
 import signal
 import sys
@@ -37,11 +38,11 @@ from vocoder.audio import (
     pcm16_clipped,
     save_audio,
 )
-from vocoder.cli import cli_problem
+from vocoder.cli import cli_problem, describe_error
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.devices import resolve_device
-from vocoder.errors import ConfigError, InputError, first_line
+from vocoder.errors import ConfigError, InputError, VocoderError, first_line
 from vocoder.files import TEXT_ENCODING, refuse_existing
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.melio import (
@@ -71,6 +72,7 @@ class Job:
     source: Path
     output: Path
     is_audio: bool
+    index: int = 0  # its place among all inputs: its noise seed is --seed + index
     frames: int = 0  # of its mel, once checked
     samples: int = 0  # output length (copy-synthesis: the input's, as far as its mel covers)
 
@@ -96,6 +98,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the registry's default model)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave out the inputs whose output exists: run the same command again with it "
+        "(and the same --seed) to finish an interrupted run as it would have ended",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads (default: one a core); give several processes sharing a machine "
+        "a share each",
+    )
     parser.add_argument(
         "--device",
         default="auto",
@@ -193,6 +209,8 @@ def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
         elif seen[output].resolve() != job.source.resolve():
             raise InputError(job.source, f"its output {job.output} is also that of {seen[output]}")
         # else: the same file named twice (say, by a list and a folder) is synthesized once
+    for index, job in enumerate(unique):
+        job.index = index
     return unique
 
 
@@ -204,10 +222,7 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
     known = MEL_SUFFIXES + AUDIO_EXTENSIONS
     where = "" if origin == str(path) else f"{path}: "
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
-        found = [
-            p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)
-        ]
+        found = _files_below(path, known)
         outputs = out_dir.resolve()
         if outputs != path.resolve() and outputs.is_relative_to(path.resolve()):
             # earlier outputs are not inputs (a rerun with --force replaces them)
@@ -252,6 +267,33 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
     raise InputError(origin, f"{where}no such file or folder")
 
 
+def _files_below(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files with one of `suffixes` below `folder`, sorted; hidden files and folders
+    left out, linked folders followed (each once). A folder that cannot be read or a broken
+    link is an `InputError`: its files are not left out unsaid."""
+
+    def unreadable(error: OSError) -> None:
+        problem = (error.strerror or str(error)).lower()
+        raise InputError(error.filename, f"cannot read this folder ({problem})")
+
+    found, walked = [], set()
+    for root, folders, files in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:  # a link back up the tree, or a second link to one folder
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            file = Path(root) / name
+            if name.startswith(".") or file.suffix.lower() not in suffixes:
+                continue
+            if not file.exists():
+                raise InputError(file, f"a broken link (to {os.readlink(file)})")
+            found.append(file)
+    return sorted(found)
+
+
 def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
     """The jobs of a `.txt` file list: one mel or audio file (or folder) per line, relative
     paths resolved against the list's folder; blank lines and lines starting with # are
@@ -284,6 +326,10 @@ def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    if args.force and args.skip_existing:
+        raise ConfigError("--force and --skip-existing contradict each other; pick one")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_sigma(args.sigma, "--sigma")
@@ -329,18 +375,33 @@ def _load_stats(args: argparse.Namespace, synth: Synthesizer) -> MeanVarStats | 
 def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> None:
     """Read and check every input (its frames and output length noted), saying once what
     reading changes (resampling, mixdown) or what a mel's range suggests."""
+    unusable: list[VocoderError | OSError] = []
     # disable=None: progress bars on terminals only, so logs and errors stay clean
     for job in tqdm(jobs, desc="reading", unit="file", file=sys.stderr, leave=False, disable=None):
-        if job.is_audio:
-            changes = audio_info(job.source).changes_for(synth.sample_rate)
-            if changes:
-                log.info("%s: %s", job.source, changes)
-        mel, samples = _read_mel(job, synth, args, stats)
+        try:
+            if job.is_audio:
+                changes = audio_info(job.source).changes_for(synth.sample_rate)
+                if changes:
+                    log.info("%s: %s", job.source, changes)
+            mel, samples = _read_mel(job, synth, args, stats)
+        except (VocoderError, OSError) as e:  # every unusable input is said, not the first
+            unusable.append(e)
+            continue
         if not job.is_audio:
             warning = check_mel_range(mel)
             if warning:  # the library's warning, worded with this command's flags
                 log.warning("%s: %s", job.source, cli_problem(warning.problem, [warning.remedy]))
         job.frames, job.samples = mel.shape[-1], samples
+    if len(unusable) == 1:
+        raise unusable[0]
+    if unusable:
+        for error in unusable:
+            log.error("%s", describe_error(error))
+        raise InputError(
+            args.out,
+            f"nothing synthesized: {len(unusable)} of {len(jobs)} inputs cannot be used "
+            "(each said above)",
+        )
 
 
 def _read_again(job: Job, synth: Synthesizer, args, stats) -> torch.Tensor:
@@ -374,8 +435,17 @@ def run(args: argparse.Namespace) -> int:
     if blocked:
         job = blocked[0]
         raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
-    if not args.force:
+    if args.skip_existing:
+        done = [job for job in jobs if job.output.exists()]
+        if done:
+            print(f"left out {len(done)} of {len(jobs)} input(s): their outputs exist")
+        jobs = [job for job in jobs if not job.output.exists()]
+        if not jobs:
+            return 0
+    elif not args.force:
         refuse_existing(job.output for job in jobs)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     with _sigterm_as_exit(), output_folders(job.output.parent for job in jobs):
         return _synthesize(jobs, args)
 
@@ -476,39 +546,50 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
     total_audio = total_time = 0.0
     levels = Levels()
     bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
-    with bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            mels = [_read_again(jobs[i], synth, args, stats) for i in batch]
-            began = time.perf_counter()
-            audio = synth.synthesize_batch(
-                mels,
-                sigma=args.sigma,
-                seed=[seed + i for i in batch],
-                denoise=args.denoise,
-                chunk_frames=chunk,
-                sources=[str(jobs[i].source) for i in batch],
-                warn=False,  # warned while reading
-            )
-            elapsed = time.perf_counter() - began
-            batch_samples = sum(jobs[i].samples for i in batch)
-            for i, a in zip(batch, audio, strict=True):
-                job = jobs[i]
-                a = a[: job.samples].float()
-                if args.peak_normalize is not None:
-                    a = normalize_peak(a, args.peak_normalize)
-                note = levels.add(a)
-                save_audio(job.output, a, synth.sample_rate, overwrite=args.force)
-                seconds = job.samples / synth.sample_rate
-                share = max(elapsed * job.samples / batch_samples, 1e-9)
-                bar.write(
-                    f"{job.output}  {seconds:.2f} s in {share:.2f} s "
-                    f"({seconds / share:.1f}x real time){note}",
-                    file=sys.stdout,
+    written = 0
+    try:
+        with bar:
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                mels = [_read_again(jobs[i], synth, args, stats) for i in batch]
+                began = time.perf_counter()
+                audio = synth.synthesize_batch(
+                    mels,
+                    sigma=args.sigma,
+                    seed=[seed + jobs[i].index for i in batch],
+                    denoise=args.denoise,
+                    chunk_frames=chunk,
+                    sources=[str(jobs[i].source) for i in batch],
+                    warn=False,  # warned while reading
                 )
-                bar.update(1)
-            total_audio += batch_samples / synth.sample_rate
-            total_time += elapsed
+                elapsed = time.perf_counter() - began
+                batch_samples = sum(jobs[i].samples for i in batch)
+                for i, a in zip(batch, audio, strict=True):
+                    job = jobs[i]
+                    a = a[: job.samples].float()
+                    if args.peak_normalize is not None:
+                        a = normalize_peak(a, args.peak_normalize)
+                    note = levels.add(a)
+                    save_audio(job.output, a, synth.sample_rate, overwrite=args.force)
+                    written += 1
+                    seconds = job.samples / synth.sample_rate
+                    share = max(elapsed * job.samples / batch_samples, 1e-9)
+                    bar.write(
+                        f"{job.output}  {seconds:.2f} s in {share:.2f} s "
+                        f"({seconds / share:.1f}x real time){note}",
+                        file=sys.stdout,
+                    )
+                    bar.update(1)
+                total_audio += batch_samples / synth.sample_rate
+                total_time += elapsed
+    except BaseException:
+        if 0 < written < len(jobs):  # say how to finish what was begun
+            print(
+                f"wrote {written} of {len(jobs)} file(s); the same command with "
+                f"--skip-existing --seed {seed} writes the others as this run would have",
+                file=sys.stderr,
+            )
+        raise
     print(
         f"synthesized {len(jobs)} file(s), {total_audio:.2f} s of audio in {total_time:.2f} s "
         f"({total_audio / max(total_time, 1e-9):.1f}x real time); outputs in {args.out}; "
