@@ -253,6 +253,10 @@ def test_the_symmetric_db_hint_can_be_followed(model_file, ljspeech_clips, tmp_p
     assert main([*base, str(tmp_path / "sym.npy"), "--out", str(tmp_path / "a")]) == 0
     hint = "pass --mel-format db-normalized --db-normalization symmetric=true"
     assert hint in caplog.text
+    # and again after the totals, where a run of thousands of files ends
+    assert caplog.records[-1].getMessage() == (
+        "1 of 1 mel(s) look like another mel convention (each said above): check --mel-format"
+    )
     caplog.clear()
     follow = ["--mel-format", "db-normalized", "--db-normalization", "symmetric=true"]
     assert main([*base, str(tmp_path / "sym.npy"), *follow, "--out", str(tmp_path / "b")]) == 0

@@ -372,10 +372,12 @@ def _load_stats(args: argparse.Namespace, synth: Synthesizer) -> MeanVarStats | 
     return stats
 
 
-def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> None:
+def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> int:
     """Read and check every input (its frames and output length noted), saying once what
-    reading changes (resampling, mixdown) or what a mel's range suggests."""
+    reading changes (resampling, mixdown) or what a mel's range suggests; returns how many
+    mels had their range warned about."""
     unusable: list[VocoderError | OSError] = []
+    range_warnings = 0
     # disable=None: progress bars on terminals only, so logs and errors stay clean
     for job in tqdm(jobs, desc="reading", unit="file", file=sys.stderr, leave=False, disable=None):
         try:
@@ -391,6 +393,7 @@ def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> None:
             warning = check_mel_range(mel)
             if warning:  # the library's warning, worded with this command's flags
                 log.warning("%s: %s", job.source, cli_problem(warning.problem, [warning.remedy]))
+                range_warnings += 1
         job.frames, job.samples = mel.shape[-1], samples
     if len(unusable) == 1:
         raise unusable[0]
@@ -402,6 +405,7 @@ def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> None:
             f"nothing synthesized: {len(unusable)} of {len(jobs)} inputs cannot be used "
             "(each said above)",
         )
+    return range_warnings
 
 
 def _read_again(job: Job, synth: Synthesizer, args, stats) -> torch.Tensor:
@@ -531,7 +535,7 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
     precision = args.precision or default_precision(device)
     synth = Synthesizer.load(args.model, device=device, precision=precision)
     stats = _load_stats(args, synth)
-    _check_inputs(jobs, synth, args, stats)
+    range_warnings = _check_inputs(jobs, synth, args, stats)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     chunk = None
     if args.chunk_seconds is not None:
@@ -595,4 +599,11 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
         f"({total_audio / max(total_time, 1e-9):.1f}x real time); outputs in {args.out}; "
         f"{levels.summary()}"
     )
+    if range_warnings:  # one line a file scrolls away over thousands of files
+        log.warning(
+            "%d of %d mel(s) look like another mel convention (each said above): check "
+            "--mel-format",
+            range_warnings,
+            len(jobs),
+        )
     return 0
