@@ -189,8 +189,12 @@ def test_totals_add_up_and_warnings_say_so(model_file, tmp_path):
     assert samples == 42397 + 20 * 256
     # the total counts the audio written, not the padding synthesized past a clip's end
     assert f"synthesized 2 file(s), {samples / 22050:.2f} s of audio" in result.stdout
-    (warning,) = result.stderr.strip().splitlines()
+    warning, again = result.stderr.strip().splitlines()
     assert warning.startswith(f"warning: {mel}: mel floor -5.00") and "log10" in warning
+    assert (
+        again == "warning: 1 of 2 mel(s) look like another mel convention (each said above): "
+        "check --mel-format"
+    )
 
 
 def test_earlier_outputs_inside_an_input_folder_are_not_inputs(tmp_path):

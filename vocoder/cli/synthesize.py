@@ -604,6 +604,6 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
             "%d of %d mel(s) look like another mel convention (each said above): check "
             "--mel-format",
             range_warnings,
-            len(jobs),
+            sum(not job.is_audio for job in jobs),
         )
     return 0
