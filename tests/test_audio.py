@@ -19,7 +19,7 @@ import torchaudio
 from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
 from vocoder.cli import describe_error
 from vocoder.errors import InputError
-from vocoder.files import plain_file_mode, refuse_existing
+from vocoder.files import plain_file_mode, refuse_existing, remove_orphaned_temporaries
 
 CLIP = "LJ001-0002"  # 1.9 s
 
@@ -89,8 +89,9 @@ def test_save_refuses_to_overwrite(clip_path, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temp file left behind
 
 
-def test_a_write_killed_outright_leaves_a_temporary_that_the_next_write_removes(tmp_path):
-    target = tmp_path / "out.wav"
+def orphan_of_a_killed_write(target: Path) -> Path:
+    """The temporary file a process SIGKILLed while writing `target` leaves."""
+    before = set(target.parent.iterdir()) if target.parent.is_dir() else set()
     killed = subprocess.run(
         [
             sys.executable,
@@ -104,12 +105,24 @@ def test_a_write_killed_outright_leaves_a_temporary_that_the_next_write_removes(
         ],
     )
     assert killed.returncode == -signal.SIGKILL
-    (orphan,) = tmp_path.iterdir()
-    assert orphan.name.startswith(".out.wav.") and not target.exists()
-    other = tmp_path / ".out.wav.notes.wav"  # not a name atomic_output makes: kept
-    other.write_bytes(b"mine")
-    save_audio(target, torch.zeros(100), 22050)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "out.wav"]
+    (orphan,) = set(target.parent.iterdir()) - before
+    assert orphan.name.startswith(f".{target.name}.") and not target.exists()
+    return orphan
+
+
+def test_a_write_killed_outright_leaves_a_temporary_that_is_removed_later(tmp_path):
+    orphan = orphan_of_a_killed_write(tmp_path / "out.wav")
+    tag = orphan.name.split(".")[3]  # host-pid of the killed writer
+    host, pid = tag.rsplit("-", 1)
+    kept = [
+        tmp_path / ".out.wav.notes.wav",  # not a name atomic_output makes
+        tmp_path / f".out.wav.{host}-{os.getpid()}.abcd1234.wav",  # a live writer's
+        tmp_path / f".out.wav.{host}x-{pid}.abcd1234.wav",  # another host's
+    ]
+    for path in kept:
+        path.write_bytes(b"mine")
+    assert remove_orphaned_temporaries(tmp_path) == [orphan]
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
 
 
 def test_refusing_existing_files_names_the_first_and_counts_the_rest(tmp_path):

@@ -168,11 +168,17 @@ def test_nproc_runs_the_same_command_in_each_process():
     from vocoder.cli import build_parser
     from vocoder.cli.train import worker_command
 
-    argv = ["train", "--nproc", "4", "--config", "c.yaml", "--out", "exp/r", "--resume",
-            "train.lr=1e-4", "--max-steps", "9", "--force", "data.batch_size=2"]  # fmt: skip
-    args = build_parser("train").parse_args(argv)
-    again = build_parser("train").parse_args(worker_command(args))
-    assert {**vars(args), "nproc": 1} == vars(again)
+    for argv in (
+        ["train", "--nproc", "4", "--config", "c.yaml", "--out", "exp/r", "--resume",
+         "train.lr=1e-4", "--max-steps", "9", "--force", "data.batch_size=2"],
+        ["train", "--nproc", "2", "--config", "c d.yaml", "--out=-run", "--verbose",
+         "--resume", "exp/-r/checkpoints/step-00000002.pt", "--data=-data"],
+    ):  # fmt: skip
+        args = build_parser("train").parse_args(argv)
+        again = build_parser("train").parse_args(worker_command(args))
+        assert {**vars(args), "nproc": 1} == vars(again)
+    anywhere = build_parser("train").parse_args(["-v", "train", "--nproc", "2", "--out", "r"])
+    assert "--verbose" in worker_command(anywhere)
 
 
 def test_nproc_is_refused_below_one_and_under_torchrun(tmp_path, monkeypatch, capsys):
@@ -209,7 +215,10 @@ def test_a_lost_peer_is_one_line_only_in_a_job():
     assert "Connection closed by peer" in str(lost)
     assert peer_lost(gloo, alone) is None
     assert peer_lost(RuntimeError("CUDA out of memory"), job) is None
-    assert isinstance(peer_lost(torch.distributed.DistBackendError("NCCL aborted"), job), PeerLost)
+    nccl = "NCCL error: remote process exited or there was a network error"
+    assert isinstance(peer_lost(torch.distributed.DistBackendError(nccl), job), PeerLost)
+    # NCCL's other errors (set-up, timeouts) are not said to be a lost peer
+    assert peer_lost(torch.distributed.DistBackendError("NCCL error: invalid usage"), job) is None
 
 
 def test_single_process_helpers_are_no_ops():

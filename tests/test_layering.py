@@ -98,6 +98,16 @@ def test_every_unit_has_a_layer():
     assert units == placed, f"not placed: {units - placed}; gone: {placed - units}"
 
 
+def test_the_package_imports_itself_by_absolute_names_the_checks_see():
+    relative = [
+        f"{module_name(p)}: from {'.' * node.level}{node.module or ''}"
+        for p in (REPO / "vocoder").rglob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert relative == []
+
+
 def test_imports_go_only_down_the_layers():
     assert upward_imports(import_graph()) == []
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_audio import orphan_of_a_killed_write
 from test_synthesize_cli import REPO, WAV, vocoder
 
 from vocoder.audio import pcm16_clipped
@@ -211,12 +212,14 @@ def test_an_interrupted_run_is_finished_by_skip_existing_as_it_would_have_ended(
     ) in err
     refused = vocoder("synthesize", mels, "--out", part, *common)
     assert refused.returncode == 2 and "already exists" in refused.stderr
+    orphan = orphan_of_a_killed_write(part / "u015.wav")  # as a SIGKILL mid-write leaves
     finish = vocoder("synthesize", mels, "--out", part, *common, "--skip-existing")
     assert finish.returncode == 0, finish.stderr
     assert f"left out {len(written)} of 16 input(s): their outputs exist" in finish.stdout
     assert f"synthesized {16 - len(written)} file(s)" in finish.stdout
     for wav in sorted((tmp_path / "whole").glob("*.wav")):
         assert (part / wav.name).read_bytes() == wav.read_bytes(), wav.name
+    assert not orphan.exists() and len(list(part.iterdir())) == 16
     again = vocoder("synthesize", mels, "--out", part, *common, "--skip-existing")
     assert again.returncode == 0 and "left out 16 of 16" in again.stdout
     both = vocoder("synthesize", mels, "--out", part, *common, "--skip-existing", "--force")
@@ -236,10 +239,7 @@ def test_every_unusable_input_is_said_before_anything_is_synthesized(
     assert len(lines) == 3, lines
     assert lines[0].startswith(f"error: {mels / 'empty.npy'}: ")
     assert lines[1].startswith(f"error: {mels / 'nan.npy'}: ")
-    assert lines[2] == (
-        f"error: {tmp_path / 'out'}: nothing synthesized: 2 of 5 inputs cannot be used "
-        "(each said above)"
-    )
+    assert lines[2] == "error: nothing synthesized: 2 of 5 inputs cannot be used (each said above)"
     assert not (tmp_path / "out").exists()
 
 
@@ -248,18 +248,21 @@ def test_linked_folders_are_followed_and_broken_links_said(model_file, ljspeech_
     mels = mel_folder(tmp_path / "mels", ljspeech_clips, 1, 40)
     (mels / "linked").symlink_to(elsewhere, target_is_directory=True)
     (mels / "linked" / "loop").symlink_to(mels, target_is_directory=True)  # back up: once
+    mel_folder(mels / "zreal", ljspeech_clips, 1, 40)
+    (mels / "alias").symlink_to(mels / "zreal", target_is_directory=True)  # the real one wins
     common = ["--model", model_file, "--seed", "1"]
     done = vocoder("synthesize", mels, "--out", tmp_path / "out", *common)
     assert done.returncode == 0, done.stderr
     made = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.wav"))
-    assert made == ["linked/u000.wav", "linked/u001.wav", "u000.wav"]
-    (mels / "gone.npy").symlink_to(tmp_path / "nowhere.npy")
-    broken = vocoder("synthesize", mels, "--out", tmp_path / "out2", *common)
-    assert broken.returncode == 2
-    assert (
-        broken.stderr
-        == f"error: {mels / 'gone.npy'}: a broken link (to {tmp_path / 'nowhere.npy'})\n"
-    )
+    assert made == ["linked/u000.wav", "linked/u001.wav", "u000.wav", "zreal/u000.wav"]
+    for broken_link, target in (("gone.npy", "nowhere.npy"), ("more", "unmounted")):
+        (mels / broken_link).symlink_to(tmp_path / target)
+        broken = vocoder("synthesize", mels, "--out", tmp_path / "out2", *common)
+        assert broken.returncode == 2
+        assert broken.stderr == (
+            f"error: {mels / broken_link}: a broken link (to {tmp_path / target})\n"
+        )
+        (mels / broken_link).unlink()
 
 
 def without_reading_past_permissions() -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import re
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -75,22 +76,33 @@ def refuse_existing(paths: Iterable[str | Path], option: str = "overwrite") -> N
         )
 
 
-def remove_orphaned_temporaries(path: Path) -> list[Path]:
-    """Delete the temporary files of `atomic_output(path)` whose writing process is gone (a
-    SIGKILL, a power cut); returns them. Their names hold the writer's process id."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+{re.escape(path.suffix)}")
+def _writer_tag() -> str:
+    """Who writes a temporary file: this host and process (`host-pid`)."""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40]
+    return f"{host}-{os.getpid()}"
+
+
+def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_output` left in `folder` when a writer on this
+    host was killed outright (SIGKILL, the OOM killer); returns them. Their names hold the
+    writer's host and process id: a live writer's, or another host's, are kept."""
+    host, _ = _writer_tag().rsplit("-", 1)
+    pattern = re.compile(r"\.(.+)\.([A-Za-z0-9]*)-(\d+)\.[a-z0-9_]{8}(.*)")
     removed = []
     try:
-        candidates = list(path.parent.iterdir())
+        entries = list(Path(folder).iterdir())
     except OSError:
         return removed
-    for candidate in candidates:
-        match = pattern.fullmatch(candidate.name)
-        if match is None or _process_alive(int(match.group(1))):
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or match.group(2) != host:
+            continue
+        name, pid, suffix = match.group(1), int(match.group(3)), match.group(4)
+        if suffix != Path(name).suffix or _process_alive(pid):
             continue
         with contextlib.suppress(OSError):
-            candidate.unlink()
-            removed.append(candidate)
+            entry.unlink()
+            removed.append(entry)
     return removed
 
 
@@ -110,9 +122,9 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
     Raises `InputError` up front when `path` exists and `overwrite` is False. The
     destination is never half-written: on an exception (Ctrl-C, and a SIGTERM the caller
-    turns into one, included) the temporary file is removed at once; one a SIGKILL leaves
-    is removed by the next write of `path`. A failed write (a full disk, say) becomes an
-    `InputError` naming `path`.
+    turns into one, included) the temporary file is removed at once; one that a SIGKILL
+    leaves is named after its writer, for `remove_orphaned_temporaries`. A failed write
+    (a full disk, say) becomes an `InputError` naming `path`.
     """
     path = Path(path)
     if not overwrite:
@@ -120,9 +132,8 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     if path.is_dir():
         raise InputError(path, "is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphaned_temporaries(path)
     fd, tmp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=path.suffix
+        dir=path.parent, prefix=f".{path.name}.{_writer_tag()}.", suffix=path.suffix
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -164,8 +175,10 @@ def read_export_json(weights: Path) -> tuple[Path, dict[str, Any]]:
         document = json.loads(meta.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise InputError(meta, f"not a text file (byte {e.start} is not UTF-8)") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise InputError(meta, f"not valid JSON ({first_line(e)})") from None
+    except OSError as e:
+        raise InputError(meta, f"cannot be read ({(e.strerror or str(e)).lower()})") from None
     if not isinstance(document, dict):
         raise InputError(meta, "expected a JSON object")
     return meta, document

@@ -154,6 +154,16 @@ def describe_error(error: Exception, given: Collection[str] | None = None) -> st
     return str(error) if isinstance(error, VocoderError) else first_line(error)
 
 
+def _torchrun_rank() -> int:
+    """This process's rank in a torchrun job (0 outside one, or where RANK is no number)."""
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        return 0
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _module(name: str):
     return importlib.import_module(f"vocoder.cli.{COMMANDS[name]}")
 
@@ -187,7 +197,7 @@ def _run(argv: list[str]) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MessageFormatter())
     level = logging.DEBUG if verbose else logging.INFO
-    if int(os.environ.get("RANK", "0")) > 0 and not verbose:
+    if args.command == "train" and not verbose and _torchrun_rank() > 0:
         level = logging.ERROR  # torchrun's other processes: each notice once, from rank 0
     logging.basicConfig(level=level, handlers=[handler])
     try:

@@ -43,7 +43,7 @@ from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.devices import resolve_device
 from vocoder.errors import ConfigError, InputError, VocoderError, first_line
-from vocoder.files import TEXT_ENCODING, refuse_existing
+from vocoder.files import TEXT_ENCODING, refuse_existing, remove_orphaned_temporaries
 from vocoder.inference.engine import Synthesizer, default_batch_size
 from vocoder.melio import (
     MEL_FORMATS,
@@ -283,14 +283,19 @@ def _files_below(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
             folders[:] = []
             continue
         walked.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
+        # in one order on every file system, real folders before links (to them, maybe)
+        folders[:] = sorted(
+            (name for name in folders if not name.startswith(".")),
+            key=lambda name: (os.path.islink(os.path.join(root, name)), name),
+        )
         for name in files:
             file = Path(root) / name
-            if name.startswith(".") or file.suffix.lower() not in suffixes:
+            if name.startswith("."):
                 continue
-            if not file.exists():
+            if not file.exists():  # a link to a file or folder that is not there
                 raise InputError(file, f"a broken link (to {os.readlink(file)})")
-            found.append(file)
+            if file.suffix.lower() in suffixes:
+                found.append(file)
     return sorted(found)
 
 
@@ -400,10 +405,9 @@ def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> int:
     if unusable:
         for error in unusable:
             log.error("%s", describe_error(error))
-        raise InputError(
-            args.out,
+        raise VocoderError(
             f"nothing synthesized: {len(unusable)} of {len(jobs)} inputs cannot be used "
-            "(each said above)",
+            "(each said above)"
         )
     return range_warnings
 
@@ -439,11 +443,13 @@ def run(args: argparse.Namespace) -> int:
     if blocked:
         job = blocked[0]
         raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
+    for folder in {job.output.parent for job in jobs}:  # a killed run's half-written files
+        remove_orphaned_temporaries(folder)
     if args.skip_existing:
-        done = [job for job in jobs if job.output.exists()]
-        if done:
-            print(f"left out {len(done)} of {len(jobs)} input(s): their outputs exist")
-        jobs = [job for job in jobs if not job.output.exists()]
+        left = [job for job in jobs if not job.output.exists()]
+        if len(left) < len(jobs):
+            print(f"left out {len(jobs) - len(left)} of {len(jobs)} input(s): their outputs exist")
+        jobs = left
         if not jobs:
             return 0
     elif not args.force:
@@ -588,9 +594,11 @@ def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
                 total_time += elapsed
     except BaseException:
         if 0 < written < len(jobs):  # say how to finish what was begun
+            instead = " instead of --force" if args.force else ""
             print(
                 f"wrote {written} of {len(jobs)} file(s); the same command with "
-                f"--skip-existing --seed {seed} writes the others as this run would have",
+                f"--skip-existing --seed {seed}{instead} writes the others as this run "
+                "would have",
                 file=sys.stderr,
             )
         raise

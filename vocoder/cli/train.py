@@ -180,14 +180,16 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         ("--out", args.out),
         ("--max-steps", args.max_steps),
     ):
-        if value is not None:
-            argv += [flag, str(value)]
+        if value is not None:  # one word: a value may begin with "-"
+            argv.append(f"{flag}={value}")
     if args.resume is True:
         argv.append("--resume")
     elif args.resume:
-        argv += ["--resume", str(args.resume)]
+        argv.append(f"--resume={args.resume}")
     if args.force:
         argv.append("--force")
+    if getattr(args, "verbose", False) or getattr(args, "verbose_anywhere", False):
+        argv.append("--verbose")
     return argv + list(args.overrides)
 
 
@@ -201,8 +203,8 @@ def launch_workers(args: argparse.Namespace) -> int:
 
     # quiet the launcher's notices of stopping or losing workers: the workers say why in
     # lines of their own and a kill is worded below (each of its loggers sets its own level)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.distributed.elastic"):
+    for name in ["torch.distributed.run", *logging.root.manager.loggerDict]:
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     launch = torchrun.parse_args(
         ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "vocoder", *worker_command(args)]
@@ -214,7 +216,10 @@ def launch_workers(args: argparse.Namespace) -> int:
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()  # the earliest: the others may follow it
         if failure.exitcode < 0:  # a signal nobody handled: SIGKILL, the OOM killer
-            name = signal.Signals(-failure.exitcode).name
+            try:
+                name = signal.Signals(-failure.exitcode).name
+            except ValueError:  # a real-time signal has no name
+                name = f"signal {-failure.exitcode}"
             log.error("training process %d was killed by %s", rank, name)
             return 128 - failure.exitcode
         return failure.exitcode

@@ -82,9 +82,15 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-# what a collective raises when another process of the job is gone (gloo's socket errors come
-# as plain RuntimeErrors, from DDP's gradient hooks too; NCCL's as DistError)
-PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+# what a collective raises when another process of the job is gone: gloo's socket errors (as
+# plain RuntimeErrors, from DDP's gradient hooks too) and NCCL's
+PEER_LOST = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "remote process exited",
+    "communicator was aborted",
+)
 
 
 class PeerLost(VocoderError):
@@ -96,7 +102,7 @@ def peer_lost(error: BaseException, info: DistInfo) -> PeerLost | None:
     if not info.enabled or not isinstance(error, RuntimeError):
         return None
     text = str(error)
-    if not isinstance(error, dist.DistError) and not any(p in text for p in PEER_LOST):
+    if not any(phrase in text for phrase in PEER_LOST):
         return None
     detail = next((line for line in reversed(text.splitlines()) if line.strip()), "")
     return PeerLost(

@@ -329,7 +329,7 @@ def train(
         lost = distributed.peer_lost(e, dist)
         if lost is None:
             raise
-        raise lost from None
+        raise lost from e  # --verbose shows the collective's own error
     finally:
         if train_log is not None:
             train_log.close()
