@@ -11,7 +11,7 @@ from variants import tiny_model
 
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import prepare_for_inference
-from vocoder.inference.cpu import GemmRowInverse, pack_lanes
+from vocoder.inference.cpu import GemmRowInverse, onednn_prepack, pack_lanes
 from vocoder.inference.engine import make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.metrics import log_mel_l1
@@ -114,6 +114,22 @@ def test_prepacked_onednn_weights_give_the_plain_gemms_result():
             assert err.item() < 1e-5  # the same bf16 products, summed by the same library
     alone = prepacked(z[:1], cond[:1])[0]
     assert (alone - prepacked(z, cond)[0]).abs().max().item() < 1e-3
+
+
+def test_fp32_runs_on_prepacked_weights_by_default_to_float_rounding():
+    """In fp32 the GEMMs run on oneDNN-prepacked weights at every width (1.4-1.8x on Zen 4:
+    bench/cpu_engine.py); the audio stays the conv path's to float rounding."""
+    model = tiny_model("nanoflow", n_layers=3)
+    compiled = prepare_for_inference(model, "fp32", "cpu")
+    engine = GemmRowInverse(compiled.rows)
+    if onednn_prepack(torch.zeros(4, 4)) is None:  # a build without the ops: plain GEMMs
+        assert all(layer.prepacked is None for flow in engine.packed for layer in flow.layers)
+        return
+    assert all(layer.prepacked is not None for flow in engine.packed for layer in flow.layers)
+    mel, z = inputs(model.config, 2, 9)
+    cond = compiled.upsample(mel)
+    expected = IncrementalInverse(compiled.rows)(z, cond)
+    assert (engine(z, cond) - expected).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

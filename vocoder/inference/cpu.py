@@ -24,8 +24,9 @@ conditioning's bias row.
 k + 2 GEMMs accumulating in place, two elementwise passes, nothing allocated; the output
 projection is one GEMM over the stacked `[hidden_l, 1]` blocks. The ring stays small
 (k*C channels), so a layer's taps re-read it from cache, and every view the loop uses is
-made once per run. For wide models in bf16 the k + 1 GEMMs of `a` run on weights that
-oneDNN prepacked once (`onednn_prepack`), chained through its fused addend.
+made once per run. The k + 1 GEMMs of `a` run on weights that oneDNN prepacked once
+(`onednn_prepack`), chained through its fused addend: in fp32 always, in bf16 for wide
+models.
 
 A batch is not padded: its items are laid end to end in lanes (`pack_lanes`), one run of
 the loop above per lane, the columns between two items as wide as the widest padding and
@@ -52,9 +53,10 @@ from vocoder.inference.compile import RowFlows
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.precision import onednn_bf16
 
-# Prepacked oneDNN weights pay from this width on (bench/cpu_engine.py: NanoFlow-r128
+# In bf16, prepacked oneDNN weights pay from this width on (bench/cpu_engine.py: NanoFlow-r128
 # about 10% faster; WaveFlow-r64 and the small model slower: there a new output tensor
-# per GEMM costs more than the repacking it saves).
+# per GEMM costs more than the repacking it saves). In fp32 they pay at every width: on an
+# AMD EPYC (Zen 4) the small model 1.37x, WaveFlow-r64 1.6x, NanoFlow-r128 1.78x.
 PREPACK_MIN_CHANNELS = 128
 # Items of a batch share a lane up to this many columns (`pack_lanes`). A narrow lane leaves
 # the GEMMs' fixed cost per call unpaid, a wide one falls out of cache: fp32 sooner (the
@@ -204,18 +206,16 @@ class GemmRowInverse(IncrementalInverse):
         self, rows: RowFlows, prepack: bool | None = None, lane_columns: int | None = None
     ):
         """`prepack`: run the conditioning and tap GEMMs on oneDNN-prepacked weights
-        (default: in bf16 on a CPU whose oneDNN runs bf16, for at least
+        (default: on a CPU in fp32, and in bf16 where oneDNN runs bf16, for at least
         `PREPACK_MIN_CHANNELS` channels). `lane_columns`: the width up to which items of a
         batch are laid end to end (`pack_lanes`; default: `LANE_COLUMNS` of the dtype)."""
         super().__init__(rows)
         self.packed = pack_flows(rows)
         self.lane_columns = lane_columns or LANE_COLUMNS[rows.dtype]
         if prepack is None:
-            prepack = (
-                rows.dtype == torch.bfloat16
-                and rows.device.type == "cpu"
-                and rows.channels >= PREPACK_MIN_CHANNELS
-                and onednn_bf16()
+            bf16_pays = rows.channels >= PREPACK_MIN_CHANNELS and onednn_bf16()
+            prepack = rows.device.type == "cpu" and (
+                rows.dtype == torch.float32 or (rows.dtype == torch.bfloat16 and bf16_pays)
             )
         shapes = {tuple((layer.dilation, layer.padding) for layer in f.layers) for f in self.packed}
         if len(shapes) != 1:
@@ -390,4 +390,4 @@ class GemmRowInverse(IncrementalInverse):
         return x
 
 
-__all__ = ["GemmRowInverse", "pack_flows", "pack_lanes"]
+__all__ = ["GemmRowInverse", "onednn_prepack", "pack_flows", "pack_lanes"]
