@@ -4,6 +4,7 @@ the file, exit 2, never a stack trace or torch's hint to unpickle (issue 14)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,21 @@ def model_file(case: str, folder) -> tuple:
     raise AssertionError(case)
 
 
+def reading(command: str, model: Path, folder: Path) -> list[str]:
+    """The command line of `command` (info, or synthesize of a mel in `folder`) on `model`."""
+    if command == "info":
+        return ["info", str(model)]
+    np.save(folder / "mel.npy", MEL)
+    return [
+        "synthesize",
+        "--model",
+        str(model),
+        str(folder / "mel.npy"),
+        "--out",
+        str(folder / "out"),
+    ]
+
+
 CASES = ["checkpoint-of-another-shape", "export-of-another-shape", "flipped-byte", "pickled-object"]
 
 
@@ -48,13 +64,7 @@ CASES = ["checkpoint-of-another-shape", "export-of-another-shape", "flipped-byte
 @pytest.mark.parametrize("case", CASES)
 def test_a_model_file_that_cannot_load_is_one_line(case, command, tmp_path, capsys):
     path, phrase = model_file(case, tmp_path)
-    if command == "info":
-        argv = ["info", str(path)]
-    else:
-        np.save(tmp_path / "mel.npy", MEL)
-        argv = ["synthesize", "--model", str(path), str(tmp_path / "mel.npy")]
-        argv += ["--out", str(tmp_path / "out")]
-    assert main(argv) == 2
+    assert main(reading(command, path, tmp_path)) == 2
     out, err = capsys.readouterr()
     assert err.startswith(f"error: {path}: ") and err.count("\n") == 1, err
     assert phrase in err, err
@@ -80,13 +90,7 @@ def test_an_export_whose_json_is_damaged_is_one_line_naming_it(
         meta.unlink()
     else:
         meta.write_bytes(damage)
-    if command == "info":
-        argv = ["info", str(weights)]
-    else:
-        np.save(tmp_path / "mel.npy", MEL)
-        argv = ["synthesize", "--model", str(weights), str(tmp_path / "mel.npy")]
-        argv += ["--out", str(tmp_path / "out")]
-    assert main(argv) == 2
+    assert main(reading(command, weights, tmp_path)) == 2
     _, err = capsys.readouterr()
     named = weights if damage is None else meta
     assert err.startswith(f"error: {named}: ") and err.count("\n") == 1, err
