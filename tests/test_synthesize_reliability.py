@@ -295,3 +295,21 @@ def test_an_unreadable_folder_is_said_not_left_out(model_file, ljspeech_clips, t
         locked.chmod(0o755)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(f"error: {locked}: cannot read this folder (permission")
+
+
+def test_every_input_not_found_is_said(model_file, ljspeech_clips, tmp_path):
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 1, 40)
+    listing = tmp_path / "list.txt"
+    listing.write_text("mels/u000.npy\nmels/gone.npy\n\nmels/lost.npy\n")
+    result = vocoder(
+        "synthesize", tmp_path / "nope", listing, mels, "--out", tmp_path / "out",
+        "--model", model_file,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'nope'}: no such file or folder",
+        f"error: {listing}:2: {tmp_path / 'mels' / 'gone.npy'}: no such file or folder",
+        f"error: {listing}:4: {tmp_path / 'mels' / 'lost.npy'}: no such file or folder",
+        "error: nothing synthesized: 3 inputs cannot be found or used (each said above)",
+    ]
+    assert not (tmp_path / "out").exists()

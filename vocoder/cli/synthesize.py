@@ -189,13 +189,15 @@ def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
     """The files behind the inputs (folders searched recursively, `.txt` file lists read
     line by line) and their outputs."""
     jobs: list[Job] = []
+    missing: list[InputError] = []  # every input not found is said, not the first
     for name in inputs:
         path = Path(name)
         if path.is_file() and path.suffix.lower() == LIST_EXTENSION:
-            jobs.extend(_read_file_list(path, out_dir))
+            jobs.extend(_read_file_list(path, out_dir, missing))
         else:
             place = Path() if path.is_dir() else Path(path.stem)
-            jobs.extend(_jobs_for(path, out_dir / place, str(path), out_dir))
+            jobs.extend(_found(path, out_dir / place, str(path), out_dir, missing))
+    report_all(missing, "inputs cannot be found or used")
     sources = {job.source.resolve() for job in jobs}
     seen: dict[Path, Path] = {}
     unique: list[Job] = []
@@ -212,6 +214,28 @@ def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
     for index, job in enumerate(unique):
         job.index = index
     return unique
+
+
+def report_all(errors: list[VocoderError | OSError], problem: str) -> None:
+    """Raise the one error of `errors`; of several, say each (one line each) and raise one
+    that counts them; nothing when there is none."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        for error in errors:
+            log.error("%s", describe_error(error))
+        raise VocoderError(f"nothing synthesized: {len(errors)} {problem} (each said above)")
+
+
+def _found(
+    path: Path, place: Path, origin: str, out_dir: Path, missing: list[InputError]
+) -> list[Job]:
+    """`_jobs_for`, with an input that is not there noted in `missing` instead of raised."""
+    if not path.exists() and not path.is_symlink():
+        where = "" if origin == str(path) else f"{path}: "
+        missing.append(InputError(origin, f"{where}no such file or folder"))
+        return []
+    return _jobs_for(path, place, origin, out_dir)
 
 
 def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
@@ -299,7 +323,7 @@ def _files_below(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(found)
 
 
-def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
+def _read_file_list(listing: Path, out_dir: Path, missing: list[InputError]) -> list[Job]:
     """The jobs of a `.txt` file list: one mel or audio file (or folder) per line, relative
     paths resolved against the list's folder; blank lines and lines starting with # are
     skipped. Relative entries keep their path below the list's folder in `out_dir`
@@ -324,8 +348,8 @@ def _read_file_list(listing: Path, out_dir: Path) -> list[Job]:
             place = given if below else Path()
         else:
             place = given.with_suffix("") if below else Path(given.stem)
-        jobs.extend(_jobs_for(path, out_dir / place, origin, out_dir))
-    if not jobs:
+        jobs.extend(_found(path, out_dir / place, origin, out_dir, missing))
+    if not jobs and not missing:
         raise InputError(listing, "the file list names no files")
     return jobs
 
@@ -400,15 +424,7 @@ def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> int:
                 log.warning("%s: %s", job.source, cli_problem(warning.problem, [warning.remedy]))
                 range_warnings += 1
         job.frames, job.samples = mel.shape[-1], samples
-    if len(unusable) == 1:
-        raise unusable[0]
-    if unusable:
-        for error in unusable:
-            log.error("%s", describe_error(error))
-        raise VocoderError(
-            f"nothing synthesized: {len(unusable)} of {len(jobs)} inputs cannot be used "
-            "(each said above)"
-        )
+    report_all(unusable, f"of {len(jobs)} inputs cannot be used")
     return range_warnings
 
 
