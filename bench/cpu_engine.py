@@ -34,10 +34,9 @@ from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.metrics import log_mel_l1
 from vocoder.model_source import resolve_model_source
-from vocoder.precision import cpu_bf16_units
+from vocoder.precision import DTYPES, cpu_bf16_units
 
 MODELS = ("nanoflow-h16-r128", "waveflow-h16-r64", "waveflow-small-cpu")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PATHS = {"conv1d": IncrementalInverse, "gemm": GemmRowInverse}
 
 

@@ -27,13 +27,14 @@ import torch
 from vocoder.audio import load_audio
 from vocoder.devices import device_name
 from vocoder.importers import import_checkpoint
-from vocoder.inference.cpu import onednn_prepack
+from vocoder.inference.cpu import onednn_linear, onednn_prepack
 from vocoder.inference.engine import Synthesizer
 from vocoder.metrics import log_mel_l1
+from vocoder.precision import DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared/reference/goldens/nanoflow-h16-r128-emb512.pt"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CPU_PRECISIONS = ("fp32", "bf16")
 
 
 def median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, object]:
@@ -56,8 +57,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
     seconds, _ = median_time(lambda: a @ b, repeats)
     packed = onednn_prepack(b)
     if packed is not None:
-        linear = torch.ops.mkldnn._linear_pointwise
-        onednn, _ = median_time(lambda: linear(a, packed, None, "none", [], ""), repeats)
+        onednn, _ = median_time(lambda: onednn_linear(a, packed), repeats)
         seconds = min(seconds, onednn)
     return 2 * n**3 / seconds / 1e9
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = import_checkpoint(args.checkpoint, config).model
     flops_per_sample = model.flops_per_sample()
-    synths = {d: Synthesizer.from_model(model, device="cpu", precision=d) for d in DTYPES}
+    synths = {d: Synthesizer.from_model(model, device="cpu", precision=d) for d in CPU_PRECISIONS}
     synth = synths["fp32"]
     frames = math.ceil(args.seconds * synth.sample_rate / synth.hop_length)
     mel = synth.mel_from_audio(load_audio(args.wav, synth.sample_rate))[:, :frames]

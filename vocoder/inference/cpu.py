@@ -120,6 +120,11 @@ def onednn_prepack(weight: Tensor) -> Tensor | None:
         return None
 
 
+def onednn_linear(x: Tensor, packed: Tensor) -> Tensor:
+    """`x @ weight` for a weight `onednn_prepack` made (a new tensor)."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
 def pack_flows(rows: RowFlows) -> list[PackedFlow]:
     """Transpose, scale and stack `rows`' weights into GEMM operands (exact rescaling)."""
     c, n_mels = rows.channels, rows.config.n_mels
@@ -324,11 +329,10 @@ class GemmRowInverse(IncrementalInverse):
     ) -> Tensor:
         """The layer's pre-activation `[W, 2C]` on prepacked weights: oneDNN's linear, the
         running sum a fused addend. It returns a new tensor (there is no in-place form)."""
-        linear = torch.ops.mkldnn._linear_pointwise
         cond, taps = layer.prepacked
-        a = linear(cond_row, cond, None, "none", [], "")
+        a = onednn_linear(cond_row, cond)
         for rows, weight in zip(tap_rows, taps[phase], strict=True):
-            a = linear.binary(rows, a, weight, None, "add")
+            a = torch.ops.mkldnn._linear_pointwise.binary(rows, a, weight, None, "add")
         return a
 
     def run_gemm(
@@ -390,4 +394,4 @@ class GemmRowInverse(IncrementalInverse):
         return x
 
 
-__all__ = ["GemmRowInverse", "onednn_prepack", "pack_flows", "pack_lanes"]
+__all__ = ["GemmRowInverse", "onednn_linear", "onednn_prepack", "pack_flows", "pack_lanes"]
