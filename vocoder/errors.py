@@ -63,6 +63,12 @@ class InputError(VocoderError):
         super().__init__(f"{self.source}: {with_remedies(problem, self.remedies)}")
 
 
+def some_of(items: list[str], shown: int = 3) -> str:
+    """The first `shown` of `items` for a message: `a, b, c and 4 more`."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{', '.join(items[:shown])}{more}"
+
+
 def first_line(error: Exception) -> str:
     """The first line of a library's exception message, to quote inside a one-line error."""
     lines = str(error).strip().splitlines()

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vocoder.audio import load_audio
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, some_of
 from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.melio import load_mel
 
@@ -48,11 +48,9 @@ def check_mels_exist(files: list[Path], mel_dir: Path) -> None:
         raise InputError(mel_dir, "no such folder of mels")
     missing = [f"{f.stem}.npy" for f in files if not (mel_dir / f"{f.stem}.npy").is_file()]
     if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise InputError(
             mel_dir,
-            f"has no mel for {len(missing)} of the {len(files)} training files: "
-            f"{', '.join(missing[:3])}{more}",
+            f"has no mel for {len(missing)} of the {len(files)} training files: {some_of(missing)}",
         )
 
 

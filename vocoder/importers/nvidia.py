@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, some_of
 from vocoder.importers.safe_pickle import ModuleRecord, module_state_dict
 from vocoder.importers.weights import SourceState, TargetState, count_indexed, strip_prefix
 from vocoder.models import ModelConfig, build_model
@@ -264,10 +264,7 @@ def convert_nvidia_waveglow(
         dst.set(f"projections.{k}.bias", read.bias(f"{wn}.end", width)[order])
     unused = src.unused()
     if unused:
-        more = f" and {len(unused) - 3} more" if len(unused) > 3 else ""
-        raise InputError(
-            source, f"tensors NVIDIA's WaveGlow does not have: {', '.join(unused[:3])}{more}"
-        )
+        raise InputError(source, f"tensors NVIDIA's WaveGlow does not have: {some_of(unused)}")
     return c, dst.finish()
 
 

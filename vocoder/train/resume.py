@@ -15,7 +15,7 @@ from vocoder.checkpoint import (
     restore_rng_state,
 )
 from vocoder.config import differences, to_dict
-from vocoder.errors import ConfigError, InputError, remedy
+from vocoder.errors import ConfigError, InputError, remedy, some_of
 from vocoder.models import FlowVocoder
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
 from vocoder.train.retention import non_finite_tensor
@@ -134,9 +134,8 @@ def check_init_from(state: dict, config: ExperimentConfig, path: Path) -> None:
         )
 
 
-def _some(ids: list[str], shown: int = 3) -> str:
-    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return f"{len(ids)} clip(s) ({', '.join(ids[:shown])}{more})"
+def _some(ids: list[str]) -> str:
+    return f"{len(ids)} clip(s) ({some_of(ids)})"
 
 
 def restore_training_state(
