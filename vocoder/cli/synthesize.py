@@ -231,11 +231,13 @@ def _found(
     path: Path, place: Path, origin: str, out_dir: Path, missing: list[InputError]
 ) -> list[Job]:
     """`_jobs_for`, with an input that is not there noted in `missing` instead of raised."""
-    if not path.exists() and not path.is_symlink():
-        where = "" if origin == str(path) else f"{path}: "
-        missing.append(InputError(origin, f"{where}no such file or folder"))
+    try:
+        return _jobs_for(path, place, origin, out_dir)
+    except InputError as e:
+        if path.exists() or path.is_symlink():
+            raise
+        missing.append(e)
         return []
-    return _jobs_for(path, place, origin, out_dir)
 
 
 def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
