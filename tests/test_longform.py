@@ -13,6 +13,7 @@ from vocoder.inference.longform import (
     receptive_context,
 )
 from vocoder.models import ModelConfig, build_model, load_model_preset
+from vocoder.models.base import network_reach
 
 TINY = dict(n_flows=3, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=16)
 
@@ -67,7 +68,7 @@ def test_windows_tile_the_utterance_and_crossfades_add_to_one(frames, chunk):
 def test_receptive_context_of_the_reference_configs():
     waveflow = load_model_preset("waveflow-h16-r128")
     assert receptive_context(waveflow) == 8 * 255 * 16  # 1.48 s each side
-    assert receptive_context(waveflow, exact=True) == 8 * 15 * 255 * 16
+    assert receptive_context(waveflow, exact=True) == (8 * 15 + 1) * 255 * 16
     waveglow = load_model_preset("waveglow")
     assert receptive_context(waveglow) == receptive_context(waveglow, exact=True) == 12 * 255 * 8
 
@@ -89,6 +90,34 @@ def test_chunked_equals_unchunked_with_the_full_receptive_field(changes):
     # the test can fail: without context the joins are wrong
     synth.context = 0
     assert (synth.synthesize(mel, seed=3, chunk_frames=20) - whole).abs().max().item() > 1e-3
+
+
+def test_the_exact_context_counts_the_first_rows_reach():
+    """Row 0 of the first flow inverted reaches r columns (its parameters see the
+    conditioning and biases), so the exact context is (n_flows * (h - 1) + 1) * r columns:
+    one r short, the join differs where that dependence is strong (large biases, h = 2)."""
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(**{**TINY, "n_flows": 1, "n_layers": 3, "n_group": 2}))
+    with torch.no_grad():
+        for projection in model.projections:
+            projection.weight.normal_(0.0, 0.5)
+            projection.bias.normal_(0.0, 0.5)
+    synth = Synthesizer.from_model(model.eval(), device="cpu")
+    synth.crossfade = 2
+    exact = receptive_context(synth.model_config, exact=True)
+    assert exact == 2 * network_reach(synth.model_config) * 2
+    mel = log_mel(150)
+    whole = synth.synthesize(mel, seed=3)
+
+    def worst_join(context: int) -> float:
+        synth.context = context
+        return max(
+            (synth.synthesize(mel, seed=3, chunk_frames=chunk) - whole).abs().max().item()
+            for chunk in (20, 37, 64)
+        )
+
+    assert worst_join(exact) < 1e-5
+    assert worst_join(exact - network_reach(synth.model_config) * 2) > 1e-3
 
 
 def test_glow_chunked_equals_unchunked():

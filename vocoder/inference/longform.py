@@ -14,11 +14,13 @@ r = (kernel_size - 1) / 2 * (2^n_layers - 1) columns (groups of h samples) each 
 forward map z = f(x) of the whole model reaches n_flows * r columns
 (`receptive_context(config)`; 1.48 s for the reference WaveFlow/NanoFlow configs). The
 inverse of a row-autoregressive flow reaches further: row i is computed from rows < i of
-the same flow, each reaching r columns, so its dependence compounds to (h - 1) * r columns
-per flow (`receptive_context(config, exact=True)`). With the exact context, chunked
-synthesis equals unchunked synthesis up to float rounding. The forward field is the
-default: the compounded dependence beyond it is weak in trained models, and the crossfade
-hides what is left.
+the same flow, each reaching r columns. Row 0 reaches r columns (its parameters see the
+conditioning and biases through the width convs), row i (i + 1) * r; each further flow
+starts from the rows of the one before and adds (h - 1) * r, so the inverse reaches
+(n_flows * (h - 1) + 1) * r columns (`receptive_context(config, exact=True)`). With the
+exact context, chunked synthesis equals unchunked synthesis up to float rounding. The
+forward field is the default: the compounded dependence beyond it is weak in trained
+models, and the crossfade hides what is left.
 """
 
 from __future__ import annotations
@@ -86,13 +88,13 @@ def receptive_context(config: ModelConfig, exact: bool = False) -> int:
     """Samples of context each side of a chunk; see the module docstring.
 
     exact=False: the forward receptive field, n_flows * reach columns of h samples.
-    exact=True: what the inverse really depends on, (h - 1) times more for the
-    row-autoregressive families (equal for the Glow families).
+    exact=True: what the inverse really depends on, (n_flows * (h - 1) + 1) * reach columns
+    for the row-autoregressive families (the forward field for the Glow families).
     """
-    columns = config.n_flows * network_reach(config)
+    reach = network_reach(config)
     if exact and not config.is_glow:
-        columns *= config.n_group - 1
-    return columns * config.n_group
+        return (config.n_flows * (config.n_group - 1) + 1) * reach * config.n_group
+    return config.n_flows * reach * config.n_group
 
 
 @dataclass(frozen=True)
