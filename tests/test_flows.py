@@ -117,6 +117,21 @@ def test_elementwise_inverse_identity_and_logdet(elementwise):
     assert torch.allclose(logdet, derivative.log(), atol=1e-8)
 
 
+@pytest.mark.parametrize("elementwise", [AffineElementwise(), SplineElementwise(8, 3.0, 4)])
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_elementwise_maps_compute_in_float32_from_half_parameters(elementwise, half):
+    """A network under autocast hands over bf16/fp16 parameters: the map, the audio and the
+    log-det are still float32, as from the same parameters given in float32."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 500) * 2
+    params = (torch.randn(3, elementwise.params_per_element, 500) * 2).to(half)
+    for direction in (elementwise.forward, elementwise.inverse):
+        y, logdet = direction(x, params)
+        want_y, want_logdet = direction(x, params.float())
+        assert y.dtype == logdet.dtype == torch.float32
+        assert torch.equal(y, want_y) and torch.equal(logdet, want_logdet)
+
+
 class CausalConditioner(nn.Module):
     """A tiny conditioner causal over rows: a conv padded on top only."""
 

@@ -1,6 +1,7 @@
 """Coupling transforms: an elementwise bijection whose parameters a network computes.
 
-Two elementwise maps, each taking per-element parameters `params[B, P, *shape]`:
+Two elementwise maps, each taking per-element parameters `params[B, P, *shape]` (in
+float32 where a network computed them in half precision):
 - `AffineElementwise` (P = 2): `y = x * exp(log_s) + t`, log-det `log_s` (no clamp).
 - `SplineElementwise` (P = 3K - 1): a rational-quadratic spline on [-B, B] with identity
   tails (Durkan et al., 2019); zero parameters give the identity.
@@ -35,6 +36,13 @@ from vocoder.flows.splines import (
 )
 
 Conditioner = Callable[[Tensor], Tensor]
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def full_precision(params: Tensor) -> Tensor:
+    """`params` in float32 where a network ran in bf16 or fp16 (autocast), else as they
+    are: the elementwise maps, the audio and the log-det are never computed in half."""
+    return params.float() if params.dtype in HALF_DTYPES else params
 
 
 class AffineElementwise(nn.Module):
@@ -43,10 +51,12 @@ class AffineElementwise(nn.Module):
     params_per_element = 2
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        params = full_precision(params)
         log_s, t = params[:, 0], params[:, 1]
         return x * torch.exp(log_s) + t, log_s
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        params = full_precision(params)
         log_s, t = params[:, 0], params[:, 1]
         return (y - t) * torch.exp(-log_s), -log_s
 
@@ -69,7 +79,7 @@ class SplineElementwise(nn.Module):
 
     def _spline(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         k = self.bins
-        params = params.movedim(1, -1)
+        params = full_precision(params).movedim(1, -1)
         return rational_quadratic_spline(
             x,
             params[..., :k] * self.logit_scale,

@@ -28,8 +28,9 @@ vectors: that logic lives in `vocoder.models`) and adds what only synthesis need
 Precision: "fp32", "fp16" or "bf16" applies to the network (convs, hidden states,
 conditioning projections, each flow's final projection). The numerically sensitive parts
 stay float32: the mel upsampler, the audio itself (z, every flow's rows), the affine or
-spline inverse (its parameters, the final projection's output, cast to float32 first), and
-WaveGlow's invertible 1x1 convolutions.
+spline inverse (its parameters, the final projection's output, are cast to float32 by the
+map itself: `vocoder.flows.coupling.full_precision`), and WaveGlow's invertible 1x1
+convolutions.
 """
 
 from __future__ import annotations

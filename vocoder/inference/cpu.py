@@ -387,7 +387,7 @@ class GemmRowInverse(IncrementalInverse):
                         torch.addmm(now, hid, layer.res_weight, out=nxt)
                         if gaps is not None:
                             nxt.index_copy_(0, gaps, gap_fills[id(layer)])
-                params = F.linear(hidden, flow.out_weight).t()[None].float()  # [1, P, W]
+                params = F.linear(hidden, flow.out_weight).t()[None]  # [1, P, W]
                 x_row = finish(x[None, row], params)[0][0]
                 x[row] = x_row
                 prev = x_row.unsqueeze(-1).to(r.dtype)

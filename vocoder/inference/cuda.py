@@ -88,7 +88,7 @@ def fused_kernels(elementwise: Elementwise, backend: str = "inductor") -> StepKe
         out.copy_(total)
 
     def finish(y: Tensor, params: Tensor) -> Tensor:
-        return elementwise.inverse(y, params.float())[0]
+        return elementwise.inverse(y, params)[0]
 
     def compile_(fn: Callable) -> Callable:
         compiled = torch.compile(_own_code(fn), fullgraph=True, dynamic=True, backend=backend)
