@@ -362,6 +362,28 @@ def test_denoiser_removes_a_stationary_tone_and_strength_zero_is_identity():
     assert denoiser(noisy[:100], 0.5).shape == (100,)  # shorter than the FFT
 
 
+def test_denoiser_takes_bias_audio_shorter_than_half_an_fft():
+    denoiser = Denoiser(torch.randn(300), n_fft=1024, hop_length=4, win_length=1024)
+    assert denoiser.bias.shape == (513, 1) and torch.isfinite(denoiser.bias).all()
+
+
+def test_engine_denoises_at_a_hop_whose_88_bias_frames_are_shorter_than_the_fft():
+    """hop 4: NVIDIA's 88-frame zero mel is 352 samples, under half the 1024-point FFT; the
+    engine synthesizes more frames so that the first STFT frame is all model output."""
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(
+            family="waveflow", n_flows=2, n_layers=2, n_group=4, channels=8, n_mels=8, hop_length=4
+        )
+    )
+    config = MelConfig(sample_rate=22050, hop_length=4, n_mels=8, n_fft=1024, win_length=1024)
+    synth = Synthesizer.from_model(model.eval(), config, device="cpu", precision="fp32")
+    mel = log_mel(8, 50)
+    cleaned = synth.synthesize(mel, seed=0, denoise=0.05)
+    assert cleaned.shape == (200,) and torch.isfinite(cleaned).all()
+    assert synth._get_denoiser().bias.shape == (513, 1)
+
+
 def test_engine_denoise_runs_and_keeps_length(synthesizers):
     model, synth = synthesizers("waveflow")
     mel = log_mel(model.config.n_mels, 70)

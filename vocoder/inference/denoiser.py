@@ -21,6 +21,12 @@ from torch import Tensor
 BIAS_FRAMES = 88  # length of NVIDIA's zero mel
 
 
+def bias_frames(n_fft: int, hop_length: int) -> int:
+    """Frames of the bias mel: NVIDIA's 88, or more where a hop is so short that 88 frames
+    would not fill the first STFT frame."""
+    return max(BIAS_FRAMES, -(-n_fft // hop_length) + 1)
+
+
 def bias_mel(n_mels: int, frames: int = BIAS_FRAMES, mode: str = "zeros") -> Tensor:
     """The mel `[n_mels, frames]` whose synthesis estimates the bias: zeros or N(0, 1)."""
     if mode == "zeros":
@@ -44,10 +50,17 @@ class Denoiser:
         self.hop_length = hop_length
         self.win_length = win_length
         self.window = torch.hann_window(win_length, dtype=torch.float64)
-        spec = self._stft(bias_audio.detach().cpu().reshape(1, -1).double()).abs()
+        bias_audio = bias_audio.detach().cpu().reshape(1, -1).double()
+        spec = self._stft(bias_audio, self._padded_length(bias_audio.shape[-1])).abs()
         self.bias = spec[0, :, :1]  # [n_freq, 1]: the first frame, as NVIDIA's
 
-    def _stft(self, audio: Tensor) -> Tensor:
+    def _padded_length(self, length: int) -> int:
+        """Reflect padding needs more than n_fft / 2 samples: shorter audio gets zeros."""
+        return max(length, self.n_fft // 2 + 1)
+
+    def _stft(self, audio: Tensor, length: int) -> Tensor:
+        """The STFT of `audio` `[B, T]` zero-padded to `length` samples."""
+        audio = torch.nn.functional.pad(audio, (0, length - audio.shape[-1]))
         return torch.stft(
             audio,
             self.n_fft,
@@ -67,10 +80,8 @@ class Denoiser:
             return audio
         shape, dtype = audio.shape, audio.dtype
         x = audio.detach().cpu().reshape(-1, shape[-1]).double()
-        # reflect padding needs more than n_fft / 2 samples; very short audio gets zeros
-        length = max(shape[-1], self.n_fft // 2 + 1)
-        x = torch.nn.functional.pad(x, (0, length - shape[-1]))
-        spec = self._stft(x)
+        length = self._padded_length(shape[-1])
+        spec = self._stft(x, length)
         magnitude = (spec.abs() - strength * self.bias).clamp(min=0.0)
         cleaned = torch.polar(magnitude, spec.angle())
         out = torch.istft(
@@ -85,4 +96,4 @@ class Denoiser:
         return out[:, : shape[-1]].to(dtype).reshape(shape)
 
 
-__all__ = ["BIAS_FRAMES", "Denoiser", "bias_mel"]
+__all__ = ["BIAS_FRAMES", "Denoiser", "bias_frames", "bias_mel"]

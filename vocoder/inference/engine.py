@@ -40,7 +40,7 @@ from vocoder.features import MelConfig, MelSpectrogram
 from vocoder.inference.compile import InferenceModel, RowFlows, prepare_for_inference
 from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import GraphedRowInverse, graphs_available
-from vocoder.inference.denoiser import Denoiser, bias_mel
+from vocoder.inference.denoiser import Denoiser, bias_frames, bias_mel
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.inputs import validate_mel
 from vocoder.inference.longform import (
@@ -512,10 +512,10 @@ class Synthesizer:
 
     def _get_denoiser(self) -> Denoiser:
         if self._denoiser is None:
-            mel = bias_mel(self.n_mels)
+            c = self._mel_config
+            mel = bias_mel(self.n_mels, bias_frames(c.n_fft, c.hop_length))
             length = mel.shape[-1] * self.hop_length
             (bias_audio,) = self._run_windows([WindowInput(mel, 0, length, torch.zeros(length))])
-            c = self._mel_config
             self._denoiser = Denoiser(bias_audio, c.n_fft, c.hop_length, c.win_length)
         return self._denoiser
 
