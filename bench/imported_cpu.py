@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if not args.checkpoint.is_file():
+        p.error(
+            f"{args.checkpoint}: no such file; pass --checkpoint (the default golden is in "
+            "../shared beside the development checkout, not in a clone)"
+        )
     torch.set_num_threads(args.threads)
     config = args.config or args.checkpoint.with_suffix(".json")
 

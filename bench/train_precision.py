@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if not args.data.is_dir():
+        p.error(
+            f"{args.data}: no such folder; pass --data (the default LJ Speech mini is in "
+            "../shared beside the development checkout, not in a clone)"
+        )
     torch.set_num_threads(args.threads)
     config = load_experiment_config(args.config)
     features = config.features

@@ -45,3 +45,19 @@ def test_gpu_check_refuses_a_machine_without_cuda_before_making_anything(ljspeec
     )
     assert no_gpu.returncode == 2 and "no CUDA GPU here" in no_gpu.stderr
     assert not out.exists() and not work.exists()
+
+
+@pytest.mark.parametrize(
+    ("script", "option", "missing"),
+    [("imported_cpu.py", "--checkpoint", "none.pt"), ("train_precision.py", "--data", "none")],
+)
+def test_a_bench_without_its_input_says_which_option_in_one_line(tmp_path, script, option, missing):
+    """Their defaults live in ../shared beside the development checkout, not in a clone."""
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), option, str(tmp_path / missing)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert f"error: {tmp_path / missing}: no such" in last and f"pass {option}" in last
