@@ -164,6 +164,26 @@ def test_nproc_stops_as_one_process_does_and_says_which_process_died(tmp_path, l
     assert "another training process of the job stopped" in err, err[-3000:]
 
 
+def test_nproc_says_a_mistake_once_before_launching(tmp_path, ljspeech_clips):
+    """A data folder that is not there, or a run folder holding another run, is one line
+    from the launcher, not one a process."""
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
+    missing = tmp_path / "no-data"
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    for extra, problem in [
+        (["--out", str(run), f"data.prepared={missing}"], f"{missing}: no such folder"),
+        (["--out", str(tmp_path / "taken")], f"{tmp_path / 'taken'}: "),
+    ]:
+        command = [sys.executable, "-m", "vocoder", "train", "--nproc", "2", "--config", str(conf)]
+        done = subprocess.run(
+            [*command, *extra], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("error: ") == 1 and problem in done.stderr, done.stderr
+    assert not run.exists()
+
+
 def test_nproc_runs_the_same_command_in_each_process():
     from vocoder.cli import build_parser
     from vocoder.cli.train import worker_command

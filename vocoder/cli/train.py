@@ -26,7 +26,7 @@ from vocoder.train.config import (
     load_experiment_config,
 )
 from vocoder.train.run_dir import CONFIG_FILE
-from vocoder.train.trainer import Progress, train
+from vocoder.train.trainer import Progress, check_startable, train
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, run_dir, resume, overrides)
     if args.nproc != 1:
         check_processes_fit(config.train.device, args.nproc, torch.cuda.device_count())
+        check_startable(config, run_dir, resume, args.force)  # said once, not once a process
         return launch_workers(args)
     rank = int(os.environ.get("RANK", "0"))
     show_bar = rank == 0 and sys.stderr.isatty()

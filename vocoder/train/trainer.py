@@ -100,6 +100,19 @@ class TrainResult:
 ProgressCallback = Callable[[Progress], None]
 
 
+def check_startable(
+    config: ExperimentConfig, run_dir: Path, resume: bool | str | Path, force: bool
+) -> Path | None:
+    """What `train` checks before it makes anything: the run folder is ours to write (or
+    to resume: the checkpoint returned, None for a fresh run) and the data folder fits the
+    mel convention. A launcher of several processes asks it first, so that a mistake is
+    said once, not once a process."""
+    resume_from = claim_run_dir(Path(run_dir), resume, force)
+    if config.data.prepared is not None:
+        check_prepared(config.data.prepared, config.features, config.data.segment_length)
+    return resume_from
+
+
 def train(
     config: ExperimentConfig,
     run_dir: str | Path,
@@ -119,9 +132,7 @@ def train(
     train_log, lock = None, None
     try:
         # ---- the run folder: every rank decides, then rank 0 alone locks and writes ----
-        resume_from = claim_run_dir(run_dir, resume, force)
-        if dc.prepared is not None:  # a wrong data folder is said before anything is made
-            check_prepared(dc.prepared, config.features, dc.segment_length)
+        resume_from = check_startable(config, run_dir, resume, force)
         if dist.is_main:
             lock = RunLock(run_dir)
         distributed.barrier(dist)
@@ -338,4 +349,4 @@ def train(
         distributed.cleanup(dist)
 
 
-__all__ = ["train", "Progress", "TrainResult", "ProgressCallback", "DIGEST_ENV"]
+__all__ = ["train", "check_startable", "Progress", "TrainResult", "ProgressCallback", "DIGEST_ENV"]
