@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -611,6 +612,21 @@ def test_auto_precision_is_the_default_and_the_run_config_records_the_devices_be
     recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["precision"]
     assert recorded == default_precision(torch.device("cpu"))
     assert recorded == ("bf16" if cpu_bf16_units() and onednn_bf16() else "fp32")
+
+
+def test_loader_processes_are_capped_at_the_cores(reference, tmp_path, monkeypatch, caplog):
+    """More data.num_workers than cores only take turns (and PyTorch warns): one core
+    here, so one loader process, said once."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    caplog.set_level("INFO")
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "2"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*args, "data.num_workers=3", "train.valid_every=100"]) == 0
+    assert not [w for w in caught if "worker" in str(w.message)]
+    assert "data.num_workers 3: 1 loader process(es), one a CPU core here" in caplog.text
 
 
 def test_a_stated_precision_trains_on_cpu_as_stated(reference, tmp_path):

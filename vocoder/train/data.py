@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from torch.utils.data import Sampler
 
 from vocoder.data.filelist import read_filelist
-from vocoder.errors import ConfigError, InputError
+from vocoder.errors import ConfigError, InputError, some_of
 from vocoder.train.config import ExperimentConfig
 
 
@@ -26,6 +27,13 @@ class SkipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
+
+
+def loader_workers(requested: int) -> int:
+    """`data.num_workers`, at most the CPU cores this process may run on (PyTorch warns
+    beyond that, and more processes than cores only take turns)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(requested, cores or 1)
 
 
 def filelist_files(filelist: Path | None, part: str) -> list[Path]:
@@ -50,8 +58,9 @@ def check_no_test_files(train_files: list[Path], test_ids: set[str]) -> None:
     """Refuse to train on any file of the test list (`stems_of_test_list`; by name stem)."""
     leaked = sorted({p.stem for p in train_files} & test_ids)
     if leaked:
-        shown = ", ".join(leaked[:5]) + (" ..." if len(leaked) > 5 else "")
-        raise ConfigError(f"data: {len(leaked)} training file(s) are in the test list: {shown}")
+        raise ConfigError(
+            f"data: {len(leaked)} training file(s) are in the test list: {some_of(leaked)}"
+        )
 
 
 def optional_path(value: str | None) -> Path | None:
@@ -59,6 +68,7 @@ def optional_path(value: str | None) -> Path | None:
 
 
 __all__ = [
+    "loader_workers",
     "SkipSampler",
     "filelist_files",
     "check_no_test_files",

@@ -41,6 +41,7 @@ from vocoder.train.data import (
     SkipSampler,
     check_no_test_files,
     filelist_files,
+    loader_workers,
     optional_path,
     stems_of_test_list,
 )
@@ -215,6 +216,14 @@ def train(
                 run_dir,
             )
 
+        workers = loader_workers(dc.num_workers)
+        if workers < dc.num_workers and dist.is_main:
+            log.info(
+                "data.num_workers %d: %d loader process(es), one a CPU core here",
+                dc.num_workers,
+                workers,
+            )
+
         # ---- the loop ----
         start_step, skipped, bad_in_a_row = step, 0, 0
         stats_since_log = RunningStats()
@@ -228,7 +237,7 @@ def train(
                     dataset,
                     batch_size=dc.batch_size,
                     sampler=SkipSampler(sampler, batch_in_epoch * dc.batch_size),
-                    num_workers=dc.num_workers,
+                    num_workers=workers,
                     pin_memory=device.type == "cuda",
                     drop_last=True,
                     generator=torch.Generator().manual_seed(tc.seed + epoch),
