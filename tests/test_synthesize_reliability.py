@@ -310,6 +310,31 @@ def test_every_input_not_found_is_said(model_file, ljspeech_clips, tmp_path):
         f"error: {tmp_path / 'nope'}: no such file or folder",
         f"error: {listing}:2: {tmp_path / 'mels' / 'gone.npy'}: no such file or folder",
         f"error: {listing}:4: {tmp_path / 'mels' / 'lost.npy'}: no such file or folder",
-        "error: nothing synthesized: 3 inputs cannot be found or used (each said above)",
+        "error: nothing synthesized: 3 of 5 inputs cannot be found or used (each said above)",
     ]
     assert not (tmp_path / "out").exists()
+    # inputs that are there but cannot be read are said in the same run (they were said
+    # only once the missing ones had been dealt with)
+    (mels / "empty.npy").write_bytes(b"")
+    np.save(mels / "wrong-bins.npy", np.zeros((64, 40), dtype=np.float32))
+    result = vocoder(
+        "synthesize", tmp_path / "nope", mels, "--out", tmp_path / "out", "--model", model_file
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0] == f"error: {tmp_path / 'nope'}: no such file or folder"
+    assert lines[1].startswith(f"error: {mels / 'empty.npy'}: ")
+    assert lines[2].startswith(f"error: {mels / 'wrong-bins.npy'}: ")
+    assert lines[3] == (
+        "error: nothing synthesized: 3 of 4 inputs cannot be found or used (each said above)"
+    )
+    assert not (tmp_path / "out").exists()
+    # found but left out by --skip-existing, a missing input is still said
+    vocoder("synthesize", mels / "u000.npy", "--out", tmp_path / "done", "--model", model_file)
+    skipped = vocoder(
+        "synthesize", mels / "u000.npy", tmp_path / "nope", "--out", tmp_path / "done",
+        "--model", model_file, "--skip-existing",
+    )  # fmt: skip
+    assert skipped.returncode == 2
+    assert skipped.stderr == f"error: {tmp_path / 'nope'}: no such file or folder\n"

@@ -185,19 +185,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def collect_inputs(inputs: list[str], out_dir: Path) -> list[Job]:
+def collect_inputs(
+    inputs: list[str], out_dir: Path, missing: list[InputError] | None = None
+) -> list[Job]:
     """The files behind the inputs (folders searched recursively, `.txt` file lists read
-    line by line) and their outputs."""
+    line by line) and their outputs. An input that is not there is raised, or with
+    `missing` given, noted there (to be said with the inputs that cannot be read)."""
     jobs: list[Job] = []
-    missing: list[InputError] = []  # every input not found is said, not the first
+    noted: list[InputError] = []  # every input not found is said, not the first
     for name in inputs:
         path = Path(name)
         if path.is_file() and path.suffix.lower() == LIST_EXTENSION:
-            jobs.extend(_read_file_list(path, out_dir, missing))
+            jobs.extend(_read_file_list(path, out_dir, noted))
         else:
             place = Path() if path.is_dir() else Path(path.stem)
-            jobs.extend(_found(path, out_dir / place, str(path), out_dir, missing))
-    report_all(missing, "inputs cannot be found or used")
+            jobs.extend(_found(path, out_dir / place, str(path), out_dir, noted))
+    if missing is None or not jobs:  # with no input found there is nothing more to read
+        report_all(noted, "inputs cannot be found or used")
+    else:
+        missing.extend(noted)
     sources = {job.source.resolve() for job in jobs}
     seen: dict[Path, Path] = {}
     unique: list[Job] = []
@@ -403,10 +409,13 @@ def _load_stats(args: argparse.Namespace, synth: Synthesizer) -> MeanVarStats | 
     return stats
 
 
-def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> int:
+def _check_inputs(
+    jobs: list[Job], synth: Synthesizer, args, stats, missing: list[InputError]
+) -> int:
     """Read and check every input (its frames and output length noted), saying once what
-    reading changes (resampling, mixdown) or what a mel's range suggests; returns how many
-    mels had their range warned about."""
+    reading changes (resampling, mixdown) or what a mel's range suggests, and each input
+    that cannot be read or (`missing`) found; returns how many mels had their range warned
+    about."""
     unusable: list[VocoderError | OSError] = []
     range_warnings = 0
     # disable=None: progress bars on terminals only, so logs and errors stay clean
@@ -426,7 +435,8 @@ def _check_inputs(jobs: list[Job], synth: Synthesizer, args, stats) -> int:
                 log.warning("%s: %s", job.source, cli_problem(warning.problem, [warning.remedy]))
                 range_warnings += 1
         job.frames, job.samples = mel.shape[-1], samples
-    report_all(unusable, f"of {len(jobs)} inputs cannot be used")
+    problem = "found or used" if missing else "used"
+    report_all([*missing, *unusable], f"of {len(jobs) + len(missing)} inputs cannot be {problem}")
     return range_warnings
 
 
@@ -456,7 +466,8 @@ def _read_mel(job: Job, synth: Synthesizer, args, stats) -> tuple[torch.Tensor, 
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
     keep_freed_memory()
-    jobs = collect_inputs(args.inputs, args.out)
+    missing: list[InputError] = []  # said with the inputs that cannot be read
+    jobs = collect_inputs(args.inputs, args.out, missing)
     blocked = [job for job in jobs if job.output.is_dir()]
     if blocked:
         job = blocked[0]
@@ -469,13 +480,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"left out {len(jobs) - len(left)} of {len(jobs)} input(s): their outputs exist")
         jobs = left
         if not jobs:
+            report_all(missing, "inputs cannot be found or used")
             return 0
     elif not args.force:
         refuse_existing(job.output for job in jobs)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with _sigterm_as_exit(), output_folders(job.output.parent for job in jobs):
-        return _synthesize(jobs, args)
+        return _synthesize(jobs, args, missing)
 
 
 @contextlib.contextmanager
@@ -554,12 +566,12 @@ def _precision_note(asked: str | None, synth: Synthesizer) -> str:
     return ""
 
 
-def _synthesize(jobs: list[Job], args: argparse.Namespace) -> int:
+def _synthesize(jobs: list[Job], args: argparse.Namespace, missing: list[InputError]) -> int:
     device = resolve_device(args.device)
     precision = args.precision or default_precision(device)
     synth = Synthesizer.load(args.model, device=device, precision=precision)
     stats = _load_stats(args, synth)
-    range_warnings = _check_inputs(jobs, synth, args, stats)
+    range_warnings = _check_inputs(jobs, synth, args, stats, missing)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     chunk = None
     if args.chunk_seconds is not None:
