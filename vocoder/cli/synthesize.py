@@ -543,7 +543,7 @@ class Levels:
         if not self.clipped:
             return f"peak {self.peak:.3f} ({_dbfs(self.peak):+.1f} dBFS), nothing clipped"
         return (
-            f"{self.clipped_files} of {self.files} file(s) clipped ({self.clipped} samples, "
+            f"{self.clipped_files} of {self.files} file(s) clipped ({self.clipped} sample(s), "
             f"peak {self.peak:.3f}, {_dbfs(self.peak):+.1f} dBFS; see --peak-normalize)"
         )
 
