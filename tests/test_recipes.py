@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -32,8 +33,11 @@ LJSPEECH = REPO / "recipes" / "ljspeech" / "run.sh"
 CUSTOM = REPO / "recipes" / "custom_voice" / "run.sh"
 
 
-def run_recipe(script: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two shared cores: no thread fights
+def run_recipe(
+    script: Path, *args: str, timeout: int = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    # two shared cores: no thread fights
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         ["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -351,7 +355,7 @@ def test_stage_0_verifies_the_archive_checksum(tmp_path):
     stage0 = ["--stage", "0", "--stop-stage", "0", "--db-root", str(db), "--archive", str(archive)]
     bad = run_recipe(LJSPEECH, *stage0, "--sha256", "0" * 64)
     assert bad.returncode == 2 and "SHA-256" in bad.stderr
-    assert not (db / "LJSpeech-1.1").exists()
+    assert not db.exists()  # nor an empty db folder, as before
     good = run_recipe(LJSPEECH, *stage0, "--sha256", digest)
     assert good.returncode == 0, good.stderr
     assert (db / "LJSpeech-1.1" / "metadata.csv").is_file()
@@ -374,3 +378,145 @@ def test_every_recipe_conf_is_valid():
             assert name in raw["features"] and name not in raw["model"], (conf, name)
     mel = MelConfig()
     assert load_experiment_config(confs[0]).features.n_mels == mel.n_mels
+
+
+PRETRAINED = REPO / "recipes" / "pretrained" / "run.sh"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(male_reader_clips, tmp_path_factory) -> tuple[Path, Path]:
+    """A prepared folder of 5 male-reader clips (1 test clip) and a 1-step run on it."""
+    root = tmp_path_factory.mktemp("tiny_run")
+    voice = small_voice(male_reader_clips, root / "voice")
+    data, exp = root / "data", root / "exp"
+    done = run_recipe(
+        CUSTOM, "--stop-stage", "2", "--conf", "conf/smoke.yaml", "--audio-dir", str(voice),
+        "--data-dir", str(data), "--exp", str(exp), "--", "data.batch_size=2", "train.max_steps=1",
+        "train.checkpoint_every=1", "train.valid_every=1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return data, exp
+
+
+@pytest.mark.parametrize("script", [LJSPEECH, CUSTOM], ids=["ljspeech", "custom_voice"])
+def test_stage_4_prints_paths_that_are_there_when_it_ends(tiny_run, tmp_path, script):
+    """Stage 4 wrote into wav.new and renamed it wav: every path synthesize printed was gone
+    when the stage ended, and its header counted --synth-max-files (10), not the 1 clip."""
+    data, run = tiny_run
+    exp = tmp_path / "exp"
+    shutil.copytree(run, exp)
+    stage_4 = ["--stage", "4", "--conf", "conf/smoke.yaml", "--data-dir", str(data)]
+    done = run_recipe(script, *stage_4, "--exp", str(exp))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"stage 4: synthesize 1 test clip -> {exp}/wav"
+    assert lines[-1] == f"stage 4: 1 file in {exp}/wav"
+    printed = [word for word in done.stdout.split() if ".wav" in word]
+    assert printed and all(Path(word).is_file() for word in printed), printed
+    assert f"outputs in {exp}/wav;" in done.stdout
+    test_id = read_filelist(data / "test.txt")[0].stem
+    assert sorted(p.name for p in exp.iterdir() if p.name.startswith("wav")) == ["wav"]
+    assert [p.name for p in (exp / "wav").iterdir()] == [f"{test_id}.wav"]
+    # a failed rerun (a test clip gone) puts the earlier complete folder back, and so does
+    # the next run after a kill -9 (here: the earlier folder still aside, a partial one in wav)
+    (exp / "wav").rename(exp / "wav.old")
+    (exp / "wav").mkdir()
+    (exp / "wav" / "partial.wav").write_bytes(b"")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "test.txt").write_text("gone.wav\n")
+    failed = run_recipe(script, *stage_4[:-1], str(broken), "--exp", str(exp))
+    assert failed.returncode == 2 and "gone.wav" in failed.stderr
+    assert failed.stderr.endswith(
+        f"stage 4 failed: {exp}/wav holds the earlier run's audio again\n"
+    )
+    assert sorted(p.name for p in exp.iterdir() if p.name.startswith("wav")) == ["wav"]
+    assert [p.name for p in (exp / "wav").iterdir()] == [f"{test_id}.wav"]
+
+
+def test_a_stage_run_before_its_inputs_exist_says_which_stage_makes_them(tiny_run, tmp_path):
+    """Each stage alone, without what an earlier stage writes: one line naming that stage
+    and exit 2, where stage 4 stopped on a bash redirection error (exit 1) and stages 1-3
+    on vocoder's own error, which named no stage."""
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    where = ["--conf", "conf/smoke.yaml", "--db-root", str(tmp_path / "db"), "--data-dir"]
+    for stage, needs in [
+        ("1", f"stage 1 needs the corpus {tmp_path / 'db' / 'LJSpeech-1.1'} (run stage 0"),
+        ("2", f"stage 2 needs stage 1's prepared data in {data} (run stage 1 first)"),
+        ("3", f"stage 3 needs stage 1's {data}/test.txt (run stage 1 first)"),
+        ("4", f"stage 4 needs stage 1's {data}/test.txt (run stage 1 first)"),
+    ]:
+        done = run_recipe(
+            LJSPEECH, "--stage", stage, "--stop-stage", stage, *where, str(data),
+            "--exp", str(exp),
+        )  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith(f"run.sh: {needs}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+    # prepared data, but no run yet
+    prepared, _ = tiny_run
+    done = run_recipe(
+        CUSTOM, "--stage", "3", *where[:2], "--data-dir", str(prepared), "--exp", str(exp)
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr == f"run.sh: stage 3 needs stage 2's checkpoint in {exp} (run stage 2 first)\n"
+    )
+    assert not exp.exists() and not data.exists()
+
+
+def test_pretrained_recipe_in_a_plain_clone_names_the_missing_stage(tmp_path):
+    """`run.sh 3 5` without ../shared ended in a Python traceback (register.py's InputError);
+    stage 4 alone left a synthesize.log of its failure for stage 5 to read."""
+    clone = tmp_path / "clone"
+    shutil.copytree(PRETRAINED.parent, clone / "recipes" / "pretrained")
+    script = clone / "recipes" / "pretrained" / "run.sh"
+    env = {k: v for k, v in os.environ.items() if k != "SHARED"}
+    env["PYTHONPATH"] = str(REPO)
+    run_first = "first; stage 1 needs ../shared/data)\n"
+    checkpoint = "stage 2's checkpoint exp/pretrained/wf-small (run stages 1-2 " + run_first
+    for stages, error in [
+        (["1", "5"], "stage 1 needs the shared data set ../shared/data/ljspeech-mini "),
+        (["2", "2"], "stage 2 needs stage 1's list exp/pretrained/data/train.txt (run stage 1 "),
+        (["3", "5"], "stage 3 needs " + checkpoint),
+        (["4"], "stage 4 needs stage 3's fp32 model exp/pretrained/eval/fp32.safetensors (run "),
+        (["5", "5"], "stage 5 needs " + checkpoint),
+        (["0"], "stages are 1..5, got '0'"),
+    ]:  # fmt: skip
+        done = subprocess.run(
+            ["bash", str(script), *stages], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, (stages, done.stderr)
+        assert done.stderr.startswith(f"run.sh: {error}") and len(done.stderr.splitlines()) == 1
+        assert done.stdout == "" and "Traceback" not in done.stderr
+    assert sorted(p.name for p in clone.iterdir()) == ["recipes"]  # nothing written
+
+
+def fake_curl(folder: Path, body: bytes, status: int) -> dict[str, str]:
+    """An environment whose curl writes `body` to its -o file and exits with `status`."""
+    folder.mkdir()
+    (folder / "body").write_bytes(body)
+    curl = folder / "curl"
+    curl.write_text(
+        "#!/bin/sh\n"
+        f'while [ $# -gt 0 ]; do [ "$1" = -o ] && cat "{folder}/body" > "$2"; shift; done\n'
+        f'echo "curl: failed" >&2; exit {status}\n'
+    )
+    curl.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_a_failed_stage_0_leaves_nothing_it_made(tmp_path):
+    """An offline download left an empty downloads/ folder (and wget an empty .part)."""
+    db = tmp_path / "db" / "deeper"
+    stage0 = ["--stage", "0", "--stop-stage", "0", "--db-root", str(db)]
+    offline = run_recipe(LJSPEECH, *stage0, env=fake_curl(tmp_path / "offline", b"", 6))
+    assert offline.returncode == 2
+    assert offline.stderr.endswith("run.sh: download failed (offline? pass --archive)\n")
+    assert not (tmp_path / "db").exists()
+    # a damaged download is deleted (else every rerun failed on it); a cut one is kept to resume
+    damaged = run_recipe(LJSPEECH, *stage0, env=fake_curl(tmp_path / "damaged", b"x", 0))
+    assert damaged.returncode == 2 and "(the download is deleted)" in damaged.stderr
+    assert not (tmp_path / "db").exists()
+    cut = run_recipe(LJSPEECH, *stage0, env=fake_curl(tmp_path / "cut", b"x", 18))
+    assert cut.returncode == 2
+    assert [p.name for p in db.iterdir()] == ["LJSpeech-1.1.tar.bz2.part"]

@@ -47,6 +47,13 @@ overrides=()
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+# a run folder that stage 2 has checkpointed (vocoder train writes DIR/checkpoints/step-N.pt)
+has_checkpoint() { compgen -G "$1/checkpoints/step-*.pt" > /dev/null; }
+count() { echo "$1 $2$([[ $1 -eq 1 ]] || echo s)"; }  # count 5 file: 5 files
+# stage 4's earlier wav folder, set aside in wav.old while a run writes a new one: back
+put_back_wav() {
+  if [[ -d "$exp/wav.old" ]]; then rm -rf "$exp/wav" && mv "$exp/wav.old" "$exp/wav"; fi
+}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -94,7 +101,14 @@ fi
 # The conf with the overrides applied, fully resolved: prepare takes its mel convention
 # (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
 resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
-trap 'rm -f "$resolved"' EXIT
+wav_aside=  # set while stage 4 runs with the earlier run's wav folder set aside
+on_exit() {
+  rm -f "$resolved"
+  if [[ -n "$wav_aside" && -d "$exp/wav.old" ]]; then
+    put_back_wav && echo "run.sh: stage 4 failed: $exp/wav holds the earlier run's audio again" >&2
+  fi
+}
+trap on_exit EXIT
 convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || exit 2
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
@@ -113,6 +127,8 @@ if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
 fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
+  [[ -f "$data_dir/manifest.json" ]] \
+    || die "stage 2 needs stage 1's prepared data in $data_dir (run stage 1 first)"
   echo "stage 2: train $conf -> $exp (ngpu $ngpu)${init_from:+, from $init_from}${mel_dir:+, on the mels in $mel_dir}"
   if [[ -z "$init_from" && "$conf" == *finetune* && ! -d "$exp/checkpoints" ]]; then
     echo "  note: no --init-from: $(basename "$conf") trains from scratch (fine-tuning needs a trained model)"
@@ -125,6 +141,8 @@ if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
 fi
 
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
+  [[ -f "$data_dir/test.txt" ]] || die "stage 3 needs stage 1's $data_dir/test.txt (run stage 1 first)"
+  has_checkpoint "$exp" || die "stage 3 needs stage 2's checkpoint in $exp (run stage 2 first)"
   echo "stage 3: evaluate $exp on $data_dir/test.txt"
   eval_args=(--checkpoint "$exp" --filelist "$data_dir/test.txt" --average "$average" --force
              ${eval_max_files:+--max-files "$eval_max_files"})
@@ -136,7 +154,8 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
 fi
 
 if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
-  echo "stage 4: synthesize $synth_max_files test clips -> $exp/wav"
+  [[ -f "$data_dir/test.txt" ]] || die "stage 4 needs stage 1's $data_dir/test.txt (run stage 1 first)"
+  has_checkpoint "$exp" || die "stage 4 needs stage 2's checkpoint in $exp (run stage 2 first)"
   inputs=()
   while IFS= read -r line; do
     line=${line%%|*}
@@ -150,9 +169,15 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
     [[ ${#inputs[@]} -ge $synth_max_files ]] && break
   done < "$data_dir/test.txt"
   [[ ${#inputs[@]} -gt 0 ]] || die "$data_dir/test.txt lists no files"
-  # a fresh folder swapped in whole: no wav of an earlier run stays beside this run's
-  rm -rf "$exp/wav.new"
-  vocoder synthesize "${inputs[@]}" --out "$exp/wav.new" --model "$exp" --seed 0
-  rm -rf "$exp/wav" && mv "$exp/wav.new" "$exp/wav"
-  echo "stage 4: the audio is in $exp/wav"
+  echo "stage 4: synthesize $(count ${#inputs[@]} "test clip") -> $exp/wav"
+  # into an empty $exp/wav, so that no wav of an earlier run stays beside this run's, and
+  # at the paths synthesize prints; the earlier run's folder waits in wav.old until this
+  # run is complete, and on_exit puts it back if it fails (the next run, after a kill -9)
+  put_back_wav
+  if [[ -e "$exp/wav" ]]; then mv "$exp/wav" "$exp/wav.old"; fi
+  wav_aside=1
+  vocoder synthesize "${inputs[@]}" --out "$exp/wav" --model "$exp" --seed 0
+  rm -rf "$exp/wav.old"
+  wav_aside=
+  echo "stage 4: $(count "$(find "$exp/wav" -type f | wc -l)" file) in $exp/wav"
 fi

@@ -49,6 +49,13 @@ overrides=()
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
+# a run folder that stage 2 has checkpointed (vocoder train writes DIR/checkpoints/step-N.pt)
+has_checkpoint() { compgen -G "$1/checkpoints/step-*.pt" > /dev/null; }
+count() { echo "$1 $2$([[ $1 -eq 1 ]] || echo s)"; }  # count 5 file: 5 files
+# stage 4's earlier wav folder, set aside in wav.old while a run writes a new one: back
+put_back_wav() {
+  if [[ -d "$exp/wav.old" ]]; then rm -rf "$exp/wav" && mv "$exp/wav.old" "$exp/wav"; fi
+}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -94,7 +101,33 @@ corpus=${corpus:-$db_root/LJSpeech-1.1}
 # The conf with the overrides applied, fully resolved: prepare takes its mel convention
 # (sample rate, hop, mels...) and segment length from it, so the data and the run agree.
 resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
-trap 'rm -f "$resolved"' EXIT
+# what a failing stage 0 made and takes back on the way out, last made first: its folders
+# if still empty, an empty download (a partial one stays: the next run resumes it)
+made=()
+wav_aside=  # set while stage 4 runs with the earlier run's wav folder set aside
+on_exit() {  # made and wav_aside are emptied as their stage completes
+  local i path
+  rm -f "$resolved"
+  for (( i = ${#made[@]} - 1; i >= 0; i-- )); do
+    path=${made[i]}
+    if [[ -d "$path" ]]; then
+      rmdir "$path" 2> /dev/null || true
+    elif [[ -f "$path" && ! -s "$path" ]]; then
+      rm -f "$path"
+    fi
+  done
+  if [[ -n "$wav_aside" && -d "$exp/wav.old" ]]; then
+    put_back_wav && echo "run.sh: stage 4 failed: $exp/wav holds the earlier run's audio again" >&2
+  fi
+}
+trap on_exit EXIT
+# mkdir -p DIR, noting in $made the folders it makes, outermost first
+make_dir() {
+  local dir=$1 new=()
+  while [[ ! -e "$dir" ]]; do new=("$dir" ${new[@]+"${new[@]}"}); dir=$(dirname "$dir"); done
+  mkdir -p "$1"
+  made+=(${new[@]+"${new[@]}"})
+}
 convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || exit 2
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
@@ -103,10 +136,12 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
     echo "  $corpus is there already"
   else
     [[ "$(basename "$corpus")" == LJSpeech-1.1 ]] || die "--corpus must end in LJSpeech-1.1 to unpack into it"
-    mkdir -p "$db_root"
+    downloaded=
     if [[ -z "$archive" ]]; then
       archive="$db_root/LJSpeech-1.1.tar.bz2"
       if [[ ! -f "$archive" ]]; then
+        make_dir "$db_root"
+        [[ -e "$archive.part" ]] || made+=("$archive.part")
         echo "  downloading $url (2.6 GB)"
         if command -v curl > /dev/null; then
           curl -fL --retry 3 -C - -o "$archive.part" "$url" || die "download failed (offline? pass --archive)"
@@ -114,16 +149,21 @@ if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
           wget -c -O "$archive.part" "$url" || die "download failed (offline? pass --archive)"
         fi
         mv "$archive.part" "$archive"
+        downloaded=1
       fi
     fi
     [[ -f "$archive" ]] || die "no such archive: $archive"
     echo "  checking the SHA-256 of $archive"
     actual=$(sha256sum "$archive" | cut -d' ' -f1)
-    [[ "$actual" == "$sha256" ]] || die "$archive: SHA-256 $actual, expected $sha256"
-    mkdir -p "$(dirname "$corpus")"
+    if [[ "$actual" != "$sha256" ]]; then
+      [[ -n "$downloaded" ]] && rm -f "$archive"  # a damaged download: the next run fetches it anew
+      die "$archive: SHA-256 $actual, expected $sha256${downloaded:+ (the download is deleted)}"
+    fi
+    make_dir "$(dirname "$corpus")"
     tar -xjf "$archive" -C "$(dirname "$corpus")"
     [[ -f "$corpus/metadata.csv" ]] || die "$archive did not unpack to $corpus"
   fi
+  made=()
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
@@ -132,18 +172,23 @@ if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
     prepared=$("$python" ../prepared_as.py "$data_dir" ${split:+--split "$split"}) || exit 2
     echo "  $data_dir is prepared already ($prepared split; delete it to redo; training checks its mel convention)"
   else
+    [[ -d "$corpus" ]] || die "stage 1 needs the corpus $corpus (run stage 0 first, or pass --corpus)"
     vocoder prepare "$corpus" --out "$data_dir" --config "$resolved" ${split:+--split "$split"} \
       ${splits_dir:+--splits-dir "$splits_dir"}
   fi
 fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
+  [[ -f "$data_dir/manifest.json" ]] \
+    || die "stage 2 needs stage 1's prepared data in $data_dir (run stage 1 first)"
   echo "stage 2: train $conf -> $exp (ngpu $ngpu)"
   args=(train --nproc "$ngpu" --config "$conf" --out "$exp" --resume "data.prepared=$data_dir" ${overrides[@]+"${overrides[@]}"})
   vocoder "${args[@]}"
 fi
 
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
+  [[ -f "$data_dir/test.txt" ]] || die "stage 3 needs stage 1's $data_dir/test.txt (run stage 1 first)"
+  has_checkpoint "$exp" || die "stage 3 needs stage 2's checkpoint in $exp (run stage 2 first)"
   echo "stage 3: evaluate $exp on $data_dir/test.txt"
   vocoder evaluate --checkpoint "$exp" --filelist "$data_dir/test.txt" \
     --out "$exp/eval/report.json" --average "$average" --force \
@@ -151,7 +196,8 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
 fi
 
 if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
-  echo "stage 4: synthesize $synth_max_files test clips -> $exp/wav"
+  [[ -f "$data_dir/test.txt" ]] || die "stage 4 needs stage 1's $data_dir/test.txt (run stage 1 first)"
+  has_checkpoint "$exp" || die "stage 4 needs stage 2's checkpoint in $exp (run stage 2 first)"
   inputs=()
   while IFS= read -r line; do
     line=${line%%|*}
@@ -161,8 +207,15 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
     [[ ${#inputs[@]} -ge $synth_max_files ]] && break
   done < "$data_dir/test.txt"
   [[ ${#inputs[@]} -gt 0 ]] || die "$data_dir/test.txt lists no files"
-  # a fresh folder swapped in whole: no wav of an earlier run stays beside this run's
-  rm -rf "$exp/wav.new"
-  vocoder synthesize "${inputs[@]}" --out "$exp/wav.new" --model "$exp" --seed 0
-  rm -rf "$exp/wav" && mv "$exp/wav.new" "$exp/wav"
+  echo "stage 4: synthesize $(count ${#inputs[@]} "test clip") -> $exp/wav"
+  # into an empty $exp/wav, so that no wav of an earlier run stays beside this run's, and
+  # at the paths synthesize prints; the earlier run's folder waits in wav.old until this
+  # run is complete, and on_exit puts it back if it fails (the next run, after a kill -9)
+  put_back_wav
+  if [[ -e "$exp/wav" ]]; then mv "$exp/wav" "$exp/wav.old"; fi
+  wav_aside=1
+  vocoder synthesize "${inputs[@]}" --out "$exp/wav" --model "$exp" --seed 0
+  rm -rf "$exp/wav.old"
+  wav_aside=
+  echo "stage 4: $(count "$(find "$exp/wav" -type f | wc -l)" file) in $exp/wav"
 fi

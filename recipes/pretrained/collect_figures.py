@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
+from vocoder.cli import describe_error
+from vocoder.errors import VocoderError
 from vocoder.evaluate import EvalReport, FileScores
 
 METRICS = {"stoi": "stoi", "pesq_wb": "pesq_wb", "log_mel_l1": "log_mel_l1", "mcd": "mcd_db"}
@@ -91,4 +94,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (VocoderError, OSError) as e:  # a missing or unusable input: one line, exit 2,
+        print(f"error: {describe_error(e)}", file=sys.stderr)  # as vocoder's commands say it
+        sys.exit(2)

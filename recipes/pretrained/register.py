@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from vocoder.checkpoint import cast_network_weights, export_model, load_model
+from vocoder.cli import describe_error
 from vocoder.config import load_mapping
+from vocoder.errors import VocoderError
 from vocoder.files import atomic_output
 from vocoder.pretrained import PRETRAINED_DIR, REGISTRY_FILE, sha256_file
 from vocoder.train.logging import read_log
@@ -194,4 +197,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (VocoderError, OSError) as e:  # a missing or unusable input: one line, exit 2,
+        print(f"error: {describe_error(e)}", file=sys.stderr)  # as vocoder's commands say it
+        sys.exit(2)

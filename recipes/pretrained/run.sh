@@ -25,8 +25,23 @@ DTYPE=${DTYPE:-fp32}           # the shipped storage precision (stage 3 scores b
 PRECISION=${PRECISION:-}       # training precision; empty: the config's (auto)
 HERE=recipes/pretrained
 run() { [ "$first" -le "$1" ] && [ "$1" -le "$last" ]; }
+die() { echo "run.sh: $*" >&2; exit 2; }
+# a stage run before the stages that make its input: one line, exit 2 (missing STAGE WHAT M)
+missing() {
+  local stages="stages 1-$3"
+  [ "$3" = 1 ] && stages="stage 1"
+  die "stage $1 needs $2 (run $stages first; stage 1 needs $SHARED)"
+}
+has_checkpoint() { compgen -G "$RUN/checkpoints/step-*.pt" > /dev/null; }
+for value in "$first" "$last"; do
+  [[ "$value" =~ ^[1-5]$ ]] || die "stages are 1..5, got '$value' (usage: run.sh [FIRST [LAST]])"
+done
+[ "$first" -le "$last" ] || die "stage $first is after stage $last: no stage to run"
 
 if run 1; then
+  for set in ljspeech-mini male-reader; do
+    [ -d "$SHARED/$set" ] || die "stage 1 needs the shared data set $SHARED/$set (../shared/data beside the repo, or SHARED=DIR)"
+  done
   vocoder prepare "$SHARED/ljspeech-mini" --out $DATA/ljspeech-mini --config $HERE/waveflow-small-cpu.yaml --force
   vocoder prepare "$SHARED/male-reader" --out $DATA/male-reader --config $HERE/waveflow-small-cpu.yaml --force
   for part in train valid; do
@@ -34,6 +49,9 @@ if run 1; then
   done
 fi
 if run 2; then
+  for part in train valid; do
+    [ -f $DATA/$part.txt ] || missing 2 "stage 1's list $DATA/$part.txt" 1
+  done
   resume=()
   [ -d $RUN/checkpoints ] && resume=(--resume)
   precision=()
@@ -42,6 +60,10 @@ if run 2; then
     --max-steps "$MAX_STEPS" "${precision[@]}"
 fi
 if run 3; then
+  has_checkpoint || missing 3 "stage 2's checkpoint $RUN" 2
+  for split in ljspeech-mini male-reader; do
+    [ -f $DATA/$split/test.txt ] || missing 3 "stage 1's test list $DATA/$split/test.txt" 1
+  done
   mkdir -p $EVAL
   for d in fp32 fp16; do
     python $HERE/register.py $RUN --dtype $d --out $EVAL/$d --no-registry
@@ -54,11 +76,21 @@ if run 3; then
   done
 fi
 if run 4; then
-  vocoder synthesize $DATA/ljspeech-mini/test.txt --model $EVAL/$DTYPE.safetensors \
-    --device cpu --batch-size 1 --seed 0 --out $EVAL/synthesized --force 2>&1 | tee $EVAL/synthesize.log
+  [ -f $EVAL/$DTYPE.safetensors ] || missing 4 "stage 3's $DTYPE model $EVAL/$DTYPE.safetensors" 3
+  [ -f $DATA/ljspeech-mini/test.txt ] || missing 4 "stage 1's test list $DATA/ljspeech-mini/test.txt" 1
+  if ! vocoder synthesize $DATA/ljspeech-mini/test.txt --model $EVAL/$DTYPE.safetensors \
+    --device cpu --batch-size 1 --seed 0 --out $EVAL/synthesized --force 2>&1 | tee $EVAL/synthesize.log; then
+    rm -f $EVAL/synthesize.log  # no timing of a failed run for stage 5 to read
+    exit 2
+  fi
 fi
 if run 5; then
   other=$([ "$DTYPE" = fp32 ] && echo fp16 || echo fp32)
+  has_checkpoint || missing 5 "stage 2's checkpoint $RUN" 2
+  for report in $EVAL/{$DTYPE,$other}-{ljspeech-mini,male-reader}.json; do
+    [ -f "$report" ] || missing 5 "stage 3's report $report" 3
+  done
+  [ -f $EVAL/synthesize.log ] || missing 5 "stage 4's log $EVAL/synthesize.log" 4
   python $HERE/collect_figures.py $EVAL/$DTYPE-ljspeech-mini.json $EVAL/$DTYPE-male-reader.json \
     --synthesize-log $EVAL/synthesize.log --other-dtype $other $EVAL/$other-*.json \
     --out $HERE/figures.json
