@@ -5,7 +5,8 @@ tones at multiples of sample_rate / h from the squeeze). NVIDIA's WaveGlow denoi
 estimates it by synthesizing audio from a "zero" mel with sigma = 0: by default literally a
 log-mel of zeros (`mode="zeros"`, NVIDIA's choice, 88 frames, more where a hop is so short
 that 88 would not fill one FFT: `bias_frames`; note a log-mel of 0 is a flat, loud spectrum
-of magnitude 1, not silence), or standard normal values (`mode="normal"`). The bias spectrum is the STFT magnitude of the first frame of that audio.
+of magnitude 1, not silence), or standard normal values (`mode="normal"`). The bias
+spectrum is the STFT magnitude of the first frame of that audio.
 Denoising is then spectral subtraction with the original phase:
 
     denoised = ISTFT(max(|X| - strength * bias, 0) * exp(i * angle(X)))
