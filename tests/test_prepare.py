@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from vocoder.audio import load_audio, resample, save_audio
+from vocoder.data.audio_checks import RefusedFiles
 from vocoder.data.filelist import read_filelist
 from vocoder.data.prepare import check_prepared, mel_config_hash, prepare_dataset
-from vocoder.errors import InputError, remedy
+from vocoder.errors import InputError, Remedy, remedy
 from vocoder.features import MelConfig
 from vocoder.train.config import load_experiment_config
 
@@ -103,16 +104,17 @@ def test_rerun_refuses_without_force(dataset, tmp_path):
 def test_bad_file_raises_then_skip_bad_lists_it(broken_dataset, tmp_path):
     out = tmp_path / "out"
     bad = broken_dataset / "wavs" / "x.wav"
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(RefusedFiles) as caught:
         prepare_dataset(broken_dataset, out)
-    assert caught.value.source == str(bad)
-    assert caught.value.problem.startswith("not a readable audio file")
-    assert caught.value.remedies[-1] == remedy("to leave bad files out", skip_bad=True)
-    assert not (out / "manifest.json").exists()
-    # The interrupted run is resumed (same mel config): no --force needed.
+    assert caught.value.source == str(broken_dataset)
+    assert caught.value.problem == "1 file(s) refused (1 unreadable)"
+    [refused] = caught.value.refused
+    assert refused.path == bad and refused.reason.startswith("not a readable audio file")
+    assert caught.value.remedies == (remedy("to leave them out", skip_bad=True),)
+    assert not out.exists()  # a refused run writes nothing
     summary = prepare_dataset(broken_dataset, out, skip_bad=True)
     assert [r.path for r in summary.rejected] == [bad]
-    assert caught.value.problem.startswith(summary.rejected[0].reason)
+    assert summary.rejected[0].reason == refused.reason
     assert summary.accepted == 3
     listed = read_filelist(out / "train.txt") + read_filelist(out / "valid.txt")
     assert bad not in listed and len(listed) == 2
@@ -138,7 +140,12 @@ def test_folder_checks_each_file(tmp_path, ljspeech_clips):
     assert summary.counts["train"] == 1
     assert "2 channels" in reasons["stereo8k.flac"]
     stereo = next(r for r in summary.rejected if r.path.name == "stereo8k.flac")
-    assert stereo.remedies == (remedy("to average them", mixdown=True),)
+    # both settings in one remedy: --mixdown alone would have it refused for its rate next
+    assert "sample rate 8000 Hz, expected 22050 Hz" in reasons["stereo8k.flac"]
+    assert stereo.remedies == (
+        Remedy((("mixdown", True), ("resample", True)), "to average and convert it"),
+    )
+    assert stereo.kinds == ("channels", "sample_rate")
     assert "silent" in reasons["silent.wav"]
     assert "clipped" in reasons["clipped.wav"]
     assert "too short" in reasons["short.wav"]
@@ -160,6 +167,76 @@ def test_folder_checks_each_file(tmp_path, ljspeech_clips):
     written = out / "wavs" / "stereo8k.wav"
     assert written in read_filelist(out / "train.txt")
     assert load_audio(written).numel() == pytest.approx(clean.numel(), abs=4)
+
+
+def test_every_bad_file_is_refused_in_one_run(tmp_path, ljspeech_clips):
+    """Without skip_bad every file is checked before the run refuses: the bad ones all in
+    one error, each with its problem, counted by kind, with the settings that fix a kind;
+    the files written before the first bad one are taken back, the folder not left."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    clean = load_audio(ljspeech_clips / "wavs" / "LJ001-0008.wav")
+    save_audio(voice / "a_good.wav", clean, 22050)
+    save_audio(voice / "b_at16k.wav", resample(clean, 22050, 16000), 16000)
+    save_audio(voice / "c_stereo.wav", torch.stack([clean, 0.5 * clean]), 22050)
+    save_audio(voice / "d_short.wav", clean[:4000], 22050)
+    save_audio(voice / "e_silent.wav", clean * 5e-4, 22050)
+    # at another rate and too short there too: --resample would not save it
+    save_audio(voice / "f_short16k.wav", resample(clean[:4000], 22050, 16000), 16000)
+    (voice / "g_bad.wav").write_text("not audio")
+    out = tmp_path / "new" / "out"
+    options = dict(split="random", valid_fraction=0.0, test_fraction=0.0)
+    with pytest.raises(RefusedFiles) as caught:
+        prepare_dataset(voice, out, **options)
+    error = caught.value
+    reasons = {r.path.name: r.reason for r in error.refused}
+    assert sorted(reasons) == [*NOT_AT_22K, *BAD]
+    assert reasons["b_at16k.wav"] == "sample rate 16000 Hz, expected 22050 Hz"
+    assert reasons["c_stereo.wav"] == "has 2 channels"
+    assert reasons["f_short16k.wav"].startswith("too short: 4001 samples at 22050 Hz, less")
+    assert reasons["g_bad.wav"].startswith("not a readable audio file")
+    assert error.problem == (
+        "6 file(s) refused (1 unreadable, 1 multi-channel, 1 at another sample rate, "
+        "1 silent, 2 too short)"
+    )
+    assert error.remedies == (
+        remedy("to convert the sample rates", resample=True),
+        remedy("to average the channels", mixdown=True),
+        remedy("to leave out the rest", skip_bad=True),
+    )
+    assert error.unfixable == 4
+    lines = str(error).splitlines()
+    assert lines[0] == (
+        f"{voice}: {error.problem}; set resample=True to convert the sample rates, "
+        "mixdown=True to average the channels and skip_bad=True to leave out the rest"
+    )
+    assert lines[1:3] == [
+        f"  {voice / 'b_at16k.wav'}: {reasons['b_at16k.wav']}; set resample=True to convert it",
+        f"  {voice / 'c_stereo.wav'}: has 2 channels; set mixdown=True to average them",
+    ]
+    assert len(lines) == 7
+    assert not (tmp_path / "new").exists()
+
+    # b and c are written into out/wavs before d is refused: taken back again
+    seen = []
+
+    def progress(done, total, path):
+        seen.append(sorted(p.name for p in out.rglob("*")) if out.is_dir() else [])
+
+    with pytest.raises(RefusedFiles) as caught:
+        prepare_dataset(voice, out, **options, resample=True, mixdown=True, progress=progress)
+    assert seen[2] == [".prepare-incomplete.json", "b_at16k.wav", "c_stereo.wav", "wavs"]
+    assert [r.path.name for r in caught.value.refused] == BAD
+    # its length at 22050 Hz, computed above, is the one resampling it gives
+    assert caught.value.refused[2].reason == reasons["f_short16k.wav"]
+    assert caught.value.remedies == (remedy("to leave them out", skip_bad=True),)
+    assert not (tmp_path / "new").exists()
+    summary = prepare_dataset(voice, out, **options, resample=True, mixdown=True, skip_bad=True)
+    assert summary.rewritten == 2 and len(summary.rejected) == 4
+
+
+NOT_AT_22K = ["b_at16k.wav", "c_stereo.wav"]  # --resample and --mixdown fix these
+BAD = ["d_short.wav", "e_silent.wav", "f_short16k.wav", "g_bad.wav"]
 
 
 def test_random_split_is_drawn_from_the_accepted_files(tmp_path, ljspeech_clips):
@@ -206,10 +283,16 @@ def test_cli_prepare(broken_dataset, tmp_path):
     result = run_cli(broken_dataset, "--out", out)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    # Not a terminal: no bar, progress goes to the log; the error is one line at the end.
+    # Not a terminal: no bar, progress goes to the log; the errors are at the end: the
+    # file, then the count with the flag that lets the run through.
     lines = [line for line in result.stderr.splitlines() if not line.startswith("prepare: ")]
-    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: not a readable audio file")
-    assert lines[0].endswith("; pass --skip-bad to leave bad files out")
+    assert len(lines) == 2 and lines[0].startswith(f"error: {bad}: not a readable audio file")
+    assert lines[0].endswith(")")  # no flag fixes it: the summary line says --skip-bad
+    assert lines[1] == (
+        f"error: {broken_dataset}: 1 file(s) refused (1 unreadable): "
+        "pass --skip-bad to leave them out"
+    )
+    assert not out.exists()
 
     result = run_cli(broken_dataset, "--out", out, "--skip-bad")
     assert result.returncode == 0, result.stderr

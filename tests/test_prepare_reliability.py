@@ -1,4 +1,5 @@
-"""`vocoder prepare` under stress, as a user meets it: a streamed FLAC, a full disk."""
+"""`vocoder prepare` under stress, as a user meets it: a streamed FLAC, a full disk, a
+folder of many bad files."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 
 import pytest
 import soundfile as sf
-from test_prepare import run_cli
+from test_prepare import REPO, run_cli
 from test_synthesize_reliability import run_limited, streamed_flac
 
 from vocoder.audio import load_audio, resample, save_audio
@@ -16,6 +17,12 @@ from vocoder.data.filelist import read_filelist
 
 SHORT, LONG = "LJ002-0020", "LJ001-0011"  # 33949 and 99485 samples at 22050 Hz
 ALL_TRAIN = ["--split", "random", "--valid-fraction", "0", "--test-fraction", "0"]
+CONF = REPO / "recipes" / "custom_voice" / "conf" / "waveflow-24k-hop300.yaml"  # 24 kHz
+
+
+def errors(result) -> list[str]:
+    """stderr without the progress lines."""
+    return [line for line in result.stderr.splitlines() if not line.startswith("prepare: ")]
 
 
 def test_streamed_flacs_are_read_by_decoding(ljspeech_clips, tmp_path):
@@ -74,3 +81,100 @@ def test_a_full_disk_is_one_line_and_earlier_outputs_stay(ljspeech_clips, tmp_pa
     assert sf.info(str(out / "wavs" / "b.wav")).frames == pytest.approx(
         99485 * 24000 / 22050, abs=4
     )
+
+
+def test_every_refused_file_is_named_in_one_run(ljspeech_clips, tmp_path):
+    """The audit's folder (a text file named .wav, a clip at 22050 Hz for a 24 kHz run, a
+    short clip) is refused in one run, not three: a line per file, then a count by kind
+    with the flags that fix each kind; the output folder is not made."""
+    rec = tmp_path / "recordings"
+    (rec / "rec2").mkdir(parents=True)
+    clip = load_audio(ljspeech_clips / "wavs" / f"{LONG}.wav")
+    at24k = resample(clip, 22050, 24000)
+    save_audio(rec / "good.wav", at24k, 24000)
+    (rec / "bad.wav").write_text("this is a text file, not audio\n")
+    save_audio(rec / "rec2" / "c0.flac", clip, 22050)
+    save_audio(rec / "rec2" / "short.wav", at24k[:1089], 24000)
+    out = tmp_path / "data" / "myvoice"
+    options = [rec, "--out", out, "--config", CONF, *ALL_TRAIN]
+
+    result = run_cli(*options)
+    assert result.returncode == 2, result.stderr
+    lines = errors(result)
+    assert len(lines) == 4 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"error: {rec / 'bad.wav'}: not a readable audio file (")
+    assert lines[1:] == [
+        f"error: {rec / 'rec2' / 'c0.flac'}: sample rate 22050 Hz, expected 24000 Hz; "
+        "pass --resample to convert it",
+        f"error: {rec / 'rec2' / 'short.wav'}: too short: 1089 samples at 24000 Hz, "
+        "less than one training segment (16200)",
+        f"error: {rec}: 3 file(s) refused (1 unreadable, 1 at another sample rate, "
+        "1 too short): pass --resample to convert the sample rates and --skip-bad to "
+        "leave out the rest",
+    ]
+    assert not (tmp_path / "data").exists()
+
+    result = run_cli(*options, "--resample", "--skip-bad")  # as the summary says
+    assert result.returncode == 0, result.stderr
+    assert "rejected 2 file(s):" in result.stdout
+    assert len(read_filelist(out / "train.txt")) == 2
+
+
+def test_many_refused_files_list_the_first_twenty(ljspeech_clips, tmp_path):
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    shutil.copy(ljspeech_clips / "wavs" / f"{LONG}.wav", voice / "a.wav")
+    for i in range(25):
+        (voice / f"b{i:02d}.wav").write_bytes(b"")
+    result = run_cli(voice, "--out", tmp_path / "out", *ALL_TRAIN)
+    assert result.returncode == 2, result.stderr
+    lines = errors(result)
+    assert lines[:20] == [
+        f"error: {voice / f'b{i:02d}.wav'}: empty file (0 bytes)" for i in range(20)
+    ]
+    assert lines[20:] == [
+        "error: and 5 more refused file(s)",
+        f"error: {voice}: 25 file(s) refused (25 unreadable): pass --skip-bad to leave them out",
+    ]
+
+
+def test_a_refused_run_leaves_the_output_folder_as_it_was(ljspeech_clips, tmp_path):
+    """Files a refused run wrote go again; an earlier run's files (redone with --force) are
+    replaced only once every file passed, so its folder stays whole, manifest and all."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    shutil.copy(ljspeech_clips / "wavs" / f"{SHORT}.wav", voice / "a.wav")
+    shutil.copy(ljspeech_clips / "wavs" / f"{LONG}.wav", voice / "b.wav")
+    (voice / "z.wav").write_text("not audio")  # checked last: a and b are written first
+    out = tmp_path / "out"
+    out.mkdir()  # made by the user: it stays, empty
+    at24k = [voice, "--out", out, *ALL_TRAIN, "--sample-rate", "24000", "--resample"]
+    result = run_cli(*at24k)
+    assert result.returncode == 2, result.stderr
+    assert list(out.iterdir()) == []
+    assert errors(result)[-1].startswith(f"error: {voice}: 1 file(s) refused (1 unreadable)")
+
+    assert run_cli(*at24k, "--skip-bad").returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert sorted(p.name for p in before) == [
+        "a.wav",
+        "b.wav",
+        "manifest.json",
+        "test.txt",
+        "train.txt",
+        "valid.txt",
+    ]
+    result = run_cli(
+        voice, "--out", out, *ALL_TRAIN, "--sample-rate", "16000", "--resample", "--force"
+    )
+    assert result.returncode == 2, result.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    (voice / "z.wav").unlink()  # all pass now: the new audio replaces the old
+    result = run_cli(
+        voice, "--out", out, *ALL_TRAIN, "--sample-rate", "16000", "--resample", "--force"
+    )
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert written == sorted(["wavs", *(p.relative_to(out).as_posix() for p in before)])
+    assert sf.info(str(out / "wavs" / "a.wav")).samplerate == 16000

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vocoder.cli import cli_problem
+from vocoder.cli import cli_problem, flags
 from vocoder.cli.outputs import output_folders
+from vocoder.data.audio_checks import SHOWN, RefusedFiles, advice
 from vocoder.data.prepare import (
     INCOMPLETE,
     PrepareSummary,
@@ -44,7 +45,9 @@ The output folder holds train.txt, valid.txt, test.txt, wavs/ (only audio that w
 resampled or mixed down) and manifest.json, which records the mel convention: training
 refuses the folder when its config's features differ. No mels are written (training
 computes them from the audio). Without --config the convention is --mel-preset at
---sample-rate. Nothing is overwritten without --force.
+--sample-rate. Nothing is overwritten without --force. Every file is checked before any is
+refused: without --skip-bad the files that fail are named, a line each, with a count by
+kind and the flags that fix each kind, and the output folder is left as it was.
 """
 
 
@@ -202,11 +205,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         with output_folders([args.out]):
             summary = _prepare(args, mel_config, segment_length, progress, new_folder)
-    except BaseException:
+    except BaseException as e:
         if bars:
-            bars[0].leave = False  # erase the bar: the error line stands alone
+            bars[0].leave = False  # erase the bar: the error lines stand alone
             bars[0].close()
-        raise
+        if not isinstance(e, RefusedFiles):
+            raise
+        for line in refusal_lines(e):
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     if bars:
         bars[0].close()
     print(format_summary(summary))
@@ -220,8 +227,8 @@ def _prepare(
     progress,
     new_folder: bool,
 ) -> PrepareSummary:
-    """`prepare_dataset`; a folder made for it that fails before its first file holds only
-    the unfinished-run marker, which goes (and the empty folder with it)."""
+    """`prepare_dataset`; a folder made for it that fails at its first write holds only the
+    unfinished-run marker, which goes (and the empty folder with it)."""
     try:
         return prepare_dataset(
             args.data_dir,
@@ -245,6 +252,18 @@ def _prepare(
             if [p.name for p in args.out.iterdir()] == [INCOMPLETE]:
                 (args.out / INCOMPLETE).unlink()
         raise
+
+
+def refusal_lines(error: RefusedFiles) -> list[str]:
+    """The refused files, a line each (the first `SHOWN`), then their count by kind with the
+    flags that fix each kind: `DIR: 2 file(s) refused (...): pass --resample to convert the
+    sample rates and --skip-bad to leave out the rest`."""
+    lines = [f"{r.path}: {cli_problem(r.reason, r.remedies)}" for r in error.refused[:SHOWN]]
+    if len(error.refused) > SHOWN:
+        lines.append(f"and {len(error.refused) - SHOWN} more refused file(s)")
+    phrases = [f"{flags(r)} {r.purpose}" for r in error.remedies]
+    lines.append(f"{error.source}: {error.problem}: pass {advice(phrases, error.unfixable)}")
+    return lines
 
 
 def format_summary(summary: PrepareSummary) -> str:

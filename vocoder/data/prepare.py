@@ -16,18 +16,25 @@ against the manifest, so a folder prepared for another convention is refused by 
 A "random" split is drawn from the files that passed the checks, so rejected files cannot
 leave the validation or test part empty.
 
+Every file is checked before a run refuses any: without `skip_bad`, the files that fail
+are raised together (`RefusedFiles`: each with its problem, counted by kind, with the
+settings that fix each kind). Such a run leaves `out_dir` as it found it: the folder is
+claimed at its first write, writing stops at the first refused file, files that were there
+are replaced only once every file passed, and what the run added is taken back.
+
 Nothing is overwritten without `force`: a folder holding a manifest is refused (with the
-differing mel settings named when the config changed). A run that stops early (a bad file,
-a kill) leaves a `.prepare-incomplete.json` marker; a rerun with the same mel config
-resumes over it, one with another config needs `force`.
+differing mel settings named when the config changed). A run that stops early after it has
+begun writing (a kill, a full disk) leaves a `.prepare-incomplete.json` marker; a rerun
+with the same mel config resumes over it, one with another config needs `force`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +42,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vocoder.audio import audio_info, load_audio, resample, save_audio
+from vocoder.audio import save_audio
 from vocoder.config import differences, to_dict
+from vocoder.data.audio_checks import BadAudio, RefusedFiles, Rejected, check_audio
 from vocoder.data.filelist import write_filelist
 from vocoder.data.folder import folder_splits, scan_audio
 from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read_metadata
 from vocoder.data.splits import SPLIT_NAMES, check_fractions, random_split
-from vocoder.errors import InputError, Remedy, remedy, with_remedies
+from vocoder.errors import InputError, remedy, with_remedies
 from vocoder.features import MelConfig
 from vocoder.files import atomic_output
 
@@ -49,21 +57,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 INCOMPLETE = ".prepare-incomplete.json"
-SILENCE_DBFS = -60.0
-CLIP_LEVEL = 0.999
-CLIP_FRACTION = 0.01
+STAGED = ".{stem}.prepare-staged{suffix}"  # audio replacing an earlier run's until the end
 
 ProgressCallback = Callable[[int, int, Path], None]
 """Called after each file with (files done, files in all, the file)."""
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A file left out, why, and the options that would have let it in."""
-
-    path: Path
-    reason: str
-    remedies: tuple[Remedy, ...] = ()
 
 
 @dataclass
@@ -98,50 +95,6 @@ def default_split(data_dir: str | Path, layout: str) -> str:
     if (data_dir / "train.txt").is_file() and (data_dir / "test.txt").is_file():
         return "listed"
     return "nanoflow" if layout == "ljspeech" else "random"
-
-
-def check_audio(
-    path: Path,
-    sample_rate: int,
-    segment_length: int,
-    resample_audio: bool = False,
-    mixdown: bool = False,
-) -> tuple[torch.Tensor, bool]:
-    """Load and validate one file: (audio at `sample_rate`, whether it was changed).
-
-    Raises `InputError(path, reason)` for an unreadable, empty, multi-channel (unless
-    `mixdown`), wrong-rate (unless `resample_audio`), silent, clipped or too short file.
-    """
-    info = audio_info(path)
-    if info.channels > 1 and not mixdown:
-        raise InputError(
-            path, f"has {info.channels} channels", [remedy("to average them", mixdown=True)]
-        )
-    if info.sample_rate != sample_rate and not resample_audio:
-        raise InputError(
-            path,
-            f"sample rate {info.sample_rate} Hz, expected {sample_rate} Hz",
-            [remedy("to convert it", resample=True)],
-        )
-    audio = load_audio(path, mixdown=True)
-    peak = float(audio.abs().max())
-    if peak < 10 ** (SILENCE_DBFS / 20):
-        level = 20 * math.log10(peak) if peak > 0 else -math.inf
-        raise InputError(path, f"silent: peak {level:.1f} dBFS is below {SILENCE_DBFS:g} dBFS")
-    clipped = float((audio.abs() >= CLIP_LEVEL).float().mean())
-    if clipped > CLIP_FRACTION:
-        raise InputError(
-            path, f"clipped: {100 * clipped:.1f} % of samples at full scale (limit 1 %)"
-        )
-    changed = info.channels > 1 or info.sample_rate != sample_rate
-    audio = resample(audio, info.sample_rate, sample_rate)
-    if audio.numel() < segment_length:
-        raise InputError(
-            path,
-            f"too short: {audio.numel()} samples at {sample_rate} Hz, "
-            f"less than one training segment ({segment_length})",
-        )
-    return audio, changed
 
 
 def prepare_dataset(
@@ -200,36 +153,42 @@ def prepare_dataset(
         parts = folder_splits(data_dir, split, valid_fraction, test_fraction, seed, exclude=out_dir)
 
     config_hash = mel_config_hash(mel_config)
-    _claim_out_dir(out_dir, mel_config, config_hash, force)
+    _check_out_dir(out_dir, mel_config, config_hash, force)
+    output = _Output(out_dir, config_hash)
 
     files = list(dict.fromkeys(p for part in SPLIT_NAMES for p in parts.get(part, [])))
     summary = PrepareSummary(out_dir=out_dir, layout=layout, split=split)
     accepted: dict[Path, tuple[Path, float]] = {}  # source -> (path to train on, seconds)
+    refused: list[Rejected] = []  # without skip_bad: the run writes no more once one is
     for done, path in enumerate(files, start=1):
         try:
             audio, changed = check_audio(
                 path, mel_config.sample_rate, segment_length, resample, mixdown
             )
         except InputError as e:
-            if not skip_bad:
-                skip = remedy("to leave bad files out", skip_bad=True)
-                raise InputError(e.source, e.problem, [*e.remedies, skip]) from None
-            summary.rejected.append(Rejected(path, e.problem, e.remedies))
+            kinds = e.kinds if isinstance(e, BadAudio) else ("unreadable",)
+            rejected = Rejected(path, e.problem, e.remedies, kinds)
+            (summary.rejected if skip_bad else refused).append(rejected)
             log.debug("rejected %s: %s", path, e.problem)
         else:
             target = path
             if changed:
                 target = out_dir / "wavs" / f"{path.stem}.wav"
-                save_audio(target, audio, mel_config.sample_rate, overwrite=True)
+                if not refused:
+                    output.save_audio(target, audio, mel_config.sample_rate)
                 summary.rewritten += 1
             accepted[path] = (target, audio.numel() / mel_config.sample_rate)
         if progress is not None:
             progress(done, len(files), path)
 
+    if refused:
+        output.take_back()
+        raise RefusedFiles(data_dir, refused)
     if not accepted:
         raise InputError(data_dir, f"no usable audio: all {len(files)} file(s) were rejected")
     if split == "random":
         parts = random_split(list(accepted), valid_fraction, test_fraction, seed=seed)
+    output.commit()
     for part in SPLIT_NAMES:
         kept = [p for p in parts.get(part, []) if p in accepted]
         write_filelist(out_dir / f"{part}.txt", [accepted[p][0] for p in kept], overwrite=True)
@@ -313,8 +272,9 @@ def check_prepared(
         )
 
 
-def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force: bool) -> None:
-    """Refuse to touch earlier results unless `force`; then mark the folder as in progress."""
+def _check_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force: bool) -> None:
+    """Refuse to touch earlier results unless `force` (writes nothing: `_Output` claims
+    the folder at its first write)."""
     manifest, marker = out_dir / MANIFEST, out_dir / INCOMPLETE
     if not force:
         if manifest.is_file():
@@ -347,9 +307,60 @@ def _claim_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force
                     f"already holds {', '.join(existing)} from another run",
                     [remedy("to overwrite", force=True)],
                 )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest.unlink(missing_ok=True)  # only reached with force or when there is none
-    _write_json(marker, {"mel_config_hash": config_hash})
+
+
+class _Output:
+    """One run's writes into `out_dir`, which the run owns only once it succeeds.
+
+    The folder is claimed (made, marked unfinished) at the first write. New files are
+    written in place; a file that is there already (a resumed run's audio, or with `force`
+    an earlier run's) is written beside it (`STAGED`) and moved onto it by `commit`, which
+    also removes an earlier manifest. Till then the folder holds what it held, and what its
+    manifest states, plus unlisted files: `take_back`, for a run that refuses files,
+    removes those (and a marker the run wrote), leaving the folder as it was.
+    """
+
+    def __init__(self, out_dir: Path, config_hash: str):
+        self.out_dir, self.config_hash = out_dir, config_hash
+        self.added: list[Path] = []  # files and folders this run made, in order
+        self.staged: dict[Path, Path] = {}  # file written beside -> the file it replaces
+        self.claimed = False
+
+    def claim(self) -> None:
+        if self.claimed:
+            return
+        missing = [p for p in (self.out_dir, *self.out_dir.parents) if not p.exists()]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.added += reversed(missing)
+        marker = self.out_dir / INCOMPLETE
+        if not marker.exists():
+            self.added.append(marker)
+        _write_json(marker, {"mel_config_hash": self.config_hash})
+        self.claimed = True
+
+    def save_audio(self, path: Path, audio: torch.Tensor, sample_rate: int) -> None:
+        self.claim()
+        target = path
+        if path.exists():
+            target = path.with_name(STAGED.format(stem=path.stem, suffix=path.suffix))
+            self.staged[target] = path
+        self.added += [p for p in (path.parent, target) if not p.exists()]
+        save_audio(target, audio, sample_rate, overwrite=True)
+
+    def commit(self) -> None:
+        """Claim the folder (a run that wrote no audio has not) and put the staged files in
+        place; the filelists and manifest are the caller's to write next."""
+        self.claim()
+        (self.out_dir / MANIFEST).unlink(missing_ok=True)  # it describes another run now
+        for staged, path in self.staged.items():
+            os.replace(staged, path)
+        for leftover in (self.out_dir / "wavs").glob(STAGED.format(stem="*", suffix="*")):
+            leftover.unlink(missing_ok=True)  # written by a run that was killed
+
+    def take_back(self) -> None:
+        for path in reversed(self.added):
+            with contextlib.suppress(OSError):  # a folder goes only when empty
+                path.rmdir() if path.is_dir() else path.unlink()
 
 
 def _changed_fields(old: dict, new: dict) -> str:
