@@ -49,13 +49,6 @@ overrides=()
 
 die() { echo "run.sh: $*" >&2; exit 2; }
 need() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
-# a run folder that stage 2 has checkpointed (vocoder train writes DIR/checkpoints/step-N.pt)
-has_checkpoint() { compgen -G "$1/checkpoints/step-*.pt" > /dev/null; }
-count() { echo "$1 $2$([[ $1 -eq 1 ]] || echo s)"; }  # count 5 file: 5 files
-# stage 4's earlier wav folder, set aside in wav.old while a run writes a new one: back
-put_back_wav() {
-  if [[ -d "$exp/wav.old" ]]; then rm -rf "$exp/wav" && mv "$exp/wav.old" "$exp/wav"; fi
-}
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -93,6 +86,7 @@ repo_root=$(cd ../.. && pwd)
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python}
 . ../run_child.sh
+. ../fresh_wav.sh
 vocoder() { run_child "$python" -m vocoder "$@"; }
 [[ -f "$conf" ]] || die "no such config: $conf"
 exp=${exp:-exp/$(basename "${conf%.*}")}
@@ -117,7 +111,7 @@ on_exit() {  # made and wav_aside are emptied as their stage completes
     fi
   done
   if [[ -n "$wav_aside" && -d "$exp/wav.old" ]]; then
-    put_back_wav && echo "run.sh: stage 4 failed: $exp/wav holds the earlier run's audio again" >&2
+    put_back_wav "$exp" && echo "run.sh: stage 4 failed: $exp/wav holds the earlier run's audio again" >&2
   fi
 }
 trap on_exit EXIT
@@ -207,15 +201,5 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
     [[ ${#inputs[@]} -ge $synth_max_files ]] && break
   done < "$data_dir/test.txt"
   [[ ${#inputs[@]} -gt 0 ]] || die "$data_dir/test.txt lists no files"
-  echo "stage 4: synthesize $(count ${#inputs[@]} "test clip") -> $exp/wav"
-  # into an empty $exp/wav, so that no wav of an earlier run stays beside this run's, and
-  # at the paths synthesize prints; the earlier run's folder waits in wav.old until this
-  # run is complete, and on_exit puts it back if it fails (the next run, after a kill -9)
-  put_back_wav
-  if [[ -e "$exp/wav" ]]; then mv "$exp/wav" "$exp/wav.old"; fi
-  wav_aside=1
-  vocoder synthesize "${inputs[@]}" --out "$exp/wav" --model "$exp" --seed 0
-  rm -rf "$exp/wav.old"
-  wav_aside=
-  echo "stage 4: $(count "$(find "$exp/wav" -type f | wc -l)" file) in $exp/wav"
+  synthesize_fresh "$exp" "${inputs[@]}"
 fi
