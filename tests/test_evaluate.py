@@ -58,14 +58,14 @@ def test_griffin_lim_is_a_plausible_floor(clip):
     assert 0.05 < s["log_mel_l1"] < 0.2
     assert 2.7 < s["pesq_wb"] < 3.9
     assert 0.93 < s["stoi"] < 0.995
-    assert 3.0 < s["mcd_db"] < 10.0
+    assert 0.5 < s["mcd_db"] < 1.6  # 0.97 (6.1 in the orthonormal DCT's scale: sqrt(40) x)
 
 
 def test_white_noise_scores_badly(clip):
     noise = 0.1 * torch.randn(clip[0].shape, generator=torch.Generator().manual_seed(0))
     s = score(clip, noise)
     assert s["stoi"] < 0.5 and s["pesq_wb"] < 1.5
-    assert s["log_mel_l1"] > 1.0 and s["mcd_db"] > 20.0
+    assert s["log_mel_l1"] > 1.0 and s["mcd_db"] > 2.0  # 2.77
 
 
 def test_stoi_is_undefined_where_pystoi_has_too_few_speech_frames(clip):
@@ -85,6 +85,17 @@ def test_mcd_ignores_overall_level_but_l1_does_not(clip):
     shifted = mel.clone()
     shifted[40:] += 1.0  # a spectral tilt changes the cepstrum
     assert metrics.mel_cepstral_distortion(mel, shifted) > 1.0
+
+
+def test_mcd_has_sptks_cepstral_scale(clip):
+    """In SPTK's convention ln P(w) = c_0 + 2 sum_d c_d cos(d w): a magnitude mel whose ln
+    changes by a cos(pi (2n + 1) / 2N) changes ln P by twice that, so c_1 by a, and MCD
+    is (10 / ln 10) sqrt(2) a per frame (the orthonormal DCT read sqrt(N / 2) times more)."""
+    mel = clip[1].double()
+    n = torch.arange(mel.shape[0], dtype=torch.float64)
+    ripple = 0.1 * torch.cos(torch.pi * (2 * n + 1) / (2 * mel.shape[0]))
+    expected = 10 / math.log(10) * math.sqrt(2) * 0.1
+    assert metrics.mel_cepstral_distortion(mel, mel + ripple[:, None]) == pytest.approx(expected)
 
 
 def test_griffin_lim_uncentered_preset_keeps_the_length(clip):
