@@ -36,9 +36,9 @@ examples:
 LL: mean log-density of each whole test utterance in nats per sample, averaged over clips
 (--batch-size utterances per pass, zero-padded with the padding masked: the same figures).
 Copy-synthesis (sigma {DEFAULT_SIGMA} by default) and Griffin-Lim (60 iterations, the floor)
-from the same mels are scored against the recordings: log-mel L1, MCD (dB; DCT mel-cepstra
-1..24, no DTW), PESQ wideband (at 16 kHz), STOI, real-time factor (synthesis time /
-duration).
+from the same mels are scored against the recordings: log-mel L1, MCD (dB; cepstra 1..24 of
+the mel filterbank in SPTK's scale, no DTW), PESQ wideband (at 16 kHz), STOI, real-time
+factor (synthesis time / duration).
 The report is JSON, with a CSV of the same stem (one row per file and system).
 """
 
