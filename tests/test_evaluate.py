@@ -14,6 +14,7 @@ from vocoder import metrics
 from vocoder.audio import load_audio, save_audio
 from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.cli import main
+from vocoder.cli.evaluate import format_table
 from vocoder.config import to_dict
 from vocoder.errors import InputError
 from vocoder.evaluate import (
@@ -21,6 +22,7 @@ from vocoder.evaluate import (
     FileScores,
     batched_log_prob,
     evaluate,
+    failed_synthesis,
     quality,
     write_report,
 )
@@ -236,6 +238,33 @@ def test_evaluate_batch_size_does_not_change_the_figures(ljspeech_clips):
     assert two.info["batch_size"] == 2
 
 
+def test_a_failed_synthesis_is_said_and_left_out_of_the_means_by_count(ljspeech_clips, caplog):
+    """NaN samples (a diverged model) make every quality score NaN, even STOI, which a NaN
+    in a quiet stretch leaves at 0.99999; silence leaves PESQ undefined. Both are said, and
+    the table says how many files each mean is of."""
+    files = [ljspeech_clips / "wavs" / f"{n}.wav" for n in ("LJ050-0030", "LJ001-0026")]
+
+    def synthesize(cond, sigma, seed):
+        audio = 0.05 * torch.randn(cond.shape[-1] * 256, generator=torch.Generator().manual_seed(0))
+        if seed == 7:  # the first file: NaN in its leading silence
+            audio[:10] = math.nan
+        return audio
+
+    report = evaluate(tiny_model(), MelConfig(), files, seed=7, synthesize=synthesize)
+    assert "LJ050-0030: the model's audio has 10 sample(s) that are not finite" in caplog.text
+    first, second = (f.systems["model"] for f in report.files)
+    assert all(math.isnan(first[m]) for m in ("log_mel_l1", "mcd_db", "pesq_wb", "stoi"))
+    assert all(math.isfinite(second[m]) for m in ("log_mel_l1", "mcd_db", "stoi"))
+    summary = report.summary()
+    assert summary["model"]["stoi"] == second["stoi"]
+    assert summary["model"]["scored"]["stoi"] == 1 and summary["griffin_lim"]["scored"]["stoi"] == 2
+    table = format_table(report)
+    assert "model STOI: the mean of 1 of 2 file(s); undefined for the others" in table
+    assert "griffin-lim STOI" not in table
+    assert failed_synthesis(torch.zeros(100)) == "is silent"
+    assert failed_synthesis(torch.ones(100)) is None
+
+
 def test_write_report_is_atomic_json_and_csv(tmp_path):
     files = [
         FileScores("a", 1.0, 2.0, {"model": {"stoi": 0.5, "pesq_wb": math.nan}}),
@@ -247,6 +276,9 @@ def test_write_report_is_atomic_json_and_csv(tmp_path):
     assert data["summary"]["ll"] == 3.0
     assert data["summary"]["model"]["stoi"] == pytest.approx(0.6)
     assert data["summary"]["model"]["pesq_wb"] == 2.0  # NaNs are left out of means
+    assert data["summary"]["model"]["scored"] == {"stoi": 2, "pesq_wb": 1} | {
+        m: 0 for m in ("log_mel_l1", "mcd_db", "rtf")
+    }
     assert data["files"][0]["systems"]["model"]["pesq_wb"] is None  # and are null in JSON
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["name"] for r in rows] == ["a", "b"] and rows[0]["pesq_wb"] == ""

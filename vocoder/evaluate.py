@@ -40,7 +40,8 @@ from vocoder.sigma import DEFAULT_SIGMA
 log = logging.getLogger(__name__)
 
 SYSTEMS = ("model", "griffin_lim")
-METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi", "rtf")
+QUALITY_METRICS = ("log_mel_l1", "mcd_db", "pesq_wb", "stoi")
+METRICS = (*QUALITY_METRICS, "rtf")
 
 
 def quality(
@@ -59,6 +60,17 @@ def quality(
         "pesq_wb": metrics.pesq_wb(reference, synthesized, sample_rate),
         "stoi": metrics.stoi(reference, synthesized, sample_rate),
     }
+
+
+def failed_synthesis(audio: torch.Tensor) -> str | None:
+    """What is wrong with synthesized audio that has no quality to score: samples that are
+    not finite (a diverged model), or silence (PESQ is undefined); None when neither."""
+    bad = int((~torch.isfinite(audio)).sum())
+    if bad:
+        return f"has {bad} sample(s) that are not finite (NaN or inf)"
+    if audio.numel() and not bool(audio.abs().max() > 0):
+        return "is silent"
+    return None
 
 
 def batched_log_prob(
@@ -104,12 +116,15 @@ class EvalReport:
         return _mean([f.ll for f in self.files])
 
     def summary(self) -> dict[str, Any]:
-        """{"ll": mean LL, "files": count, system: {metric: mean}} (NaNs left out of means)."""
+        """{"ll": mean LL, "files": count, system: {metric: mean, "scored": {metric: files
+        in that mean}}}: an undefined score (NaN) is left out of its mean, and counted."""
         out: dict[str, Any] = {"ll": self.ll, "files": len(self.files)}
         for system in SYSTEMS:
             rows = [f.systems[system] for f in self.files if system in f.systems]
             if rows:
-                out[system] = {m: _mean([r.get(m, math.nan) for r in rows]) for m in METRICS}
+                values = {m: [r.get(m, math.nan) for r in rows] for m in METRICS}
+                out[system] = {m: _mean(v) for m, v in values.items()}
+                out[system]["scored"] = {m: len(_finite(v)) for m, v in values.items()}
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,8 +211,15 @@ def evaluate(
                 generator = torch.Generator(device).manual_seed(seed + index)
                 fake = model.infer(cond[None].to(device), sigma=sigma, generator=generator)[0]
             elapsed = _now(device) - start
-            fake = fake[:length].clamp(-1, 1).float().cpu()
-            model_scores = quality(audio, fake, mel.to(device), to_mel, rate)
+            fake = fake[:length].float().cpu()
+            failure = failed_synthesis(fake)
+            if failure:  # said: a mean that leaves the file out would hide it
+                log.warning("%s: the model's audio %s; its quality scores are NaN", name, failure)
+            fake = fake.clamp(-1, 1)
+            if failure and "not finite" in failure:
+                model_scores = dict.fromkeys(QUALITY_METRICS, math.nan)
+            else:
+                model_scores = quality(audio, fake, mel.to(device), to_mel, rate)
             scores.systems["model"] = {**model_scores, "rtf": elapsed / scores.duration_s}
             start = time.perf_counter()
             floor = griffin_lim(cond, features, length=length, seed=seed).clamp(-1, 1)
@@ -281,8 +303,12 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
 def _mean(values: list[float]) -> float:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
+    finite = _finite(values)
     return sum(finite) / len(finite) if finite else math.nan
 
 

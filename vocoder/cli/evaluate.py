@@ -284,6 +284,13 @@ def format_table(report: EvalReport) -> str:
             row = summary[system]
             cells = "".join(f"{_fmt(row[m], 3):>10}" for m in METRICS)
             lines.append(f"{system.replace('_', '-'):<12}{cells}")
+        for system in systems:  # a mean of fewer files than were scored says so
+            for metric, scored in summary[system]["scored"].items():
+                if scored < summary["files"]:
+                    lines.append(
+                        f"{system.replace('_', '-')} {heads[metric]}: the mean of {scored} of "
+                        f"{summary['files']} file(s); undefined for the others (see the CSV)"
+                    )
     return "\n".join(lines)
 
 
