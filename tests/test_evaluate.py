@@ -100,6 +100,18 @@ def test_mcd_has_sptks_cepstral_scale(clip):
     assert metrics.mel_cepstral_distortion(mel, mel + ripple[:, None]) == pytest.approx(expected)
 
 
+def test_pesq_input_is_resampled_without_aliasing():
+    """A 9 kHz tone has no place at 16 kHz: a weak filter folds it to 7 kHz (torchaudio's
+    default sinc: -17 dB), which PESQ then hears."""
+    t = torch.arange(22050, dtype=torch.float64) / 22050
+    at_16k = metrics._at_16k(torch.sin(2 * torch.pi * 9000 * t), 22050)
+    spectrum = torch.fft.rfft(
+        torch.from_numpy(at_16k) * torch.hann_window(16000, dtype=torch.float64)
+    )
+    alias = spectrum.abs()[7000] / (16000 / 4)  # 1 Hz bins; a full-scale tone reads 1
+    assert at_16k.shape == (16000,) and 20 * math.log10(alias) < -60
+
+
 def test_griffin_lim_uncentered_preset_keeps_the_length(clip):
     config = MelConfig.preset("hifigan")
     audio = clip[0][:22050]
