@@ -47,13 +47,14 @@ METRICS = (*QUALITY_METRICS, "rtf")
 def quality(
     reference: torch.Tensor,
     synthesized: torch.Tensor,
-    reference_mel: torch.Tensor,
     to_mel: MelSpectrogram,
     sample_rate: int,
 ) -> dict[str, float]:
-    """log-mel L1, MCD, PESQ-wb and STOI of `synthesized` against `reference` (same length)."""
-    synthesized_mel = to_mel(synthesized.to(reference_mel.device)).cpu()
-    reference_mel = reference_mel.cpu()
+    """log-mel L1, MCD, PESQ-wb and STOI of `synthesized` against `reference` (same length;
+    both mels made here from the samples scored, so a copy scores 0 under every preset)."""
+    device = next(to_mel.buffers()).device
+    reference_mel = to_mel(reference.to(device)).cpu()
+    synthesized_mel = to_mel(synthesized.to(device)).cpu()
     return {
         "log_mel_l1": metrics.log_mel_l1(reference_mel, synthesized_mel),
         "mcd_db": metrics.mel_cepstral_distortion(reference_mel, synthesized_mel),
@@ -200,7 +201,7 @@ def evaluate(
             conditioning[index]
     to_mel = MelSpectrogram(features).to(device)
 
-    def _score_file(index, audio, mel, cond, name, ll) -> FileScores:
+    def _score_file(index, audio, cond, name, ll) -> FileScores:
         length = audio.numel()
         scores = FileScores(name=name, duration_s=length / rate, ll=ll)
         if synthesis:
@@ -219,12 +220,12 @@ def evaluate(
             if failure and "not finite" in failure:
                 model_scores = dict.fromkeys(QUALITY_METRICS, math.nan)
             else:
-                model_scores = quality(audio, fake, mel.to(device), to_mel, rate)
+                model_scores = quality(audio, fake, to_mel, rate)
             scores.systems["model"] = {**model_scores, "rtf": elapsed / scores.duration_s}
             start = time.perf_counter()
             floor = griffin_lim(cond, features, length=length, seed=seed).clamp(-1, 1)
             elapsed = time.perf_counter() - start
-            floor_scores = quality(audio, floor, mel.to(device), to_mel, rate)
+            floor_scores = quality(audio, floor, to_mel, rate)
             scores.systems["griffin_lim"] = {**floor_scores, "rtf": elapsed / scores.duration_s}
             if audio_dir is not None:
                 model_path, floor_path = audio_outputs(Path(audio_dir), name)
@@ -233,16 +234,16 @@ def evaluate(
         return scores
 
     results = []
-    group: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, str]] = []
+    group: list[tuple[int, torch.Tensor, torch.Tensor, str]] = []
     for index in range(len(dataset)):
         audio, mel, name = dataset[index]
         cond = conditioning[index][1] if conditioning is not None else mel
-        group.append((index, audio, mel, cond, name))
+        group.append((index, audio, cond, name))
         if len(group) == batch_size or index == len(dataset) - 1:
-            audios, conds = [g[1] for g in group], [g[3] for g in group]
+            audios, conds = [g[1] for g in group], [g[2] for g in group]
             lls = batched_log_prob(model, audios, conds, device)
-            for (i, audio, mel, cond, name), ll in zip(group, lls, strict=True):
-                results.append(_score_file(i, audio, mel, cond, name, ll))
+            for (i, audio, cond, name), ll in zip(group, lls, strict=True):
+                results.append(_score_file(i, audio, cond, name, ll))
                 if on_file is not None:
                     on_file(i + 1, len(dataset), name)
             group = []
