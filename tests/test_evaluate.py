@@ -258,7 +258,9 @@ def test_evaluate_batch_size_does_not_change_the_figures(ljspeech_clips):
     assert two.info["batch_size"] == 2
 
 
-def test_a_failed_synthesis_is_said_and_left_out_of_the_means_by_count(ljspeech_clips, caplog):
+def test_a_failed_synthesis_is_said_and_left_out_of_the_means_by_count(
+    ljspeech_clips, caplog, tmp_path
+):
     """NaN samples (a diverged model) make every quality score NaN, even STOI, which a NaN
     in a quiet stretch leaves at 0.99999; silence leaves PESQ undefined. Both are said, and
     the table says how many files each mean is of."""
@@ -270,8 +272,18 @@ def test_a_failed_synthesis_is_said_and_left_out_of_the_means_by_count(ljspeech_
             audio[:10] = math.nan
         return audio
 
-    report = evaluate(tiny_model(), MelConfig(), files, seed=7, synthesize=synthesize)
-    assert "LJ050-0030: the model's audio has 10 sample(s) that are not finite" in caplog.text
+    report = evaluate(
+        tiny_model(), MelConfig(), files, seed=7, synthesize=synthesize, audio_dir=tmp_path
+    )
+    assert (
+        "LJ050-0030: the model's audio has 10 sample(s) that are not finite (NaN or inf): not "
+        "scored or written" in caplog.text
+    )
+    # the failed file's audio is not written (NaN cannot be); the rest are
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == [
+        "LJ001-0026.griffin_lim.wav", "LJ001-0026.wav", "LJ050-0030.griffin_lim.wav"
+    ]  # fmt: skip
     first, second = (f.systems["model"] for f in report.files)
     assert all(math.isnan(first[m]) for m in ("log_mel_l1", "mcd_db", "pesq_wb", "stoi"))
     assert all(math.isfinite(second[m]) for m in ("log_mel_l1", "mcd_db", "stoi"))
@@ -281,7 +293,8 @@ def test_a_failed_synthesis_is_said_and_left_out_of_the_means_by_count(ljspeech_
     table = format_table(report)
     assert "model STOI: the mean of 1 of 2 file(s); undefined for the others" in table
     assert "griffin-lim STOI" not in table
-    assert failed_synthesis(torch.zeros(100)) == "is silent"
+    silent = failed_synthesis(torch.zeros(100))
+    assert silent.scored and silent.problem == "is silent: PESQ is undefined for it"
     assert failed_synthesis(torch.ones(100)) is None
 
 

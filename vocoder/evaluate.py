@@ -63,14 +63,24 @@ def quality(
     }
 
 
-def failed_synthesis(audio: torch.Tensor) -> str | None:
-    """What is wrong with synthesized audio that has no quality to score: samples that are
-    not finite (a diverged model), or silence (PESQ is undefined); None when neither."""
+@dataclass(frozen=True)
+class SynthesisFailure:
+    """Synthesized audio a mean would silently leave out: `problem` says what and what
+    follows; `scored`: whether its quality is scored at all."""
+
+    problem: str
+    scored: bool
+
+
+def failed_synthesis(audio: torch.Tensor) -> SynthesisFailure | None:
+    """Samples that are not finite (a diverged model: nothing is scored or written), or
+    silence (PESQ is undefined); None when neither."""
     bad = int((~torch.isfinite(audio)).sum())
     if bad:
-        return f"has {bad} sample(s) that are not finite (NaN or inf)"
+        problem = f"has {bad} sample(s) that are not finite (NaN or inf): not scored or written"
+        return SynthesisFailure(problem, scored=False)
     if audio.numel() and not bool(audio.abs().max() > 0):
-        return "is silent"
+        return SynthesisFailure("is silent: PESQ is undefined for it", scored=True)
     return None
 
 
@@ -214,10 +224,10 @@ def evaluate(
             elapsed = _now(device) - start
             fake = fake[:length].float().cpu()
             failure = failed_synthesis(fake)
-            if failure:  # said: a mean that leaves the file out would hide it
-                log.warning("%s: the model's audio %s; its quality scores are NaN", name, failure)
+            if failure is not None:  # said: a mean that leaves the file out would hide it
+                log.warning("%s: the model's audio %s", name, failure.problem)
             fake = fake.clamp(-1, 1)
-            if failure and "not finite" in failure:
+            if failure is not None and not failure.scored:
                 model_scores = dict.fromkeys(QUALITY_METRICS, math.nan)
             else:
                 model_scores = quality(audio, fake, to_mel, rate)
@@ -229,7 +239,8 @@ def evaluate(
             scores.systems["griffin_lim"] = {**floor_scores, "rtf": elapsed / scores.duration_s}
             if audio_dir is not None:
                 model_path, floor_path = audio_outputs(Path(audio_dir), name)
-                save_audio(model_path, fake, rate, overwrite=overwrite)
+                if failure is None or failure.scored:  # NaN cannot be written
+                    save_audio(model_path, fake, rate, overwrite=overwrite)
                 save_audio(floor_path, floor, rate, overwrite=overwrite)
         return scores
 
