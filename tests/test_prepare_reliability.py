@@ -13,7 +13,11 @@ from test_prepare import REPO, run_cli
 from test_synthesize_reliability import run_limited, streamed_flac
 
 from vocoder.audio import load_audio, resample, save_audio
+from vocoder.data.audio_checks import RefusedFiles
 from vocoder.data.filelist import read_filelist
+from vocoder.data.prepare import prepare_dataset, read_manifest
+from vocoder.errors import InputError
+from vocoder.features import MelConfig
 
 SHORT, LONG = "LJ002-0020", "LJ001-0011"  # 33949 and 99485 samples at 22050 Hz
 ALL_TRAIN = ["--split", "random", "--valid-fraction", "0", "--test-fraction", "0"]
@@ -178,3 +182,55 @@ def test_a_refused_run_leaves_the_output_folder_as_it_was(ljspeech_clips, tmp_pa
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     assert written == sorted(["wavs", *(p.relative_to(out).as_posix() for p in before)])
     assert sf.info(str(out / "wavs" / "a.wav")).samplerate == 16000
+
+
+def _voice(ljspeech_clips, folder):
+    """Three LJ Speech clips as a plain folder of a.wav, b.wav, c.wav (22,050 Hz)."""
+    folder.mkdir()
+    for name, clip in zip("abc", sorted((ljspeech_clips / "wavs").glob("*.wav")), strict=False):
+        shutil.copy(clip, folder / f"{name}.wav")
+    return folder
+
+
+def _stop_at_the_second_file(done, total, path):
+    if done == 2:
+        raise KeyboardInterrupt  # as a Ctrl-C there would
+
+
+def test_a_killed_forced_run_resumes_without_force(ljspeech_clips, tmp_path):
+    """A forced re-prepare keeps the earlier manifest until it completes; killed, its own
+    marker says which convention the folder is being prepared for, and a rerun with that
+    convention resumes over it (it was refused: the earlier manifest was read first)."""
+    voice, out = _voice(ljspeech_clips, tmp_path / "voice"), tmp_path / "out"
+    options = dict(split="random", valid_fraction=0.0, test_fraction=0.0, resample=True)
+    prepare_dataset(voice, out, mel_config=MelConfig(sample_rate=24000), **options)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(
+            voice, out, mel_config=MelConfig(sample_rate=16000), force=True,
+            progress=_stop_at_the_second_file, **options,
+        )  # fmt: skip
+    assert (out / "manifest.json").is_file() and (out / ".prepare-incomplete.json").is_file()
+    prepare_dataset(voice, out, mel_config=MelConfig(sample_rate=16000), **options)
+    assert read_manifest(out)["mel_config"]["sample_rate"] == 16000
+    assert not (out / ".prepare-incomplete.json").exists()
+    assert {sf.info(str(p)).samplerate for p in (out / "wavs").glob("*.wav")} == {16000}
+    assert not list((out / "wavs").glob(".*"))
+
+
+def test_a_refused_forced_run_puts_back_the_marker_it_replaced(ljspeech_clips, tmp_path):
+    """An unfinished 24 kHz preparation, then a forced 16 kHz run that refuses a file: the
+    folder is still marked as the 24 kHz preparation, so a 16 kHz run needs --force."""
+    voice, out = _voice(ljspeech_clips, tmp_path / "voice"), tmp_path / "out"
+    options = dict(split="random", valid_fraction=0.0, test_fraction=0.0, resample=True)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(
+            voice, out, mel_config=MelConfig(sample_rate=24000),
+            progress=_stop_at_the_second_file, **options,
+        )  # fmt: skip
+    marker = (out / ".prepare-incomplete.json").read_bytes()
+    (voice / "z.wav").write_text("not audio")
+    with pytest.raises(RefusedFiles):
+        prepare_dataset(voice, out, mel_config=MelConfig(sample_rate=16000), force=True, **options)
+    assert (out / ".prepare-incomplete.json").read_bytes() == marker
+    with pytest.raises(InputError, match="unfinished preparation with a different mel config"):
+        prepare_dataset(voice, out, mel_config=MelConfig(sample_rate=16000), **options)

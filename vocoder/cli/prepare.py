@@ -46,8 +46,9 @@ resampled or mixed down) and manifest.json, which records the mel convention: tr
 refuses the folder when its config's features differ. No mels are written (training
 computes them from the audio). Without --config the convention is --mel-preset at
 --sample-rate. Nothing is overwritten without --force. Every file is checked before any is
-refused: without --skip-bad the files that fail are named, a line each, with a count by
-kind and the flags that fix each kind, and the output folder is left as it was.
+refused: without --skip-bad the files that fail are named, a line each (the first 20),
+with a count by kind and the flags that fix each kind, and the output folder is left as it
+was.
 """
 
 

@@ -122,8 +122,9 @@ def prepare_dataset(
 
     `layout` "ljspeech" or "folder" (detected when None); `split` as in
     `vocoder.data.ljspeech` / `vocoder.data.folder` (default: "listed" when train.txt and
-    test.txt exist, else "nanoflow" for LJ Speech and "random" for a folder). A bad file
-    raises `InputError` naming it, unless `skip_bad`, which lists it in the summary instead.
+    test.txt exist, else "nanoflow" for LJ Speech and "random" for a folder). Bad files
+    raise `RefusedFiles` (every one, with its problem), unless `skip_bad`, which lists
+    them in the summary instead.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     mel_config = mel_config or MelConfig()
@@ -277,6 +278,14 @@ def _check_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force
     the folder at its first write)."""
     manifest, marker = out_dir / MANIFEST, out_dir / INCOMPLETE
     if not force:
+        if marker.is_file():  # first: a killed forced run leaves the manifest it replaces
+            if _read_json(marker).get("mel_config_hash") != config_hash:
+                raise InputError(
+                    out_dir,
+                    "holds an unfinished preparation with a different mel config",
+                    [remedy("to start over", force=True)],
+                )
+            return  # the same convention: resume over it
         if manifest.is_file():
             old = _read_json(manifest)
             if old.get("mel_config_hash") != config_hash:
@@ -291,22 +300,14 @@ def _check_out_dir(out_dir: Path, mel_config: MelConfig, config_hash: str, force
                 "is already prepared (manifest.json)",
                 [remedy("to redo it", force=True)],
             )
-        if marker.is_file():
-            if _read_json(marker).get("mel_config_hash") != config_hash:
-                raise InputError(
-                    out_dir,
-                    "holds an unfinished preparation with a different mel config",
-                    [remedy("to start over", force=True)],
-                )
-        else:
-            ours = [out_dir / f"{p}.txt" for p in SPLIT_NAMES]
-            existing = [p.name for p in ours if p.exists()]
-            if existing:
-                raise InputError(
-                    out_dir,
-                    f"already holds {', '.join(existing)} from another run",
-                    [remedy("to overwrite", force=True)],
-                )
+        ours = [out_dir / f"{p}.txt" for p in SPLIT_NAMES]
+        existing = [p.name for p in ours if p.exists()]
+        if existing:
+            raise InputError(
+                out_dir,
+                f"already holds {', '.join(existing)} from another run",
+                [remedy("to overwrite", force=True)],
+            )
 
 
 class _Output:
@@ -317,7 +318,8 @@ class _Output:
     an earlier run's) is written beside it (`STAGED`) and moved onto it by `commit`, which
     also removes an earlier manifest. Till then the folder holds what it held, and what its
     manifest states, plus unlisted files: `take_back`, for a run that refuses files,
-    removes those (and a marker the run wrote), leaving the folder as it was.
+    removes those (and a marker the run wrote, or puts back the one it replaced), leaving
+    the folder as it was.
     """
 
     def __init__(self, out_dir: Path, config_hash: str):
@@ -325,6 +327,7 @@ class _Output:
         self.added: list[Path] = []  # files and folders this run made, in order
         self.staged: dict[Path, Path] = {}  # file written beside -> the file it replaces
         self.claimed = False
+        self.earlier_marker: bytes | None = None  # another run's, put back by take_back
 
     def claim(self) -> None:
         if self.claimed:
@@ -333,7 +336,9 @@ class _Output:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.added += reversed(missing)
         marker = self.out_dir / INCOMPLETE
-        if not marker.exists():
+        if marker.exists():
+            self.earlier_marker = marker.read_bytes()
+        else:
             self.added.append(marker)
         _write_json(marker, {"mel_config_hash": self.config_hash})
         self.claimed = True
@@ -358,6 +363,8 @@ class _Output:
             leftover.unlink(missing_ok=True)  # written by a run that was killed
 
     def take_back(self) -> None:
+        if self.earlier_marker is not None:
+            (self.out_dir / INCOMPLETE).write_bytes(self.earlier_marker)
         for path in reversed(self.added):
             with contextlib.suppress(OSError):  # a folder goes only when empty
                 path.rmdir() if path.is_dir() else path.unlink()
