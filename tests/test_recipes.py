@@ -469,6 +469,7 @@ def test_pretrained_recipe_in_a_plain_clone_names_the_missing_stage(tmp_path):
     stage 4 alone left a synthesize.log of its failure for stage 5 to read."""
     clone = tmp_path / "clone"
     shutil.copytree(PRETRAINED.parent, clone / "recipes" / "pretrained")
+    shutil.copy(REPO / "recipes" / "stages.sh", clone / "recipes")
     script = clone / "recipes" / "pretrained" / "run.sh"
     env = {k: v for k, v in os.environ.items() if k != "SHARED"}
     env["PYTHONPATH"] = str(REPO)

@@ -82,7 +82,7 @@ repo_root=$(cd ../.. && pwd)
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python}
 . ../run_child.sh
-. ../fresh_wav.sh
+. ../stages.sh
 vocoder() { run_child "$python" -m vocoder "$@"; }
 [[ -f "$conf" ]] || die "no such config: $conf"
 exp=${exp:-exp/$(basename "${conf%.*}")}
@@ -98,9 +98,7 @@ resolved=$(mktemp "${TMPDIR:-/tmp}/conf.XXXXXX.yaml")
 wav_aside=  # set while stage 4 runs with the earlier run's wav folder set aside
 on_exit() {
   rm -f "$resolved"
-  if [[ -n "$wav_aside" && -d "$exp/wav.old" ]]; then
-    put_back_wav "$exp" && echo "run.sh: stage 4 failed: $exp/wav holds the earlier run's audio again" >&2
-  fi
+  restore_wav "$exp"
 }
 trap on_exit EXIT
 convention=$("$python" ../resolve_conf.py "$conf" "$resolved" ${overrides[@]+"${overrides[@]}"}) || exit 2

@@ -86,7 +86,7 @@ repo_root=$(cd ../.. && pwd)
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python}
 . ../run_child.sh
-. ../fresh_wav.sh
+. ../stages.sh
 vocoder() { run_child "$python" -m vocoder "$@"; }
 [[ -f "$conf" ]] || die "no such config: $conf"
 exp=${exp:-exp/$(basename "${conf%.*}")}
@@ -110,9 +110,7 @@ on_exit() {  # made and wav_aside are emptied as their stage completes
       rm -f "$path"
     fi
   done
-  if [[ -n "$wav_aside" && -d "$exp/wav.old" ]]; then
-    put_back_wav "$exp" && echo "run.sh: stage 4 failed: $exp/wav holds the earlier run's audio again" >&2
-  fi
+  restore_wav "$exp"
 }
 trap on_exit EXIT
 # mkdir -p DIR, noting in $made the folders it makes, outermost first

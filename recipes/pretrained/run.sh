@@ -32,7 +32,7 @@ missing() {
   [ "$3" = 1 ] && stages="stage 1"
   die "stage $1 needs $2 (run $stages first; stage 1 needs $SHARED)"
 }
-has_checkpoint() { compgen -G "$RUN/checkpoints/step-*.pt" > /dev/null; }
+. "$(dirname "$0")/../stages.sh"  # has_checkpoint
 for value in "$first" "$last"; do
   [[ "$value" =~ ^[1-5]$ ]] || die "stages are 1..5, got '$value' (usage: run.sh [FIRST [LAST]])"
 done
@@ -60,7 +60,7 @@ if run 2; then
     --max-steps "$MAX_STEPS" "${precision[@]}"
 fi
 if run 3; then
-  has_checkpoint || missing 3 "stage 2's checkpoint $RUN" 2
+  has_checkpoint "$RUN" || missing 3 "stage 2's checkpoint $RUN" 2
   for split in ljspeech-mini male-reader; do
     [ -f $DATA/$split/test.txt ] || missing 3 "stage 1's test list $DATA/$split/test.txt" 1
   done
@@ -86,7 +86,7 @@ if run 4; then
 fi
 if run 5; then
   other=$([ "$DTYPE" = fp32 ] && echo fp16 || echo fp32)
-  has_checkpoint || missing 5 "stage 2's checkpoint $RUN" 2
+  has_checkpoint "$RUN" || missing 5 "stage 2's checkpoint $RUN" 2
   for report in $EVAL/{$DTYPE,$other}-{ljspeech-mini,male-reader}.json; do
     [ -f "$report" ] || missing 5 "stage 3's report $report" 3
   done
