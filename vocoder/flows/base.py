@@ -8,6 +8,7 @@ the inverse map (the negative of the forward one).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -26,4 +27,14 @@ def sum_except_batch(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-__all__ = ["Transform", "sum_except_batch"]
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """`x` in float32 where it is bf16 or fp16 (a network under autocast, half weights),
+    else as it is: the elementwise maps, the audio, log-determinants and inverses of
+    weights are never computed in half."""
+    return x.float() if x.dtype in HALF_DTYPES else x
+
+
+__all__ = ["HALF_DTYPES", "Transform", "full_precision", "sum_except_batch"]

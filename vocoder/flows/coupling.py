@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vocoder.flows.base import Transform, sum_except_batch
+from vocoder.flows.base import Transform, full_precision, sum_except_batch
 from vocoder.flows.splines import (
     DEFAULT_MIN_DERIVATIVE,
     identity_derivative_logit,
@@ -36,13 +36,6 @@ from vocoder.flows.splines import (
 )
 
 Conditioner = Callable[[Tensor], Tensor]
-HALF_DTYPES = (torch.bfloat16, torch.float16)
-
-
-def full_precision(params: Tensor) -> Tensor:
-    """`params` in float32 where a network ran in bf16 or fp16 (autocast), else as they
-    are: the elementwise maps, the audio and the log-det are never computed in half."""
-    return params.float() if params.dtype in HALF_DTYPES else params
 
 
 class AffineElementwise(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vocoder.flows.base import Transform
+from vocoder.flows.base import Transform, full_precision
 
 
 class InvertibleConv1x1(Transform):
@@ -22,18 +22,13 @@ class InvertibleConv1x1(Transform):
         self.weight = nn.Parameter(q)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        logdet = torch.linalg.slogdet(self._full_precision())[1].to(x.dtype) * x.shape[-1]
+        logdet = torch.linalg.slogdet(full_precision(self.weight))[1].to(x.dtype) * x.shape[-1]
         return _mix(self.weight, x), logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        weight = self._full_precision()
+        weight = full_precision(self.weight)
         logdet = -torch.linalg.slogdet(weight)[1].to(y.dtype) * y.shape[-1]
         return _mix(torch.linalg.inv(weight), y), logdet.expand(y.shape[0])
-
-    def _full_precision(self) -> Tensor:
-        # slogdet and inv have no half-precision kernels
-        w = self.weight
-        return w if w.dtype in (torch.float32, torch.float64) else w.float()
 
 
 def _mix(weight: Tensor, x: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ Precision: "fp32", "fp16" or "bf16" applies to the network (convs, hidden states
 conditioning projections, each flow's final projection). The numerically sensitive parts
 stay float32: the mel upsampler, the audio itself (z, every flow's rows), the affine or
 spline inverse (its parameters, the final projection's output, are cast to float32 by the
-map itself: `vocoder.flows.coupling.full_precision`), and WaveGlow's invertible 1x1
+map itself: `vocoder.flows.base.full_precision`), and WaveGlow's invertible 1x1
 convolutions.
 """
 
