@@ -338,3 +338,15 @@ def test_every_input_not_found_is_said(model_file, ljspeech_clips, tmp_path):
     )  # fmt: skip
     assert skipped.returncode == 2
     assert skipped.stderr == f"error: {tmp_path / 'nope'}: no such file or folder\n"
+    # an output that exists is said with the missing input, not before it
+    refused = vocoder(
+        "synthesize", mels / "u000.npy", tmp_path / "nope", "--out", tmp_path / "done",
+        "--model", model_file,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"error: {tmp_path / 'nope'}: no such file or folder",
+        f"error: {tmp_path / 'done' / 'u000.wav'}: already exists; refusing to overwrite it; "
+        "pass --force to replace it",
+        "error: nothing synthesized: 2 inputs or outputs cannot be used (each said above)",
+    ]

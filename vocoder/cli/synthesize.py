@@ -410,12 +410,17 @@ def _load_stats(args: argparse.Namespace, synth: Synthesizer) -> MeanVarStats | 
 
 
 def _check_inputs(
-    jobs: list[Job], synth: Synthesizer, args, stats, missing: list[InputError]
+    jobs: list[Job],
+    synth: Synthesizer,
+    args,
+    stats,
+    missing: list[InputError],
+    given: int,
 ) -> int:
     """Read and check every input (its frames and output length noted), saying once what
     reading changes (resampling, mixdown) or what a mel's range suggests, and each input
-    that cannot be read or (`missing`) found; returns how many mels had their range warned
-    about."""
+    that cannot be read or (`missing`) found, of the `given` inputs; returns how many mels
+    had their range warned about."""
     unusable: list[VocoderError | OSError] = []
     range_warnings = 0
     # disable=None: progress bars on terminals only, so logs and errors stay clean
@@ -436,7 +441,7 @@ def _check_inputs(
                 range_warnings += 1
         job.frames, job.samples = mel.shape[-1], samples
     problem = "found or used" if missing else "used"
-    report_all([*missing, *unusable], f"of {len(jobs) + len(missing)} inputs cannot be {problem}")
+    report_all([*missing, *unusable], f"of {given} inputs cannot be {problem}")
     return range_warnings
 
 
@@ -468,26 +473,35 @@ def run(args: argparse.Namespace) -> int:
     keep_freed_memory()
     missing: list[InputError] = []  # said with the inputs that cannot be read
     jobs = collect_inputs(args.inputs, args.out, missing)
-    blocked = [job for job in jobs if job.output.is_dir()]
-    if blocked:
-        job = blocked[0]
-        raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
+    given = len(jobs) + len(missing)
+    try:
+        _check_outputs(jobs, refuse=not (args.force or args.skip_existing))
+    except InputError as e:  # said with the inputs not found, not before them
+        report_all([*missing, e], "inputs or outputs cannot be used")
     for folder in {job.output.parent for job in jobs}:  # a killed run's half-written files
         remove_orphaned_temporaries(folder)
     if args.skip_existing:
         left = [job for job in jobs if not job.output.exists()]
         if len(left) < len(jobs):
-            print(f"left out {len(jobs) - len(left)} of {len(jobs)} input(s): their outputs exist")
+            print(f"left out {len(jobs) - len(left)} of {given} input(s): their outputs exist")
         jobs = left
         if not jobs:
             report_all(missing, "inputs cannot be found or used")
             return 0
-    elif not args.force:
-        refuse_existing(job.output for job in jobs)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with _sigterm_as_exit(), output_folders(job.output.parent for job in jobs):
-        return _synthesize(jobs, args, missing)
+        return _synthesize(jobs, args, missing, given)
+
+
+def _check_outputs(jobs: list[Job], refuse: bool) -> None:
+    """No output may be a folder, nor (`refuse`) an existing file."""
+    blocked = [job for job in jobs if job.output.is_dir()]
+    if blocked:
+        job = blocked[0]
+        raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
+    if refuse:
+        refuse_existing(job.output for job in jobs)
 
 
 @contextlib.contextmanager
@@ -566,12 +580,14 @@ def _precision_note(asked: str | None, synth: Synthesizer) -> str:
     return ""
 
 
-def _synthesize(jobs: list[Job], args: argparse.Namespace, missing: list[InputError]) -> int:
+def _synthesize(
+    jobs: list[Job], args: argparse.Namespace, missing: list[InputError], given: int
+) -> int:
     device = resolve_device(args.device)
     precision = args.precision or default_precision(device)
     synth = Synthesizer.load(args.model, device=device, precision=precision)
     stats = _load_stats(args, synth)
-    range_warnings = _check_inputs(jobs, synth, args, stats, missing)
+    range_warnings = _check_inputs(jobs, synth, args, stats, missing, given)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     chunk = None
     if args.chunk_seconds is not None:
