@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +183,24 @@ def test_nproc_says_a_mistake_once_before_launching(tmp_path, ljspeech_clips):
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("error: ") == 1 and problem in done.stderr, done.stderr
     assert not run.exists()
+
+
+def test_nproc_notes_once_what_the_start_checks_note(tmp_path, ljspeech_clips):
+    """The launcher's start checks keep their notes to themselves: the first process says
+    them (a data folder without a manifest was noted twice)."""
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
+    data = tmp_path / "handmade"
+    data.mkdir()
+    shutil.copy(tmp_path / "train.txt", data / "train.txt")
+    (data / "test.txt").write_text("")
+    command = [sys.executable, "-m", "vocoder", "train", "--nproc", "2", "--config", str(conf)]
+    done = subprocess.run(
+        [*command, "--out", str(run), "--max-steps", "1", f"data.prepared={data}"],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("no manifest; the mel convention is not checked") == 1
 
 
 def test_nproc_runs_the_same_command_in_each_process():

@@ -137,7 +137,13 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config, run_dir, resume, overrides)
     if args.nproc != 1:
         check_processes_fit(config.train.device, args.nproc, torch.cuda.device_count())
-        check_startable(config, run_dir, resume, args.force)  # said once, not once a process
+        # a mistake is said once, by the launcher; what is only noted, by the first process
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            check_startable(config, run_dir, resume, args.force)
+        finally:
+            logging.disable(previous)
         return launch_workers(args)
     rank = int(os.environ.get("RANK", "0"))
     show_bar = rank == 0 and sys.stderr.isatty()
