@@ -208,9 +208,11 @@ class FlowVocoder(nn.Module):
         kept_t = torch.tensor(kept, device=audio.device)
         columns = torch.arange(audio.shape[1] // h, device=audio.device)
         mask = (columns < kept_t[:, None] // h).to(audio.dtype)  # [B, W]
-        z, logdet = self._forward_flows(audio, cond, mask)
         # column j holds samples j*h .. j*h + h - 1 (the squeeze is column-major)
         keep = mask.repeat_interleave(h, dim=1) > 0
+        # the padding's values never matter; zeroed, inf or NaN there cannot reach a gradient
+        audio = torch.where(keep, audio, 0.0)
+        z, logdet = self._forward_flows(audio, cond, mask)
         log_pz = -0.5 * torch.where(keep, z.square() + LOG_2PI, 0.0).sum(dim=1)
         return (log_pz + logdet) / kept_t.to(logdet.dtype)
 

@@ -97,6 +97,11 @@ class ModelConfig:
             fail(f"kernel_size must be odd, got {self.kernel_size}")
         if self.hop_length % self.n_group:
             fail(f"hop_length {self.hop_length} must be a multiple of n_group {self.n_group}")
+        if not self.is_glow and self.n_group < 2:
+            fail(
+                f"n_group must be at least 2 for {self.family}: with one row the coupling "
+                "sees none of the audio (row 0 is transformed from the mel alone)"
+            )
         if self.coupling == "rqs":
             if self.spline_bins < 2 or self.spline_bins * 1e-3 >= 1.0:
                 fail(f"spline_bins must be in [2, 999], got {self.spline_bins}")
@@ -128,6 +133,18 @@ class ModelConfig:
                 fail(
                     "sharing 'full' needs at least one of additive_bias, multiplicative_gate, "
                     "concat_embedding (with none it is 'decomp')"
+                )
+            gate_only = not (self.additive_bias or self.concat_embedding)
+            if (
+                self.sharing == "full"
+                and gate_only
+                and self.embedding_variant == "reference"
+                and self.n_layers < 2
+            ):
+                fail(
+                    "sharing 'full' with the multiplicative gate alone needs n_layers >= 2 "
+                    "in the reference variant (its gates scale the residual of layers "
+                    "0 .. L-2: with one layer there is none, and it is 'decomp')"
                 )
             if self.shared_layers is not None:
                 if self.is_glow:
