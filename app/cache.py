@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import threading
 
+import torch
+
 from vocoder.inference.engine import Synthesizer
+
+WARM_UP_FRAMES = 32  # mel frames of the synthesis that warms a model up
 
 
 class ModelCache:
-    """Synthesizers by name or path, loaded on first use on `device` at `precision`.
+    """Synthesizers by name or path, loaded (and warmed up) on first use on `device` at
+    `precision`.
 
     A lock keeps two concurrent first requests from loading a model twice.
     """
@@ -27,6 +32,10 @@ class ModelCache:
                 synthesizer = Synthesizer.load(
                     name_or_path, device=self.device, precision=self.precision
                 )
+                # one short synthesis pays the one-off costs (kernels made, weights packed,
+                # memory claimed) here, not in the first visitor's time and RTF
+                quiet_mel = torch.full((synthesizer.n_mels, WARM_UP_FRAMES), -5.0)
+                synthesizer.synthesize(quiet_mel, sigma=0.0, seed=0)
                 self._synthesizers[name_or_path] = synthesizer
             return synthesizer
 

@@ -28,7 +28,7 @@ from vocoder.inference.engine import Synthesizer
 from vocoder.melio import MEL_SUFFIXES, MelRangeWarning, check_mel_range, load_mel
 from vocoder.sigma import DEFAULT_SIGMA
 
-from .cache import ModelCache
+from .cache import WARM_UP_FRAMES, ModelCache
 from .menus import describe_model, path_menu, registry_menu
 from .plots import mel_image, waveform_image
 
@@ -152,13 +152,26 @@ class VocoderDemo:
     def default_model(self) -> str | None:
         return next(iter(self.models), None)
 
-    def comparison_choices(self) -> list[tuple[str, str]]:
-        """The choices of the "compare with" menu: nothing, Griffin-Lim, or another model."""
+    def comparison_choices(self, model: str | None = None) -> list[tuple[str, str]]:
+        """The choices of the "compare with" menu: nothing, Griffin-Lim, or a model other
+        than `model` (default: the default model)."""
+        model = model or self.default_model()
         return [
             ("nothing", NO_COMPARISON),
             ("Griffin-Lim (no neural network)", GRIFFIN_LIM),
-            *self.model_choices(),
+            *[(text, label) for text, label in self.model_choices() if label != model],
         ]
+
+    def warm_up(self) -> None:
+        """Load the default model and run Griffin-Lim once, so that the first visitor's
+        times and RTFs are of the work alone (a fresh server's first request was up to
+        10x slower)."""
+        model = self.default_model()
+        if model is None:
+            return
+        synthesizer = self.cache.get(self._model_source(model))
+        quiet_mel = torch.full((synthesizer.n_mels, WARM_UP_FRAMES), -5.0)
+        griffin_lim(quiet_mel, synthesizer.mel_config, n_iter=2, seed=0)
 
     # ---- the action ----
 
@@ -191,6 +204,8 @@ class VocoderDemo:
                 warnings.append(f"{given.name}: {_for_the_page(warning)}")
         options = {"sigma": sigma, "denoise": denoise, "seed": seed}
         outputs = [self._vocode(given, synthesizer, **options)]
+        if compare == model:
+            raise InputError("compare with", "choose another model than the one synthesizing")
         if compare and compare != NO_COMPARISON:
             if compare == GRIFFIN_LIM:
                 outputs.append(self._griffin_lim(given, synthesizer, seed))
@@ -252,6 +267,15 @@ class VocoderDemo:
 
     def _mel_for(self, given: _Input, synthesizer: Synthesizer) -> torch.Tensor:
         """The input's mel in `synthesizer`'s convention (recomputed from audio if it differs)."""
+        if given.audio is None and given.mel_config != synthesizer.mel_config:
+            c, m = given.mel_config, synthesizer.mel_config
+            raise InputError(
+                given.name,
+                f"is a mel at {c.sample_rate} Hz, hop {c.hop_length}, {c.n_mels} bins "
+                f"({c.fmin:g}-{c.fmax:g} Hz); {synthesizer.name} takes {m.sample_rate} Hz, hop "
+                f"{m.hop_length}, {m.n_mels} bins ({m.fmin:g}-{m.fmax:g} Hz): compare with a "
+                "model of the same mel convention, or upload audio",
+            )
         if given.audio is None or given.mel_config == synthesizer.mel_config:
             hop = synthesizer.hop_length
             _check_long_enough(given.name, given.mel.shape[-1] * hop, synthesizer)

@@ -172,6 +172,12 @@ def build_demo(demo: VocoderDemo) -> gr.Blocks:
         audio_in.upload(lambda: None, outputs=mel_in, **quiet)
         audio_in.stop_recording(lambda: None, outputs=mel_in, **quiet)
         mel_in.upload(lambda: None, outputs=audio_in, **quiet)
+        model.change(  # a model is not compared with itself
+            lambda chosen: gr.update(choices=demo.comparison_choices(chosen), value=NO_COMPARISON),
+            inputs=model,
+            outputs=compare,
+            **quiet,
+        )
         compare.change(
             lambda choice: [gr.update(visible=choice != NO_COMPARISON)] * len(comparison),
             inputs=compare,

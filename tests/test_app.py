@@ -21,6 +21,7 @@ pytest.importorskip("gradio", reason="the demo needs gradio (pip install 'vocode
 from app.handlers import (  # noqa: E402
     EXAMPLES_DIR,
     GRIFFIN_LIM,
+    NO_COMPARISON,
     DemoSettings,
     VocoderDemo,
     example_files,
@@ -38,21 +39,26 @@ SHORT_CLIP = EXAMPLES_DIR / "LJ050-0030.wav"  # 1.9 s, the shortest example
 WAVEFLOW, NANOFLOW = "tiny-waveflow", "tiny-nanoflow"  # menu labels of the tiny models
 
 
-def export_tiny(stem: Path, family: str, seed: int) -> str:
+def export_tiny(stem: Path, family: str, seed: int, mel: MelConfig | None = None) -> str:
     """A tiny random model exported as safetensors + json; returns the .safetensors path.
 
     Every weight is nudged off its initial value: a fresh model's zero-initialised
-    projections make each flow the identity, and all models alike.
+    projections make each flow the identity, and all models alike. `mel`: its convention
+    (default: tacotron2's).
     """
     torch.manual_seed(seed)
-    config = ModelConfig(family=family, n_flows=2, n_layers=2, n_group=8, channels=8)
+    mel = mel or MelConfig()
+    config = ModelConfig(
+        family=family, n_flows=2, n_layers=2, n_group=8, channels=8,
+        sample_rate=mel.sample_rate, hop_length=mel.hop_length, n_mels=mel.n_mels,
+    )  # fmt: skip
     if family == "nanoflow":
         config.embedding_dim = 8
     model = build_model(config)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn_like(parameter))
-    weights, _ = export_model(model, MelConfig(), stem)
+    weights, _ = export_model(model, mel, stem)
     return str(weights)
 
 
@@ -145,6 +151,33 @@ def test_a_mixed_down_and_resampled_upload_says_so(demo, tiny_models, tmp_path):
     assert result.input.description.endswith(
         "(2 channels mixed down to mono, resampled 44100 -> 22050 Hz)"
     )  # as `vocoder synthesize` says it
+
+
+def test_a_model_is_not_compared_with_itself(demo):
+    assert [v for _, v in demo.comparison_choices()] == [NO_COMPARISON, GRIFFIN_LIM, NANOFLOW]
+    assert [v for _, v in demo.comparison_choices(NANOFLOW)][-1] == WAVEFLOW
+    with pytest.raises(InputError, match="choose another model than the one synthesizing"):
+        demo.run(str(SHORT_CLIP), None, WAVEFLOW, compare=WAVEFLOW)
+
+
+def test_a_mel_file_is_not_compared_across_mel_conventions(tmp_path, tiny_models, short_mel):
+    """A 22.05 kHz mel given to a 16 kHz model played slow and low, unsaid."""
+    other = export_tiny(tmp_path / "tiny-16k", "waveflow", 2, MelConfig(sample_rate=16000))
+    demo = VocoderDemo(DemoSettings(models=(tiny_models[0], other), device="cpu"))
+    with pytest.raises(
+        InputError, match=r"is a mel at 22050 Hz, hop 256, 80 bins .*takes 16000 Hz"
+    ):
+        demo.run(None, str(short_mel), WAVEFLOW, compare="tiny-16k")
+    # audio is made into each model's own mel: that comparison stands
+    result = demo.run(str(SHORT_CLIP), None, WAVEFLOW, compare="tiny-16k")
+    assert [o.sample_rate for o in result.outputs] == [22050, 16000]
+
+
+def test_warm_up_loads_the_default_model_before_the_first_visitor(tiny_models):
+    demo = VocoderDemo(DemoSettings(models=tiny_models, device="cpu"))
+    assert len(demo.cache) == 0
+    demo.warm_up()
+    assert len(demo.cache) == 1 and demo.cache.get(tiny_models[0]) is demo.cache.get(tiny_models[0])
 
 
 def test_compare_two_models_and_griffin_lim(demo, tiny_models, short_mel):

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     # the demo here with one line, instead of failing each visitor's request.
     for model in settings.models:
         demo.cache.get(model)
+    demo.warm_up()
     # Gradio checks its own server over HTTP at startup; those requests are not news to people.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # IPv6 in brackets: Gradio builds its start-up self-check URL from the host as given
