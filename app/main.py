@@ -68,8 +68,8 @@ class _DemoBlocks(gr.Blocks):
     async def preprocess_data(self, *args, **kwargs):
         try:
             return await super().preprocess_data(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as e:  # Gradio's own checks (a slider out of range): a refusal
+            raise gr.Error(e.message, title=REFUSED, print_exception=False) from None
         except InvalidPathError as e:
             logger.warning("refused a request: %s", e)
             raise gr.Error(SERVER_PATH_REFUSED, title=REFUSED, print_exception=False) from None

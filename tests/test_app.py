@@ -521,6 +521,12 @@ def test_refused_requests_get_a_message(tiny_models, tmp_path, capfd):
                 api_name="/synthesize",
             )  # fmt: skip
         assert "\n" not in str(caught.value)
+        # Gradio's own range checks are refusals too: no stack trace in the server's log
+        with pytest.raises(Exception, match="Value 2.0 is greater than maximum value 1.2"):
+            client.predict(
+                handle_file(str(SHORT_CLIP)), None, WAVEFLOW, "none", 2.0, 0.0, 0,
+                api_name="/synthesize",
+            )  # fmt: skip
         # the server keeps serving, and logged a refusal, not a stack trace
         values = client.predict(
             handle_file(str(SHORT_CLIP)), None, WAVEFLOW, "none", 0.8, 0.0, 0,
