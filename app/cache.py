@@ -11,6 +11,11 @@ from vocoder.inference.engine import Synthesizer
 WARM_UP_FRAMES = 32  # mel frames of the synthesis that warms a model up
 
 
+def quiet_mel(n_mels: int) -> torch.Tensor:
+    """A short, quiet ln-mel `[n_mels, WARM_UP_FRAMES]` to warm up a model or Griffin-Lim."""
+    return torch.full((n_mels, WARM_UP_FRAMES), -5.0)
+
+
 class ModelCache:
     """Synthesizers by name or path, loaded (and warmed up) on first use on `device` at
     `precision`.
@@ -34,8 +39,7 @@ class ModelCache:
                 )
                 # one short synthesis pays the one-off costs (kernels made, weights packed,
                 # memory claimed) here, not in the first visitor's time and RTF
-                quiet_mel = torch.full((synthesizer.n_mels, WARM_UP_FRAMES), -5.0)
-                synthesizer.synthesize(quiet_mel, sigma=0.0, seed=0)
+                synthesizer.synthesize(quiet_mel(synthesizer.n_mels), sigma=0.0, seed=0)
                 self._synthesizers[name_or_path] = synthesizer
             return synthesizer
 

@@ -28,7 +28,7 @@ from vocoder.inference.engine import Synthesizer
 from vocoder.melio import MEL_SUFFIXES, MelRangeWarning, check_mel_range, load_mel
 from vocoder.sigma import DEFAULT_SIGMA
 
-from .cache import WARM_UP_FRAMES, ModelCache
+from .cache import ModelCache, quiet_mel
 from .menus import describe_model, path_menu, registry_menu
 from .plots import mel_image, waveform_image
 
@@ -170,8 +170,7 @@ class VocoderDemo:
         if model is None:
             return
         synthesizer = self.cache.get(self._model_source(model))
-        quiet_mel = torch.full((synthesizer.n_mels, WARM_UP_FRAMES), -5.0)
-        griffin_lim(quiet_mel, synthesizer.mel_config, n_iter=2, seed=0)
+        griffin_lim(quiet_mel(synthesizer.n_mels), synthesizer.mel_config, n_iter=2, seed=0)
 
     # ---- the action ----
 
@@ -191,6 +190,8 @@ class VocoderDemo:
         WaveGlow-style denoiser (0 is off); `seed`: the noise, for repeatable results.
         """
         source = self._model_source(model)
+        if compare == model:
+            raise InputError("compare with", "choose another model than the one synthesizing")
         path = self._pick_input(audio_path, mel_path)
         sigma = _number("sigma", sigma, 0.0, 2.0)
         denoise = _number("denoise", denoise, 0.0, 1.0)
@@ -204,8 +205,6 @@ class VocoderDemo:
                 warnings.append(f"{given.name}: {_for_the_page(warning)}")
         options = {"sigma": sigma, "denoise": denoise, "seed": seed}
         outputs = [self._vocode(given, synthesizer, **options)]
-        if compare == model:
-            raise InputError("compare with", "choose another model than the one synthesizing")
         if compare and compare != NO_COMPARISON:
             if compare == GRIFFIN_LIM:
                 outputs.append(self._griffin_lim(given, synthesizer, seed))
