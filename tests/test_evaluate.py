@@ -42,7 +42,7 @@ def clip(ljspeech_clips):
 
 def score(clip, synthesized):
     audio, mel = clip
-    return quality(audio, synthesized, MelSpectrogram(MelConfig()), 22050)
+    return quality(audio, synthesized, mel, MelSpectrogram(MelConfig()), 22050)
 
 
 def test_recording_against_itself_is_perfect(clip):

@@ -47,14 +47,15 @@ METRICS = (*QUALITY_METRICS, "rtf")
 def quality(
     reference: torch.Tensor,
     synthesized: torch.Tensor,
+    reference_mel: torch.Tensor,
     to_mel: MelSpectrogram,
     sample_rate: int,
 ) -> dict[str, float]:
-    """log-mel L1, MCD, PESQ-wb and STOI of `synthesized` against `reference` (same length;
-    both mels made here from the samples scored, so a copy scores 0 under every preset)."""
-    device = next(to_mel.buffers()).device
-    reference_mel = to_mel(reference.to(device)).cpu()
-    synthesized_mel = to_mel(synthesized.to(device)).cpu()
+    """log-mel L1, MCD, PESQ-wb and STOI of `synthesized` against `reference` (same length).
+    `reference_mel`: `to_mel(reference)`, made once for the systems scored against it (of
+    the samples scored, not of a longer recording: a copy then scores 0 under every preset)."""
+    synthesized_mel = to_mel(synthesized.to(reference_mel.device)).cpu()
+    reference_mel = reference_mel.cpu()
     return {
         "log_mel_l1": metrics.log_mel_l1(reference_mel, synthesized_mel),
         "mcd_db": metrics.mel_cepstral_distortion(reference_mel, synthesized_mel),
@@ -227,15 +228,16 @@ def evaluate(
             if failure is not None:  # said: a mean that leaves the file out would hide it
                 log.warning("%s: the model's audio %s", name, failure.problem)
             fake = fake.clamp(-1, 1)
+            reference_mel = to_mel(audio.to(device))
             if failure is not None and not failure.scored:
                 model_scores = dict.fromkeys(QUALITY_METRICS, math.nan)
             else:
-                model_scores = quality(audio, fake, to_mel, rate)
+                model_scores = quality(audio, fake, reference_mel, to_mel, rate)
             scores.systems["model"] = {**model_scores, "rtf": elapsed / scores.duration_s}
             start = time.perf_counter()
             floor = griffin_lim(cond, features, length=length, seed=seed).clamp(-1, 1)
             elapsed = time.perf_counter() - start
-            floor_scores = quality(audio, floor, to_mel, rate)
+            floor_scores = quality(audio, floor, reference_mel, to_mel, rate)
             scores.systems["griffin_lim"] = {**floor_scores, "rtf": elapsed / scores.duration_s}
             if audio_dir is not None:
                 model_path, floor_path = audio_outputs(Path(audio_dir), name)
