@@ -35,6 +35,9 @@ from .plots import mel_image, waveform_image
 GRIFFIN_LIM = "griffin-lim"
 NO_COMPARISON = "none"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+# A megabyte as the browser counts one when it refuses an upload before sending it (2^20
+# bytes): with 10^6 the page said "up to 20 MB" and the browser "19.1 Mb".
+MEGABYTE = 2**20
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,12 @@ class VocoderDemo:
         denoise = _number("denoise", denoise, 0.0, 1.0)
         seed = int(_number("seed", seed, 0, 2**62))
         synthesizer = self.cache.get(source)
+        other = None  # the comparison model, loaded and checked before any synthesis
+        if compare not in (None, NO_COMPARISON, GRIFFIN_LIM):
+            other = self.cache.get(self._model_source(compare))
         given = self._read(path, synthesizer)
+        if other is not None:
+            self._refuse_other_convention(given, other)
         warnings = []
         if given.audio is None:
             warning = check_mel_range(given.mel)
@@ -206,10 +214,9 @@ class VocoderDemo:
         options = {"sigma": sigma, "denoise": denoise, "seed": seed}
         outputs = [self._vocode(given, synthesizer, **options)]
         if compare and compare != NO_COMPARISON:
-            if compare == GRIFFIN_LIM:
+            if other is None:
                 outputs.append(self._griffin_lim(given, synthesizer, seed))
             else:
-                other = self.cache.get(self._model_source(compare))
                 outputs.append(self._vocode(given, other, **options))
         return DemoResult(self._view(given), outputs, warnings)
 
@@ -230,7 +237,7 @@ class VocoderDemo:
         path = Path(chosen)
         if not path.is_file():
             raise InputError(path.name, "the uploaded file is gone; upload it again")
-        size_mb, limit = path.stat().st_size / 1e6, self.settings.max_upload_mb
+        size_mb, limit = path.stat().st_size / MEGABYTE, self.settings.max_upload_mb
         if size_mb > limit:
             raise InputError(path.name, f"is {size_mb:.1f} MB; this demo takes up to {limit:g} MB")
         if path.suffix.lower() not in MEL_SUFFIXES:
@@ -264,8 +271,10 @@ class VocoderDemo:
                 f"is {seconds:.1f} s long; this demo takes up to {self.settings.max_seconds:g} s",
             )
 
-    def _mel_for(self, given: _Input, synthesizer: Synthesizer) -> torch.Tensor:
-        """The input's mel in `synthesizer`'s convention (recomputed from audio if it differs)."""
+    @staticmethod
+    def _refuse_other_convention(given: _Input, synthesizer: Synthesizer) -> None:
+        """`InputError` if `given` is a mel file of another convention than `synthesizer`'s
+        (audio is made into whichever mel a model takes)."""
         if given.audio is None and given.mel_config != synthesizer.mel_config:
             c, m = given.mel_config, synthesizer.mel_config
             raise InputError(
@@ -275,6 +284,10 @@ class VocoderDemo:
                 f"{m.hop_length}, {m.n_mels} bins ({m.fmin:g}-{m.fmax:g} Hz): compare with a "
                 "model of the same mel convention, or upload audio",
             )
+
+    def _mel_for(self, given: _Input, synthesizer: Synthesizer) -> torch.Tensor:
+        """The input's mel in `synthesizer`'s convention (recomputed from audio if it differs)."""
+        self._refuse_other_convention(given, synthesizer)
         if given.audio is None or given.mel_config == synthesizer.mel_config:
             hop = synthesizer.hop_length
             _check_long_enough(given.name, given.mel.shape[-1] * hop, synthesizer)

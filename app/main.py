@@ -23,6 +23,7 @@ from vocoder.sigma import DEFAULT_SIGMA
 
 from .handlers import (
     EXAMPLES_DIR,
+    MEGABYTE,
     NO_COMPARISON,
     DemoResult,
     DemoSettings,
@@ -160,7 +161,10 @@ def build_demo(demo: VocoderDemo) -> gr.Blocks:
             return _synthesize(demo, *inputs)
 
         outputs = [*texts, *players, *mels, *waves]
-        button.click(
+        quiet = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
+        # The last results go first: a refused request must not leave them on the page as
+        # if they were its own.
+        button.click(lambda: _cleared(columns), outputs=outputs, **quiet).then(
             synthesize,
             inputs=[audio_in, mel_in, model, compare, sigma, denoise, seed],
             outputs=outputs,
@@ -168,7 +172,6 @@ def build_demo(demo: VocoderDemo) -> gr.Blocks:
             show_progress_on=texts[1],  # one progress (or error) badge, not one per output
         )
         # Only one input at a time: a new upload or recording clears the other slot.
-        quiet = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
         audio_in.upload(lambda: None, outputs=mel_in, **quiet)
         audio_in.stop_recording(lambda: None, outputs=mel_in, **quiet)
         mel_in.upload(lambda: None, outputs=audio_in, **quiet)
@@ -206,7 +209,7 @@ def launch(
     blocks.launch(
         server_name=host,
         server_port=port,
-        max_file_size=int(settings.max_upload_mb * 1e6),  # bytes, as the handlers count
+        max_file_size=int(settings.max_upload_mb * MEGABYTE),  # as the handlers count
         allowed_paths=[str(EXAMPLES_DIR)],
         prevent_thread_lock=prevent_thread_lock,
         show_error=False,
@@ -288,6 +291,12 @@ def _page_values(result: DemoResult) -> tuple:
         mels.append(out.mel_picture if out else None)
         waves.append(out.waveform_picture if out else None)
     return (*texts, *players, *mels, *waves)
+
+
+def _cleared(columns: tuple[str, ...]) -> tuple:
+    """The result components' values of an empty page, in the order of `_page_values`."""
+    nothing = [None] * len(columns)
+    return (*[f"### {column}" for column in columns], *nothing, *nothing, *nothing)
 
 
 def _example_row(path: Path) -> list[str | None]:

@@ -160,14 +160,19 @@ def test_a_model_is_not_compared_with_itself(demo):
         demo.run(str(SHORT_CLIP), None, WAVEFLOW, compare=WAVEFLOW)
 
 
-def test_a_mel_file_is_not_compared_across_mel_conventions(tmp_path, tiny_models, short_mel):
+def test_a_mel_file_is_not_compared_across_mel_conventions(
+    tmp_path, tiny_models, short_mel, monkeypatch
+):
     """A 22.05 kHz mel given to a 16 kHz model played slow and low, unsaid."""
     other = export_tiny(tmp_path / "tiny-16k", "waveflow", 2, MelConfig(sample_rate=16000))
     demo = VocoderDemo(DemoSettings(models=(tiny_models[0], other), device="cpu"))
+    vocoded, vocode = [], demo._vocode  # refused before the first model synthesizes (was after)
+    monkeypatch.setattr(demo, "_vocode", lambda *a, **k: vocoded.append(a) or vocode(*a, **k))
     with pytest.raises(
         InputError, match=r"is a mel at 22050 Hz, hop 256, 80 bins .*takes 16000 Hz"
     ):
         demo.run(None, str(short_mel), WAVEFLOW, compare="tiny-16k")
+    assert vocoded == []
     # audio is made into each model's own mel: that comparison stands
     result = demo.run(str(SHORT_CLIP), None, WAVEFLOW, compare="tiny-16k")
     assert [o.sample_rate for o in result.outputs] == [22050, 16000]

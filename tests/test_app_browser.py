@@ -138,6 +138,21 @@ def test_example_to_audio_in_the_browser(chromium, server, tmp_path):
             page.wait_for_function("() => window.toasts.some(t => t.includes('broken.npy'))")
             toasts = page.evaluate("window.toasts")
             assert any("broken.npy: contains 1600 NaN" in t for t in toasts), toasts
+            # the example's results are gone: they are not this request's
+            assert page.locator("#output-audio audio[src]").count() == 0
+            assert page.locator("#output-mel img[src]").count() == 0
+            assert "RTF" not in page.locator("#output-summary").inner_text()
+
+            # Too big a file is refused by the browser before it is sent, at the size the page
+            # states (the browser counts 2^20 bytes a megabyte: it said 19.1 for 20).
+            big = tmp_path / "big.wav"
+            big.write_bytes(b"\0" * (21 * 2**20))
+            page.locator("#audio-input input[type=file]").set_input_files(str(big))
+            page.wait_for_function("() => window.toasts.some(t => t.includes('big.wav'))")
+            assert "Files up to 20 MB" in page.content()
+            assert any(
+                "maximum allowed size of 20.0 Mb" in t for t in page.evaluate("window.toasts")
+            )
             assert not any("Traceback" in t for t in toasts) and "Traceback" not in page.content()
         finally:
             browser.close()
