@@ -124,6 +124,33 @@ def test_every_refused_file_is_named_in_one_run(ljspeech_clips, tmp_path):
     assert len(read_filelist(out / "train.txt")) == 2
 
 
+def test_after_a_refused_file_the_rest_are_checked_not_resampled(
+    ljspeech_clips, tmp_path, monkeypatch
+):
+    """A refused run saves nothing, so the files after the first refused one are only
+    checked: their length at the run's rate counted, not resampled (each was, in full)."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    (voice / "a-bad.wav").write_text("not audio\n")
+    clip = load_audio(ljspeech_clips / "wavs" / f"{LONG}.wav")
+    save_audio(voice / "b-long.wav", clip, 22050)
+    save_audio(voice / "c-short.wav", clip[:14700], 22050)  # 16000 at 24 kHz, less one
+    resampled = []
+    import vocoder.data.audio_checks as checks
+
+    monkeypatch.setattr(checks, "resample", lambda a, *r: resampled.append(r) or resample(a, *r))
+    with pytest.raises(RefusedFiles) as refused:
+        prepare_dataset(
+            voice, tmp_path / "out", split="random", valid_fraction=0, test_fraction=0,
+            mel_config=MelConfig(sample_rate=24000, hop_length=300), segment_length=16001,
+            resample=True,
+        )  # fmt: skip
+    assert resampled == []
+    reasons = {r.path.name: r.reason for r in refused.value.refused}
+    assert reasons["c-short.wav"].startswith("too short: 16000 samples at 24000 Hz")
+    assert sorted(reasons) == ["a-bad.wav", "c-short.wav"]
+
+
 def test_many_refused_files_list_the_first_twenty(ljspeech_clips, tmp_path):
     voice = tmp_path / "voice"
     voice.mkdir()

@@ -124,8 +124,12 @@ def check_audio(
     segment_length: int,
     resample_audio: bool = False,
     mixdown: bool = False,
-) -> tuple[torch.Tensor, bool]:
+    keep: bool = True,
+) -> tuple[torch.Tensor | None, bool]:
     """Load and validate one file: (audio at `sample_rate`, whether it was changed).
+
+    `keep` False: only check (the audio is None), and count a file at another rate in the
+    samples it would have rather than resample it (a run that refused a file saves no more).
 
     Raises `InputError(path, reason)` for an unreadable or empty file (from
     `vocoder.audio`), and `BadAudio` for a silent, clipped or too short one, or one with
@@ -154,7 +158,7 @@ def check_audio(
         problem = f"clipped: {100 * clipped:.1f} % of samples at full scale (limit 1 %)"
         raise BadAudio(path, problem, ["clipped"])
     changed = info.channels > 1 or info.sample_rate != sample_rate
-    if kinds:  # refused anyway: its length at `sample_rate` is all that is needed
+    if kinds or not keep:  # its length at `sample_rate` is all that is needed
         samples = -(-audio.numel() * sample_rate // info.sample_rate)  # as torchaudio's
     else:
         audio = resample(audio, info.sample_rate, sample_rate)
@@ -170,7 +174,7 @@ def check_audio(
         settings = tuple(setting for r in remedies for setting in r.settings)
         purpose = remedies[0].purpose if len(remedies) == 1 else "to average and convert it"
         raise BadAudio(path, ", ".join(problems), kinds, [Remedy(settings, purpose)])
-    return audio, changed
+    return (audio if keep else None), changed
 
 
 __all__ = [

@@ -164,7 +164,7 @@ def prepare_dataset(
     for done, path in enumerate(files, start=1):
         try:
             audio, changed = check_audio(
-                path, mel_config.sample_rate, segment_length, resample, mixdown
+                path, mel_config.sample_rate, segment_length, resample, mixdown, keep=not refused
             )
         except InputError as e:
             kinds = e.kinds if isinstance(e, BadAudio) else ("unreadable",)
@@ -172,13 +172,13 @@ def prepare_dataset(
             (summary.rejected if skip_bad else refused).append(rejected)
             log.debug("rejected %s: %s", path, e.problem)
         else:
-            target = path
-            if changed:
-                target = out_dir / "wavs" / f"{path.stem}.wav"
-                if not refused:
+            if audio is not None:  # None once a file was refused: nothing more is saved
+                target = path
+                if changed:
+                    target = out_dir / "wavs" / f"{path.stem}.wav"
                     output.save_audio(target, audio, mel_config.sample_rate)
-                summary.rewritten += 1
-            accepted[path] = (target, audio.numel() / mel_config.sample_rate)
+                    summary.rewritten += 1
+                accepted[path] = (target, audio.numel() / mel_config.sample_rate)
         if progress is not None:
             progress(done, len(files), path)
 
