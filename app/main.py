@@ -98,6 +98,9 @@ def build_demo(demo: VocoderDemo) -> gr.Blocks:
                     height=150,
                     elem_id="mel-input",
                 )
+                # no example file in the API's description (Gradio's is a PDF); a subclass
+                # would do, but Gradio writes a .pyi stub beside the module of each one
+                mel_in.example_payload = mel_in.example_value = lambda: None
             with gr.Column(scale=1, min_width=300):
                 model = gr.Dropdown(
                     choices=models,
@@ -156,7 +159,11 @@ def build_demo(demo: VocoderDemo) -> gr.Blocks:
             waves = [_picture(name, "waveform") for name in columns]
         comparison = [texts[2], players[2], mels[2], waves[2]]
 
-        def synthesize(audio, mel_file, model_name, compare_with, sigma, denoise, seed) -> tuple:
+        # The file inputs' defaults of None make them optional in the API's description.
+        def synthesize(
+            audio=None, mel_file=None, model_name=None, compare_with=NO_COMPARISON,
+            sigma=DEFAULT_SIGMA, denoise=0.0, seed=0,
+        ) -> tuple:  # fmt: skip
             inputs = (audio, mel_file, model_name, compare_with, sigma, denoise, seed)
             return _synthesize(demo, *inputs)
 

@@ -468,6 +468,16 @@ def test_http_api(tiny_models, short_mel, tmp_path):
         assert abs(output.numel() - load_audio(SHORT_CLIP).numel()) <= 256
         assert players[2] is None and mels[2] is None  # no comparison asked for
 
+        # the API's description: either file may be left out (a mel file needs no audio), and
+        # no example file of another kind (Gradio's own is a PDF)
+        api = client.view_api(print_info=False, return_format="dict")
+        parameters = api["named_endpoints"]["/synthesize"]["parameters"]
+        assert [p["parameter_name"] for p in parameters][:2] == ["audio", "mel_file"]
+        assert all(p["parameter_has_default"] for p in parameters)
+        assert "pdf" not in str([p["example_input"] for p in parameters])
+        values = client.predict(mel_file=handle_file(str(short_mel)), api_name="/synthesize")
+        assert "40 frames" in values[0] and "RTF" in values[1]
+
         bad = _write(tmp_path / "nan.npy", np.full((80, 20), np.nan, np.float32))
         with pytest.raises(Exception, match="nan.npy: contains 1600 NaN"):
             client.predict(
