@@ -57,18 +57,24 @@ MALFORMED_INPUT = (
     "(with gradio_client, pass handle_file(path))."
 )
 
+URL_REFUSED = "Files must be uploaded: a URL is refused (this server fetches nothing)."
+UNREADABLE_INPUT = (
+    "The request's inputs are malformed: see the page's \"Use via API\" for what each input takes."
+)
+
 
 class _DemoBlocks(gr.Blocks):
     """Blocks whose input checks answer in words.
 
-    Gradio checks each request's file values (uploaded here? well formed?) before any handler
-    runs, and without `show_error` its refusals reach the client as `{"error": null}`;
-    `show_error` would instead pass on any exception's text, server paths included.
+    Gradio checks each request's values (uploaded here? well formed? in range?) before any
+    handler runs, and without `show_error` its refusals reach the client as `{"error":
+    null}`; `show_error` would instead pass on any exception's text, server paths included.
     """
 
-    async def preprocess_data(self, *args, **kwargs):
+    async def preprocess_data(self, block_fn, inputs, *args, **kwargs):
+        _check_request(block_fn.inputs, inputs)
         try:
-            return await super().preprocess_data(*args, **kwargs)
+            return await super().preprocess_data(block_fn, inputs, *args, **kwargs)
         except gr.Error as e:  # Gradio's own checks (a slider out of range): a refusal
             raise gr.Error(e.message, title=REFUSED, print_exception=False) from None
         except InvalidPathError as e:
@@ -77,6 +83,30 @@ class _DemoBlocks(gr.Blocks):
         except ValidationError as e:
             logger.warning("refused a malformed request: %s", str(e).splitlines()[0])
             raise gr.Error(MALFORMED_INPUT, title=REFUSED, print_exception=False) from None
+        except Exception as e:  # any other value Gradio cannot take is the request's fault
+            logger.warning("refused a request Gradio could not read: %s", str(e).splitlines()[0])
+            raise gr.Error(UNREADABLE_INPUT, title=REFUSED, print_exception=False) from None
+
+
+def _check_request(components: list, values: list) -> None:
+    """`gr.Error` for what Gradio's own checks pass to a handler or word as `{"error":
+    null}`: too few values, a setting that is not a number, a file given by URL."""
+
+    def refuse(message: str):
+        return gr.Error(message, title=REFUSED, print_exception=False)
+
+    if len(values) < len(components):
+        labels = ", ".join(str(c.label) for c in components)
+        raise refuse(
+            f"The request has {len(values)} input values; this takes {len(components)}: {labels}"
+        )
+    for component, value in zip(components, values, strict=False):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(component, (gr.Slider, gr.Number)) and not number:
+            raise refuse(f"{component.label}: expected a number, got {value!r:.40}")
+        path = value.get("path") or value.get("url") if isinstance(value, dict) else None
+        if isinstance(path, str) and path.startswith(("http://", "https://")):
+            raise refuse(URL_REFUSED)
 
 
 def build_demo(demo: VocoderDemo) -> gr.Blocks:

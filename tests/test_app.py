@@ -528,6 +528,19 @@ def test_refused_requests_get_a_message(tiny_models, tmp_path, capfd):
             message = payload["error"]
             assert message and "\n" not in message
             assert "must be uploaded" in message and str(tmp_path) not in message
+        # values Gradio's checks let through to crash, or answered with {"error": null}
+        url_file = {"path": "https://example.com/a.wav", "meta": {"_type": "gradio.FileData"}}
+        for inputs, expected in (
+            ([None, None], "The request has 2 input values; this takes 7: Speech"),
+            ([None, None, WAVEFLOW, "none", "abc", 0.0, 0], "Temperature σ .*: expected a"),
+            ([None, None, WAVEFLOW, "none", 0.8, 0.0, None], r"Seed .*: expected a number"),
+            ([url_file, None, WAVEFLOW, "none", 0.8, 0.0, 0], "a URL is refused"),
+        ):
+            url = f"{server.local_url}gradio_api/call/synthesize"
+            event = httpx.post(url, json={"data": inputs}, timeout=30).json()["event_id"]
+            stream = httpx.get(f"{url}/{event}", timeout=60).text
+            payload = json.loads(stream.split("event: error\ndata: ", 1)[1].splitlines()[0])
+            assert re.search(expected, payload["error"] or ""), payload
         # gradio_client passes a value without FileData's "meta" on as it is.
         client = Client(server.local_url, verbose=False)
         with pytest.raises(Exception, match="inputs are malformed") as caught:
