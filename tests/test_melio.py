@@ -166,6 +166,7 @@ def test_meanvar_round_trip(tmp_path, ref_mel):
     torch.testing.assert_close(convert_mel(norm_ln, "meanvar", stats), ref_mel, atol=1e-4, rtol=0)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     nan = ref_mel.clone()
     nan[3, 10] = float("nan")
@@ -183,8 +184,14 @@ def test_bad_mel_files_raise_input_error_naming_them(tmp_path, ref_mel):
     torch.save(ref_mel.to(torch.complex64), tmp_path / "complex.pt")
     np.save(tmp_path / "int.npy", (ref_mel * 1000).numpy().astype(np.int16))
     torch.save((ref_mel * 1000).to(torch.int32), tmp_path / "int.pt")
+    huge = ref_mel.double()
+    huge[5, 7] = 1e300  # float32 holds no such value: it read as "1 NaN or infinite values"
+    np.save(tmp_path / "huge.npy", huge.numpy())
+    torch.save(huge, tmp_path / "huge.pt")
     cases = {
         "nan.npy": ({}, "NaN"),
+        "huge.npy": ({}, "holds 1 value(s) beyond float32's range (largest 1e+300)"),
+        "huge.pt": ({}, "holds 1 value(s) beyond float32's range (largest 1e+300)"),
         "bins.npy": ({}, "expected 80 mel bins"),
         "empty.npy": ({}, "0 frames"),
         "text.npy": ({}, "not a .npy file (no NumPy header)"),  # numpy: "pickled data"

@@ -20,7 +20,7 @@ import torch
 from test_audio import orphan_of_a_killed_write
 from test_synthesize_cli import REPO, WAV, vocoder
 
-from vocoder.audio import pcm16_clipped
+from vocoder.audio import pcm16_clipped, save_audio
 from vocoder.checkpoint import export_model
 from vocoder.features import MelConfig
 from vocoder.models import ModelConfig, build_model
@@ -307,10 +307,13 @@ def test_every_input_not_found_is_said(model_file, ljspeech_clips, tmp_path):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
+        # named by the list and the folder: one input (it was synthesized twice, two seeds)
+        f"{mels / 'u000.npy'}: named twice; synthesized once, to "
+        f"{tmp_path / 'out' / 'mels' / 'u000.wav'}",
         f"error: {tmp_path / 'nope'}: no such file or folder",
         f"error: {listing}:2: {tmp_path / 'mels' / 'gone.npy'}: no such file or folder",
         f"error: {listing}:4: {tmp_path / 'mels' / 'lost.npy'}: no such file or folder",
-        "error: nothing synthesized: 3 of 5 inputs cannot be found or used (each said above)",
+        "error: nothing synthesized: 3 of 4 inputs cannot be found or used (each said above)",
     ]
     assert not (tmp_path / "out").exists()
     # inputs that are there but cannot be read are said in the same run (they were said
@@ -350,3 +353,130 @@ def test_every_input_not_found_is_said(model_file, ljspeech_clips, tmp_path):
         "pass --force to replace it",
         "error: nothing synthesized: 2 inputs or outputs cannot be used (each said above)",
     ]
+
+
+def test_recordings_beside_their_mels_are_never_replaced_or_taken_for_done(
+    model_file, ljspeech_clips, tmp_path
+):
+    """A folder of mels with their recordings, synthesized into itself: the recordings are
+    outputs' names that exist but are not vocoder's audio. `--force` replaced them (the
+    refusal even advised it) and `--skip-existing` took them for finished outputs."""
+    data = mel_folder(tmp_path / "ds", ljspeech_clips, 2, 40)
+    recording = (ljspeech_clips / "wavs" / WAV).read_bytes()
+    for name in ("u000", "u001"):
+        (data / f"{name}.wav").write_bytes(recording)
+    for flag in ((), ("--force",), ("--skip-existing",)):
+        result = vocoder("synthesize", data, "--out", data, "--model", model_file, *flag)
+        assert result.returncode == 2, (flag, result.stderr)
+        assert result.stderr.splitlines()[-1] == (
+            f"error: {data / 'u000.wav'}: exists (and 1 more) and is not audio vocoder "
+            "synthesized (a recording?); it is neither replaced nor skipped: choose another "
+            "--out folder"
+        ), flag
+        assert all((data / f"{n}.wav").read_bytes() == recording for n in ("u000", "u001"))
+
+
+def test_earlier_outputs_in_an_input_folder_are_not_inputs(model_file, ljspeech_clips, tmp_path):
+    """Audio vocoder synthesized is tagged so: a rerun into an audio folder resumes (it
+    refused its own outputs as inputs), and a second run whose output folder lies in the
+    input folder does not copy-synthesize the first run's outputs (it did, moving seeds)."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a", "b"):
+        sf.write(
+            str(clips / f"{name}.flac"),
+            sf.read(str(ljspeech_clips / "wavs" / WAV))[0][:8000],
+            22050,
+        )
+    common = ["--model", model_file, "--seed", "3"]
+    first = vocoder("synthesize", clips, "--out", clips, *common)
+    assert first.returncode == 0, first.stderr
+    assert finished(clips) == ["a.wav", "b.wav"]
+    assert sf.SoundFile(str(clips / "a.wav")).software.startswith("vocoder synthesis")
+    (clips / "b.wav").unlink()  # as an interrupted run leaves it
+    again = vocoder("synthesize", clips, "--out", clips, *common, "--skip-existing")
+    assert again.returncode == 0, again.stderr
+    assert f"{clips}: left out 1 earlier output(s) of vocoder" in again.stderr
+    assert "synthesized 1 file(s)" in again.stdout and finished(clips) == ["a.wav", "b.wav"]
+    assert "no --seed" not in again.stderr
+    (clips / "b.wav").unlink()
+    unseeded = vocoder(
+        "synthesize", clips, "--out", clips, "--model", model_file, "--skip-existing"
+    )
+    assert "no --seed: the files left get new noise" in unseeded.stderr
+    forced = vocoder("synthesize", clips, "--out", clips, *common, "--force")
+    assert forced.returncode == 0 and "synthesized 2 file(s)" in forced.stdout  # its own
+    second = vocoder("synthesize", clips, "--out", clips / "gen2", *common)
+    assert second.returncode == 0, second.stderr
+    assert finished(clips / "gen2") == ["a.wav", "b.wav"]
+    assert (clips / "gen2" / "a.wav").read_bytes() == (clips / "a.wav").read_bytes()  # seeds
+    only_outputs = vocoder("synthesize", clips / "gen2", "--out", tmp_path / "o", *common)
+    assert only_outputs.returncode == 2
+    assert "holds only audio that vocoder synthesized (2)" in only_outputs.stderr
+
+
+def test_outputs_another_run_writes_meanwhile_are_skipped(
+    model_file, ljspeech_clips, tmp_path, monkeypatch, capsys
+):
+    """Two `--skip-existing` runs sharing an output folder: what the other wrote since this
+    one started is left, before synthesis or at the write (the second run died on it)."""
+    from vocoder.cli import main
+    from vocoder.cli import synthesize as command
+
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 3, 40)
+    out = tmp_path / "out"
+    load = command.Synthesizer.load
+
+    def load_beside_another_run(*args, **kwargs):
+        synth = load(*args, **kwargs)
+        synthesize_batch = synth.synthesize_batch
+
+        def with_another_writer(mels, **options):
+            audio = synthesize_batch(mels, **options)
+            for name in ("u000", "u001"):  # the other run's outputs land now
+                if not (out / f"{name}.wav").exists():
+                    save_audio(out / f"{name}.wav", audio[0], 22050, synthesized=True)
+            return audio
+
+        synth.synthesize_batch = with_another_writer
+        return synth
+
+    monkeypatch.setattr(command.Synthesizer, "load", load_beside_another_run)
+    common = [str(mels), "--out", str(out), "--model", str(model_file), "--batch-size", "1"]
+    assert main(["synthesize", *common, "--skip-existing"]) == 0
+    assert (
+        "synthesized 1 file(s) (2 more written meanwhile by another run)" in capsys.readouterr().out
+    )
+    assert finished(out) == ["u000.wav", "u001.wav", "u002.wav"]
+
+
+def test_a_name_that_is_not_utf8_and_an_empty_out(model_file, ljspeech_clips, tmp_path):
+    """Under a UTF-8 locale, printing such a name crashed the run after writing its audio."""
+    mels = mel_folder(tmp_path / "mels", ljspeech_clips, 1, 40)
+    os.rename(mels / "u000.npy", os.fsencode(mels) + b"/caf\xe9.npy")
+    result = subprocess.run(
+        [sys.executable, "-m", "vocoder", "synthesize", str(mels), "--out", str(tmp_path / "o")]
+        + ["--model", str(model_file)],
+        capture_output=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"},
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"caf\\udce9.wav" in result.stdout
+    assert os.path.isfile(os.fsencode(tmp_path / "o") + b"/caf\xe9.wav")
+    empty = vocoder("synthesize", mels, "--out", "", "--model", model_file)  # an unset $OUT
+    assert empty.returncode == 2
+    assert "argument --out/-o: an empty path (an unset variable?)" in empty.stderr
+
+
+def test_inputs_that_share_an_output_are_all_counted(model_file, ljspeech_clips, tmp_path):
+    a = mel_folder(tmp_path / "a", ljspeech_clips, 2, 40)
+    b = mel_folder(tmp_path / "b", ljspeech_clips, 2, 40)
+    out = tmp_path / "o"
+    result = vocoder("synthesize", a, b, a / "u000.npy", "--out", out, "--model", model_file)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {b / 'u000.npy'}: its output {out / 'u000.wav'} is also that of "
+        f"{a / 'u000.npy'} (and 1 more input(s) share an output)"
+    )

@@ -127,18 +127,25 @@ def pcm16_clipped(audio: torch.Tensor) -> torch.Tensor:
     return (audio >= 32767.5 / 32768) | (audio < -32768.5 / 32768)
 
 
+# The software tag (a WAV's ISFT, a FLAC's or Ogg's comment) of the audio this toolkit
+# synthesizes: how a rerun tells its own earlier outputs from recordings beside them.
+SYNTHESIZED_TAG = "vocoder synthesis"
+
+
 def save_audio(
     path: str | Path,
     audio: torch.Tensor | np.ndarray,
     sample_rate: int,
     subtype: str = "PCM_16",
     overwrite: bool = False,
+    synthesized: bool = False,
 ) -> Path:
     """Write `[samples]` (or `[channels, samples]`) audio atomically; returns the path.
 
     The format follows the extension (.wav, .flac, .ogg). `subtype` "PCM_16" clips to [-1, 1]
     and stores round(x * 32768), so audio read by `load_audio` writes back bit-exactly;
     "FLOAT" stores float32 unchanged. Refuses to replace an existing file unless `overwrite`.
+    `synthesized`: tag the file as this toolkit's synthesis (`is_synthesized`).
     """
     path = Path(path)
     data = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
@@ -160,10 +167,26 @@ def save_audio(
     # Encoded in memory, then written by Python: a failed write keeps its errno (a full disk
     # says so), where libsndfile reports any failed write as "System error."
     encoded = io.BytesIO()
-    sf.write(encoded, data, int(sample_rate), subtype=subtype, format=_format_of(path))
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    with sf.SoundFile(
+        encoded, "w", int(sample_rate), channels, subtype=subtype, format=_format_of(path)
+    ) as f:
+        if synthesized:
+            f.software = SYNTHESIZED_TAG
+        f.write(data)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(encoded.getbuffer())
     return path
+
+
+def is_synthesized(path: str | Path) -> bool:
+    """Whether `path` is audio that `save_audio(..., synthesized=True)` wrote (False for a
+    file that cannot be read as audio)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            return (f.software or "").startswith(SYNTHESIZED_TAG)
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return False
 
 
 # libsndfile's frame count of a file whose header leaves the length open (a FLAC streamed

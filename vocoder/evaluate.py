@@ -242,8 +242,8 @@ def evaluate(
             if audio_dir is not None:
                 model_path, floor_path = audio_outputs(Path(audio_dir), name)
                 if failure is None or failure.scored:  # NaN cannot be written
-                    save_audio(model_path, fake, rate, overwrite=overwrite)
-                save_audio(floor_path, floor, rate, overwrite=overwrite)
+                    save_audio(model_path, fake, rate, overwrite=overwrite, synthesized=True)
+                save_audio(floor_path, floor, rate, overwrite=overwrite, synthesized=True)
         return scores
 
     results = []

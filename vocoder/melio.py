@@ -339,6 +339,27 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
 _INTEGER_MEL = "holds integers ({}); a mel is floating point"
 
 
+def _as_float32(path: Path, mel: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """`mel` as a float32 tensor; `InputError` for finite values beyond float32's range
+    (they would turn infinite, then be called so)."""
+    if isinstance(mel, np.ndarray):
+        with np.errstate(over="ignore"):
+            converted = torch.from_numpy(np.asarray(mel, dtype=np.float32))
+        beyond = np.isinf(converted.numpy()) & np.isfinite(mel)
+        largest = float(np.abs(mel[beyond]).max()) if beyond.any() else 0.0
+    else:
+        converted = mel.float()
+        beyond = (torch.isinf(converted) & torch.isfinite(mel)).numpy()
+        largest = float(mel[torch.from_numpy(beyond)].abs().max()) if beyond.any() else 0.0
+    if beyond.any():
+        raise InputError(
+            path,
+            f"holds {int(beyond.sum())} value(s) beyond float32's range (largest "
+            f"{largest:.3g}); a log mel's values are small",
+        )
+    return converted
+
+
 def _read_array(path: Path) -> torch.Tensor:
     suffix = path.suffix.lower()
     if suffix in MEL_SUFFIXES and path.is_file() and path.stat().st_size == 0:
@@ -363,7 +384,7 @@ def _read_array(path: Path) -> torch.Tensor:
                 raise InputError(path, f"holds complex numbers ({array.dtype}); expected real")
             if not np.issubdtype(array.dtype, np.floating):
                 raise InputError(path, _INTEGER_MEL.format(array.dtype))
-            return torch.from_numpy(np.asarray(array, dtype=np.float32))
+            return _as_float32(path, array)
         if suffix == ".pt":
             data = load_torch_file(path, "mel file")
             if isinstance(data, dict):
@@ -378,7 +399,7 @@ def _read_array(path: Path) -> torch.Tensor:
                 raise InputError(path, f"holds complex numbers ({data.dtype}); expected real")
             if not data.is_floating_point():
                 raise InputError(path, _INTEGER_MEL.format(data.dtype))
-            return data.detach().float()
+            return _as_float32(path, data.detach())
     except InputError:
         raise
     except Exception as e:  # numpy and torch raise many kinds on corrupt files

@@ -169,6 +169,11 @@ def _module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # a file name that is not valid UTF-8 prints as escapes (under a UTF-8 locale,
+        # stdout's strict errors made it crash the run after its audio was written)
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:  # Ctrl-C at any point, the imports of torch while the parser is built included
         return _run(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt:

@@ -34,6 +34,7 @@ from vocoder.audio import (
     AUDIO_EXTENSIONS,
     PCM16_MAX,
     audio_info,
+    is_synthesized,
     load_audio,
     pcm16_clipped,
     save_audio,
@@ -87,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "path per line, relative to the list's folder; # comments)",
     )
     parser.add_argument(
-        "--out", "-o", required=True, type=Path, metavar="DIR", help="output folder"
+        "--out", "-o", required=True, type=_out_folder, metavar="DIR", help="output folder"
     )
     parser.add_argument(
         "--model",
@@ -185,6 +186,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _out_folder(text: str) -> Path:
+    if not text.strip():  # Path("") is the current folder: an unset $OUT would write there
+        raise argparse.ArgumentTypeError("an empty path (an unset variable?)")
+    return Path(text)
+
+
 def collect_inputs(
     inputs: list[str], out_dir: Path, missing: list[InputError] | None = None
 ) -> list[Job]:
@@ -205,18 +212,29 @@ def collect_inputs(
     else:
         missing.extend(noted)
     sources = {job.source.resolve() for job in jobs}
-    seen: dict[Path, Path] = {}
+    seen: dict[Path, Path] = {}  # output -> source
+    done: dict[Path, Job] = {}  # source -> its job
     unique: list[Job] = []
+    clashes: list[tuple[Job, Path]] = []
     for job in jobs:
-        output = job.output.resolve()
+        output, source = job.output.resolve(), job.source.resolve()
         if output in sources:
             raise InputError(job.output, "is an input too; choose another --out folder")
-        if output not in seen:
-            seen[output] = job.source
-            unique.append(job)
-        elif seen[output].resolve() != job.source.resolve():
-            raise InputError(job.source, f"its output {job.output} is also that of {seen[output]}")
-        # else: the same file named twice (say, by a list and a folder) is synthesized once
+        if source in done:  # the same file named twice (a list and a folder): once
+            if done[source].output.resolve() != output:
+                log.info(
+                    "%s: named twice; synthesized once, to %s", job.source, done[source].output
+                )
+            continue
+        if output in seen:
+            clashes.append((job, seen[output]))
+            continue
+        seen[output], done[source] = job.source, job
+        unique.append(job)
+    if clashes:
+        (job, other), more = clashes[0], len(clashes) - 1
+        also = f" (and {more} more input(s) share an output)" if more else ""
+        raise InputError(job.source, f"its output {job.output} is also that of {other}{also}")
     for index, job in enumerate(unique):
         job.index = index
     return unique
@@ -264,6 +282,15 @@ def _jobs_for(path: Path, place: Path, origin: str, out_dir: Path) -> list[Job]:
                     "%s: left out %d file(s) in the output folder", path, len(found) - len(kept)
                 )
             found = kept
+        earlier = [p for p in found if p.suffix.lower() == ".wav" and is_synthesized(p)]
+        if earlier:  # synthesized by an earlier run: taken in, they would move every seed
+            left_out = set(earlier)
+            found = [p for p in found if p not in left_out]
+            log.info("%s: left out %d earlier output(s) of vocoder", path, len(earlier))
+            if not found:
+                raise InputError(
+                    origin, f"{where}holds only audio that vocoder synthesized ({len(earlier)})"
+                )
         audio = [p for p in found if p.suffix.lower() in AUDIO_EXTENSIONS]
         if audio and len(audio) < len(found):
             # audio beside mels is most likely earlier outputs: taken as inputs, they would
@@ -481,7 +508,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in {job.output.parent for job in jobs}:  # a killed run's half-written files
         remove_orphaned_temporaries(folder)
     if args.skip_existing:
-        left = [job for job in jobs if not job.output.exists()]
+        left = _not_written(jobs)
         if len(left) < len(jobs):
             print(f"left out {len(jobs) - len(left)} of {given} input(s): their outputs exist")
         jobs = left
@@ -491,17 +518,32 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with _sigterm_as_exit(), output_folders(job.output.parent for job in jobs):
-        return _synthesize(jobs, args, missing, given)
+        return _synthesize(jobs, args, missing, given, resumed=len(jobs) < given - len(missing))
 
 
 def _check_outputs(jobs: list[Job], refuse: bool) -> None:
-    """No output may be a folder, nor (`refuse`) an existing file."""
+    """No output may be a folder, nor an existing file that is not audio vocoder synthesized
+    (a recording beside its mel: neither `--force` replaces it nor `--skip-existing` takes
+    it for done), nor (`refuse`) any existing file."""
     blocked = [job for job in jobs if job.output.is_dir()]
     if blocked:
         job = blocked[0]
         raise InputError(job.output, f"is a folder, where the audio of {job.source} goes")
+    foreign = [j.output for j in jobs if j.output.exists() and not is_synthesized(j.output)]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise InputError(
+            foreign[0],
+            f"exists{more} and is not audio vocoder synthesized (a recording?); it is neither "
+            "replaced nor skipped: choose another --out folder",
+        )
     if refuse:
         refuse_existing(job.output for job in jobs)
+
+
+def _not_written(jobs: list[Job]) -> list[Job]:
+    """The jobs whose output does not exist (an existing one was checked to be synthesized)."""
+    return [job for job in jobs if not job.output.exists()]
 
 
 @contextlib.contextmanager
@@ -581,14 +623,24 @@ def _precision_note(asked: str | None, synth: Synthesizer) -> str:
 
 
 def _synthesize(
-    jobs: list[Job], args: argparse.Namespace, missing: list[InputError], given: int
+    jobs: list[Job],
+    args: argparse.Namespace,
+    missing: list[InputError],
+    given: int,
+    resumed: bool = False,
 ) -> int:
+    """Synthesize `jobs`; `resumed`: `--skip-existing` left out some whose output exists."""
     device = resolve_device(args.device)
     precision = args.precision or default_precision(device)
     synth = Synthesizer.load(args.model, device=device, precision=precision)
     stats = _load_stats(args, synth)
     range_warnings = _check_inputs(jobs, synth, args, stats, missing, given)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    if resumed and args.seed is None:
+        log.warning(
+            "no --seed: the files left get new noise, not what the interrupted run would have "
+            "given them (it printed its seed)"
+        )
     chunk = None
     if args.chunk_seconds is not None:
         chunk = max(1, round(args.chunk_seconds * synth.sample_rate / synth.hop_length))
@@ -602,11 +654,18 @@ def _synthesize(
     total_audio = total_time = 0.0
     levels = Levels()
     bar = tqdm(total=len(jobs), desc="synthesizing", unit="file", file=sys.stderr, disable=None)
-    written = 0
+    written = meanwhile = 0  # meanwhile: outputs another run wrote (--skip-existing)
     try:
         with bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
+                if args.skip_existing:  # another run sharing the folder may have written some
+                    left = [i for i in batch if _not_written([jobs[i]])]
+                    meanwhile += len(batch) - len(left)
+                    bar.update(len(batch) - len(left))
+                    batch = left
+                    if not batch:
+                        continue
                 mels = [_read_again(jobs[i], synth, args, stats) for i in batch]
                 began = time.perf_counter()
                 audio = synth.synthesize_batch(
@@ -625,8 +684,17 @@ def _synthesize(
                     a = a[: job.samples].float()
                     if args.peak_normalize is not None:
                         a = normalize_peak(a, args.peak_normalize)
+                    try:
+                        save_audio(
+                            job.output, a, synth.sample_rate, overwrite=args.force, synthesized=True
+                        )
+                    except InputError:
+                        if not (args.skip_existing and is_synthesized(job.output)):
+                            raise
+                        meanwhile += 1  # written by another run: the same audio
+                        bar.update(1)
+                        continue
                     note = levels.add(a)
-                    save_audio(job.output, a, synth.sample_rate, overwrite=args.force)
                     written += 1
                     seconds = job.samples / synth.sample_rate
                     share = max(elapsed * job.samples / batch_samples, 1e-9)
@@ -648,8 +716,10 @@ def _synthesize(
                 file=sys.stderr,
             )
         raise
+    others = f" ({meanwhile} more written meanwhile by another run)" if meanwhile else ""
     print(
-        f"synthesized {len(jobs)} file(s), {total_audio:.2f} s of audio in {total_time:.2f} s "
+        f"synthesized {written} file(s){others}, {total_audio:.2f} s of audio in "
+        f"{total_time:.2f} s "
         f"({total_audio / max(total_time, 1e-9):.1f}x real time); outputs in {args.out}; "
         f"{levels.summary()}"
     )
