@@ -411,3 +411,25 @@ def test_evaluate_says_what_reading_changes(ljspeech_clips, tmp_path, caplog):
     assert math.isfinite(report.ll)
     note = "2 channels mixed down to mono, resampled 16000 -> 22050 Hz"
     assert f"{tmp_path / '16k.wav'}: {note}" in caplog.text
+
+
+def test_cli_evaluate_says_when_it_scores_files_the_checkpoint_trained_on(
+    ljspeech_clips, tmp_path, capsys, caplog
+):
+    """A train list given by mistake read as "test LL" without a word."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_flows=2, n_layers=2, n_group=8, channels=8))
+    state = {
+        "config": {"model": to_dict(model.config), "features": to_dict(MelConfig())},
+        "model": model.state_dict(),
+        "step": 1,
+        "train_ids": sorted([CLIP, "LJ999-0001"]),
+    }
+    checkpoint = save_checkpoint(checkpoint_path(tmp_path / "run", 1), state)
+    filelist = tmp_path / "list.txt"
+    filelist.write_text(f"{ljspeech_clips / 'wavs' / CLIP}.wav\n")
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--filelist", str(filelist)]
+    assert main([*args, "--device", "cpu", "--no-synthesis"]) == 0
+    printed = capsys.readouterr().out
+    assert f"1 of 1 file(s) of {filelist} were trained on ({CLIP}): these are not" in caplog.text
+    assert "LL (1 of them trained on)" in printed and "test LL" not in printed

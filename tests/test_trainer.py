@@ -728,3 +728,24 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_checkpoints(reference, tmp_pa
     assert "Traceback" not in result.stderr
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000002.pt"]
     assert checkpoint_path(run, 2).read_bytes() == earlier
+
+
+def test_a_stop_during_validation_ends_it_and_saves_that_step(reference, tmp_path, monkeypatch):
+    """Validation on a CPU can outlast the 30 s the --nproc launcher gives a stopping run
+    (it then killed the job with no checkpoint); one process trained a step more and saved
+    twice. Now validation ends at the stop request and that step is saved, once."""
+    from vocoder.train import trainer
+
+    conf, _ = reference
+    run = tmp_path / "run"
+    validate = trainer.validate
+
+    def signalled_while_validating(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as the launcher's signal lands mid-validation
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "validate", signalled_while_validating)
+    command = ["train", "--config", str(conf), "--out", str(run), "train.max_steps=100"]
+    assert main([*command, "train.valid_every=2", "train.checkpoint_every=100"]) == 143
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [2]
+    assert sorted(losses(run)) == [1, 2]

@@ -338,7 +338,7 @@ def _read_weights(path: Path, weights: str) -> tuple[dict[str, torch.Tensor], Mo
         form="training",
         step=int(state["step"]),
         weights=key,
-        metadata={"train": config.get("train", {})},
+        metadata={"train": config.get("train", {}), "train_ids": state.get("train_ids")},
     )
     return state[key], info
 

@@ -193,6 +193,17 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
         len(files),
         args.filelist,
     )
+    trained_on = sorted({p.stem for p in files} & set(info.metadata.get("train_ids") or ()))
+    if trained_on:  # a checkpoint records the stems it trained on; exports do not
+        more = f" and {len(trained_on) - 1} more" if len(trained_on) > 1 else ""
+        log.warning(
+            "%d of %d file(s) of %s were trained on (%s%s): these are not test figures",
+            len(trained_on),
+            len(files),
+            args.filelist,
+            trained_on[0],
+            more,
+        )
     synthesize = None
     if args.engine == "fast" and not args.no_synthesis:
         engine = Synthesizer.from_model(
@@ -227,6 +238,7 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
                 "weights": info.weights,
                 "averaged": info.metadata.get("averaged"),
                 "filelist": str(args.filelist),
+                "trained_on": len(trained_on),
                 "engine": args.engine,
                 "precision": args.precision,
                 "model": to_dict(info.model),
@@ -276,7 +288,9 @@ def format_table(report: EvalReport) -> str:
         "stoi": "STOI",
         "rtf": "RTF",
     }
-    lines = [f"test LL {_fmt(summary['ll'], 4)} nats/sample over {summary['files']} file(s)"]
+    trained_on = report.info.get("trained_on") or 0
+    which = f"LL ({trained_on} of them trained on)" if trained_on else "test LL"
+    lines = [f"{which} {_fmt(summary['ll'], 4)} nats/sample over {summary['files']} file(s)"]
     systems = [s for s in ("model", "griffin_lim") if s in summary]
     if systems:
         lines.append(f"{'system':<12}" + "".join(f"{heads[m]:>10}" for m in METRICS))

@@ -261,7 +261,8 @@ def train(
                     scheduler.step()
                     step += 1
                     batch_in_epoch += 1
-                    stop.agreed = result.stop
+                    # one process needs no agreement: a stop asked during the step ends it
+                    stop.agreed = result.stop or (not dist.enabled and stop.poll())
                     if result.skipped:
                         skipped += 1
                         bad_in_a_row += 1
@@ -293,12 +294,24 @@ def train(
                         if progress is None:
                             log_stats_line(step, tc.max_steps, stats)
                         stats_since_log.reset()
-                    if dist.is_main and valid_set and step % tc.valid_every == 0:
+                    validated = dist.is_main and bool(valid_set) and step % tc.valid_every == 0
+                    if validated:
                         scored = ema.model_like(model) if ema is not None else model
-                        scores = validate(scored, valid_set, config, step, train_log)
-                        log.info("step %d: valid LL %.4f nats/sample", step, scores["ll"])
+                        scores = validate(
+                            scored, valid_set, config, step, train_log, stop=stop.poll
+                        )
+                        if scores is None:
+                            log.info("step %d: validation cut short by the stop request", step)
+                        else:
+                            log.info("step %d: valid LL %.4f nats/sample", step, scores["ll"])
+                        if not dist.enabled:
+                            stop.agreed = stop.agreed or stop.poll()
                     done = step >= tc.max_steps or stop.agreed
-                    if dist.is_main and (step % tc.checkpoint_every == 0 or done):
+                    # A stop asked while this process validated alone: the others wait for
+                    # it in the next step, and the launcher kills all after 30 s. This
+                    # step's weights are whole (replicas agree after each step): save now.
+                    stopping_alone = validated and stop.requested and not done
+                    if dist.is_main and (step % tc.checkpoint_every == 0 or done or stopping_alone):
                         state = training_state(
                             model,
                             optimizer,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -40,17 +41,25 @@ def validate(
     config: ExperimentConfig,
     step: int,
     train_log: TrainLog,
-) -> dict[str, float]:
-    """Mean LL over whole validation utterances; a few clips synthesized for TensorBoard."""
+    stop: Callable[[], bool] | None = None,
+) -> dict[str, float] | None:
+    """Mean LL over whole validation utterances; a few clips synthesized for TensorBoard.
+
+    `stop`: asked between utterances; when it says True, validation ends there and returns
+    None (a stop request must not wait for a long validation on a CPU).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     to_mel = MelSpectrogram(config.features).to(device)
     lls = []
     for i, (audio, mel, name) in enumerate(items):
+        if stop is not None and stop():
+            model.train(was_training)
+            return None
         audio, mel = audio.to(device)[None], mel.to(device)[None]
         lls.append(float(model.log_prob(audio, mel)[0]))
-        if i < config.data.valid_audio_clips:
+        if i < config.data.valid_audio_clips and not (stop is not None and stop()):
             generator = torch.Generator(device).manual_seed(config.train.seed + i)
             fake = model.infer(mel, sigma=config.train.valid_sigma, generator=generator)
             fake = fake[0, : audio.shape[1]].clamp(-1, 1)
