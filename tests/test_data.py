@@ -288,3 +288,23 @@ def test_tts_mels_at_another_hop_are_refused(tmp_path, clips):
             data[0]
         assert caught.value.source == str(wrong)
         assert "frames" in caught.value.problem and "hop_length 300" in caught.value.problem
+
+
+def test_id_lists_keep_dots_and_folders_of_ids(tmp_path, clips):
+    """An id list was cut to `Path.stem`: `take.01` became `take`, `spk/LJ001-0001` lost
+    its folder; an audio extension or a prefix that is not part of any id is still dropped."""
+    (tmp_path / "ids.txt").write_text("take.01\ntake.02.wav|text\nDUMMY/LJ001-0001.wav|x\n")
+    known = {"take.01", "take.02", "LJ001-0001"}
+    assert read_id_list(tmp_path / "ids.txt", known) == ["take.01", "take.02", "LJ001-0001"]
+    (tmp_path / "ids.txt").write_text("spk/LJ001-0001\n")
+    assert read_id_list(tmp_path / "ids.txt", {"spk/LJ001-0001"}) == ["spk/LJ001-0001"]
+
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    for i, name in enumerate(("take.01", "take.02", "take.03")):
+        (voice / f"{name}.wav").write_bytes(clips[i].read_bytes())
+    (voice / "train.txt").write_text("take.01\ntake.02.wav\n")
+    (voice / "test.txt").write_text("take.03\n")
+    parts = folder_splits(voice, "listed")
+    assert sorted(p.name for p in parts["train"] + parts["valid"]) == ["take.01.wav", "take.02.wav"]
+    assert [p.name for p in parts["test"]] == ["take.03.wav"]

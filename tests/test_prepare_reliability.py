@@ -261,3 +261,43 @@ def test_a_refused_forced_run_puts_back_the_marker_it_replaced(ljspeech_clips, t
     assert (out / ".prepare-incomplete.json").read_bytes() == marker
     with pytest.raises(InputError, match="unfinished preparation with a different mel config"):
         prepare_dataset(voice, out, mel_config=MelConfig(sample_rate=16000), **options)
+
+
+def test_skip_bad_leaving_nothing_says_why_for_each_file(ljspeech_clips, tmp_path):
+    """With --skip-bad (the recipes always pass it) a folder whose files all fail said only
+    "all 2 file(s) were rejected", even with -v."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    (voice / "bad.wav").write_text("not audio\n")
+    clip = load_audio(ljspeech_clips / "wavs" / f"{SHORT}.wav")
+    save_audio(voice / "short.wav", clip[:1000], 22050)
+    save_audio(voice / "at16k.wav", resample(clip, 22050, 16000), 16000)
+    result = run_cli(voice, "--out", tmp_path / "out", *ALL_TRAIN, "--skip-bad")
+    assert result.returncode == 2
+    lines = errors(result)
+    assert lines[0] == (
+        f"error: {voice / 'at16k.wav'}: sample rate 16000 Hz, expected 22050 Hz; pass "
+        "--resample to convert it"
+    )
+    assert lines[1].startswith(f"error: {voice / 'bad.wav'}: not a readable audio file")
+    assert lines[2].startswith(f"error: {voice / 'short.wav'}: too short: 1000 samples")
+    assert lines[3:] == [
+        f"error: {voice}: no usable audio: all 3 file(s) were left out (1 unreadable, 1 at "
+        "another sample rate, 1 too short): pass --resample to convert the sample rates"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_float_audio_beyond_full_scale_is_refused(ljspeech_clips, tmp_path):
+    """A float WAV peaking at 1.8 was taken, and its resampled copy clipped unsaid."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    clip = load_audio(ljspeech_clips / "wavs" / f"{LONG}.wav")
+    save_audio(voice / "loud.wav", clip * (1.8 / float(clip.abs().max())), 22050, "FLOAT")
+    save_audio(voice / "fine.wav", clip, 22050, "FLOAT")
+    with pytest.raises(RefusedFiles) as refused:
+        prepare_dataset(voice, tmp_path / "out", split="random", valid_fraction=0, test_fraction=0)
+    (only,) = refused.value.refused
+    assert only.path.name == "loud.wav" and only.kinds == ("over",)
+    assert only.reason == "beyond full scale: peak 1.8 (a float file's samples lie in [-1, 1])"
+    assert "1 beyond full scale" in refused.value.problem

@@ -263,7 +263,11 @@ def refusal_lines(error: RefusedFiles) -> list[str]:
     if len(error.refused) > SHOWN:
         lines.append(f"and {len(error.refused) - SHOWN} more refused file(s)")
     phrases = [f"{flags(r)} {r.purpose}" for r in error.remedies]
-    lines.append(f"{error.source}: {error.problem}: pass {advice(phrases, error.unfixable)}")
+    if error.left_out:  # --skip-bad left out every file: the fixes alone are the advice
+        fixes = f": pass {' and '.join(phrases)}" if phrases else ""
+        lines.append(f"{error.source}: {error.problem}{fixes}")
+    else:
+        lines.append(f"{error.source}: {error.problem}: pass {advice(phrases, error.unfixable)}")
     return lines
 
 

@@ -1,9 +1,10 @@
 """The checks a dataset's audio passes before training takes it, and how a refusal is said.
 
 `check_audio` loads one file and refuses it (`BadAudio`, or the reader's own `InputError`)
-when it cannot be read, is silent, clipped or shorter than a training segment, or has more
-channels or another sample rate than the run's (unless mixing down or resampling is on: a
-file is checked in full first, so that it is refused for what those settings cannot fix).
+when it cannot be read, is silent, clipped, beyond full scale (a float file) or shorter
+than a training segment, or has more channels or another sample rate than the run's
+(unless mixing down or resampling is on: a file is checked in full first, so that it is
+refused for what those settings cannot fix).
 `RefusedFiles` gathers every refused file of a dataset, counted by kind, with the settings
 that fix each kind.
 """
@@ -30,6 +31,7 @@ KINDS: dict[str, str] = {
     "sample_rate": "at another sample rate",
     "silent": "silent",
     "clipped": "clipped",
+    "over": "beyond full scale",
     "short": "too short",
 }
 # what each setting a file's remedy names fixes, for a count of files by kind
@@ -78,8 +80,11 @@ class RefusedFiles(InputError):
     file has a fix. The message lists the first `SHOWN` files, a line each.
     """
 
-    def __init__(self, source: str | Path, refused: list[Rejected]):
+    def __init__(self, source: str | Path, refused: list[Rejected], left_out: bool = False):
+        """`left_out`: `skip_bad` left out every file, so none is left to train on (the
+        remedies are then the fixes alone)."""
         self.refused = tuple(refused)
+        self.left_out = left_out
         counts: dict[str, int] = {}
         for r in self.refused:
             for kind in r.kinds:
@@ -89,15 +94,21 @@ class RefusedFiles(InputError):
         fixes = [remedy(FIXES[name], **{name: True}) for name in FIXES if name in names]
         self.unfixable = sum(1 for r in self.refused if not r.remedies)
         rest = "to leave out the rest" if self.unfixable and fixes else "to leave them out"
+        if left_out:
+            problem = f"no usable audio: all {len(self.refused)} file(s) were left out ({kinds})"
+        else:
+            problem = f"{len(self.refused)} file(s) refused ({kinds})"
         super().__init__(
-            source,
-            f"{len(self.refused)} file(s) refused ({kinds})",
-            [*fixes, remedy(rest, skip_bad=True)],
+            source, problem, fixes if left_out else [*fixes, remedy(rest, skip_bad=True)]
         )
         settings = [
             f"{name}={value} {s.purpose}" for s in self.remedies for name, value in s.settings
         ]
-        lines = [f"{self.source}: {self.problem}; set {advice(settings, self.unfixable)}"]
+        if left_out:
+            fixing = " and ".join(settings)
+            lines = [f"{self.source}: {self.problem}" + (f"; set {fixing}" if fixing else "")]
+        else:
+            lines = [f"{self.source}: {self.problem}; set {advice(settings, self.unfixable)}"]
         lines += [
             f"  {r.path}: {with_remedies(r.reason, r.remedies)}" for r in self.refused[:SHOWN]
         ]
@@ -132,10 +143,11 @@ def check_audio(
     samples it would have rather than resample it (a run that refused a file saves no more).
 
     Raises `InputError(path, reason)` for an unreadable or empty file (from
-    `vocoder.audio`), and `BadAudio` for a silent, clipped or too short one, or one with
-    several channels (unless `mixdown`) or at another rate (unless `resample_audio`). A
-    file is decoded and checked in full before it is refused for its channels or rate, so
-    that a file the settings would not save is refused for what they cannot fix.
+    `vocoder.audio`), and `BadAudio` for a silent, clipped, beyond full scale or too short
+    one, or one with several channels (unless `mixdown`) or at another rate (unless
+    `resample_audio`). A file is decoded and checked in full before it is refused for its
+    channels or rate, so that a file the settings would not save is refused for what they
+    cannot fix.
     """
     info = audio_info(path)
     kinds, problems, remedies = [], [], []
@@ -153,6 +165,9 @@ def check_audio(
         level = 20 * math.log10(peak) if peak > 0 else -math.inf
         problem = f"silent: peak {level:.1f} dBFS is below {SILENCE_DBFS:g} dBFS"
         raise BadAudio(path, problem, ["silent"])
+    if peak > 1.0:  # a float file can hold more than full scale: training takes [-1, 1]
+        problem = f"beyond full scale: peak {peak:.3g} (a float file's samples lie in [-1, 1])"
+        raise BadAudio(path, problem, ["over"])
     clipped = float((audio.abs() >= CLIP_LEVEL).float().mean())
     if clipped > CLIP_FRACTION:
         problem = f"clipped: {100 * clipped:.1f} % of samples at full scale (limit 1 %)"

@@ -65,7 +65,7 @@ def folder_splits(
         parts = {}
         for part in ("train", "test"):
             path = root / f"{part}.txt"
-            ids = read_id_list(path)
+            ids = read_id_list(path, by_stem)
             missing = [i for i in ids if i not in by_stem]
             if missing:
                 raise InputError(path, f"id {missing[0]}: no audio file of that name")

@@ -131,7 +131,7 @@ def ljspeech_split_ids(
         known = set(ids)
         parts = {}
         for part, name in _ID_LISTS[split].items():
-            listed = read_id_list(Path(splits_dir) / name)
+            listed = read_id_list(Path(splits_dir) / name, known)
             parts[part] = [i for i in listed if i in known]
             if len(parts[part]) < len(listed):
                 log.info(
@@ -148,7 +148,7 @@ def ljspeech_split_ids(
         parts = {}
         for part in ("train", "test"):
             path = root / f"{part}.txt"
-            listed = read_id_list(path)
+            listed = read_id_list(path, known)
             missing = [i for i in listed if i not in known]
             if missing:
                 raise InputError(path, f"id {missing[0]} is not in metadata.csv")

@@ -185,8 +185,8 @@ def prepare_dataset(
     if refused:
         output.take_back()
         raise RefusedFiles(data_dir, refused)
-    if not accepted:
-        raise InputError(data_dir, f"no usable audio: all {len(files)} file(s) were rejected")
+    if not accepted:  # each file's reason, not the count alone
+        raise RefusedFiles(data_dir, summary.rejected, left_out=True)
     if split == "random":
         parts = random_split(list(accepted), valid_fraction, test_fraction, seed=seed)
     output.commit()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Collection, Sequence
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from vocoder.audio import AUDIO_EXTENSIONS
 from vocoder.errors import InputError
 from vocoder.files import TEXT_ENCODING
 
@@ -15,16 +16,27 @@ T = TypeVar("T")
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
 
 
-def read_id_list(path: str | Path) -> list[str]:
-    """Ids, one per line (blank lines and `#` comments skipped; `id|...` keeps the id)."""
+def read_id_list(path: str | Path, known: Collection[str] = ()) -> list[str]:
+    """Ids, one per line (blank lines and `#` comments skipped; `id|...` keeps the id).
+
+    An entry may be a path: an audio extension ends it (`take.01.wav` is `take.01`, and
+    `take.01` stays so), and where the entry is not in `known` but its last part is
+    (`DUMMY/LJ001-0001.wav` in Tacotron 2's lists), the last part is the id; an id of
+    `known` with folders in it (`spk/LJ001-0001`) stays whole.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such id list")
     ids = []
     for line in path.read_text(encoding=TEXT_ENCODING).splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
-            ids.append(Path(line.split("|", 1)[0].strip()).stem)
+        if not line or line.startswith("#"):
+            continue
+        entry = line.split("|", 1)[0].strip()
+        if PurePosixPath(entry).suffix.lower() in AUDIO_EXTENSIONS:
+            entry = entry[: -len(PurePosixPath(entry).suffix)]
+        name = PurePosixPath(entry.replace("\\", "/")).name
+        ids.append(name if entry not in known and name in known else entry)
     return ids
 
 
