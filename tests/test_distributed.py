@@ -312,3 +312,25 @@ def _endless_run(tmp_path: Path, clips: Path) -> tuple[Path, Path]:
     conf = tmp_path / "conf.yaml"
     conf.write_text(yaml.safe_dump(config))
     return conf, tmp_path / "run"
+
+
+def test_nproc_says_a_refused_resume_once(tmp_path, ljspeech_clips):
+    """The launcher checks the checkpoint a resume continues from (and the training files)
+    before it starts any process: each process said the same refusal, a line each."""
+    from vocoder.checkpoint import checkpoint_path
+
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "vocoder", "train"]
+    first = [*command, "--config", str(conf), "--out", str(run), "--max-steps", "1"]
+    done = subprocess.run(first, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    newest = checkpoint_path(run, 1)
+    newest.write_bytes(newest.read_bytes()[:1000])  # as a failing disk leaves it
+    resume = [*command, "--nproc", "2", "--out", str(run), "--resume", "--max-steps", "2"]
+    done = subprocess.run(resume, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {newest}: cannot resume: not a readable checkpoint: a truncated or damaged "
+        "zip archive; no earlier checkpoint of the run is usable either"
+    ]

@@ -749,3 +749,17 @@ def test_a_stop_during_validation_ends_it_and_saves_that_step(reference, tmp_pat
     assert main([*command, "train.valid_every=2", "train.checkpoint_every=100"]) == 143
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(run)] == [2]
     assert sorted(losses(run)) == [1, 2]
+
+
+def test_resume_falls_back_from_an_unreadable_checkpoint(reference, tmp_path, caplog):
+    conf, _ = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "4"]
+    assert main([*args, "train.checkpoint_every=2", "train.valid_every=100"]) == 0
+    newest = checkpoint_path(run, 4)
+    newest.write_bytes(newest.read_bytes()[:1000])  # as a failing disk leaves it
+    caplog.clear()
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "5"]) == 0
+    assert f"{newest} cannot be resumed (not a readable checkpoint" in caplog.text
+    assert f"resuming from {checkpoint_path(run, 2)}, the newest usable" in caplog.text
+    assert sorted(losses(run)) == [1, 2, 3, 4, 5]

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)
         try:
-            check_startable(config, run_dir, resume, args.force)
+            check_startable(config, run_dir, resume, args.force, thorough=True)
         finally:
             logging.disable(previous)
         return launch_workers(args)

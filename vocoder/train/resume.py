@@ -57,29 +57,36 @@ def training_state(
 
 
 def load_resumable(path: Path, device: torch.device, fall_back: bool) -> tuple[Path, dict]:
-    """The checkpoint at `path` when its weights and optimizer state are finite; else, with
-    `fall_back` (resuming a run folder), the newest finite one before it, said in a warning."""
+    """The checkpoint at `path` when it can be read and its weights and optimizer state are
+    finite; else, with `fall_back` (resuming a run folder), the newest such one before it,
+    said in a warning (a kill mid-save leaves no half-written file, but a disk can)."""
     candidates = [path]
     if fall_back:
         candidates += [p for p in reversed(list_checkpoints(path.parent)) if p != path]
     first_bad = ""
     for candidate in candidates:
-        state = load_checkpoint(candidate, map_location=device)
-        bad = non_finite_tensor(state)
-        if bad is None:
-            if candidate != path:
-                log.warning(
-                    "%s holds non-finite values (%s): resuming from %s, the newest finite "
-                    "checkpoint",
-                    path,
-                    first_bad,
-                    candidate,
-                )
-            return candidate, state
+        try:
+            state = load_checkpoint(candidate, map_location=device)
+        except InputError as e:
+            if not fall_back:
+                raise
+            bad = e.problem
+        else:
+            bad = non_finite_tensor(state)
+            if bad is None:
+                if candidate != path:
+                    log.warning(
+                        "%s cannot be resumed (%s): resuming from %s, the newest usable checkpoint",
+                        path,
+                        first_bad,
+                        candidate,
+                    )
+                return candidate, state
+            bad = f"it holds non-finite values ({bad})"
         if candidate == path:
             first_bad = bad
-    more = "; no earlier checkpoint of the run is finite either" if fall_back else ""
-    raise InputError(path, f"cannot resume: it holds non-finite values ({first_bad}){more}")
+    more = "; no earlier checkpoint of the run is usable either" if fall_back else ""
+    raise InputError(path, f"cannot resume: {first_bad}{more}")
 
 
 def check_same_model(state: dict, config: ExperimentConfig, path: Path) -> None:

@@ -102,16 +102,55 @@ ProgressCallback = Callable[[Progress], None]
 
 
 def check_startable(
-    config: ExperimentConfig, run_dir: Path, resume: bool | str | Path, force: bool
+    config: ExperimentConfig,
+    run_dir: Path,
+    resume: bool | str | Path,
+    force: bool,
+    thorough: bool = False,
 ) -> Path | None:
     """What `train` checks before it makes anything: the run folder is ours to write (or
     to resume: the checkpoint returned, None for a fresh run) and the data folder fits the
-    mel convention. A launcher of several processes asks it first, so that a mistake is
-    said once, not once a process."""
+    mel convention. A launcher of several processes asks it first, `thorough`, so that a
+    mistake is said once, not once a process: then the training files, and the checkpoint
+    a resume continues from, are checked too."""
     resume_from = claim_run_dir(Path(run_dir), resume, force)
     if config.data.prepared is not None:
         check_prepared(config.data.prepared, config.features, config.data.segment_length)
+    if thorough:
+        _, train_ids, test_ids = training_files(config)
+        if resume_from is not None:
+            resume_from, state = load_resumable(
+                resume_from, torch.device("cpu"), fall_back=_from_folder(resume)
+            )
+            check_resumable(state, config, resume_from, train_ids, test_ids)
     return resume_from
+
+
+def training_files(config: ExperimentConfig) -> tuple[list[Path], list[str], set[str]]:
+    """The training files, their ids (sorted stems) and the test list's ids, checked apart."""
+    train_files = filelist_files(config.data.filelist("train"), "train")
+    test_ids = stems_of_test_list(config)
+    check_no_test_files(train_files, test_ids)
+    return train_files, sorted(p.stem for p in train_files), test_ids
+
+
+def check_resumable(
+    state: dict, config: ExperimentConfig, path: Path, train_ids: list[str], test_ids: set[str]
+) -> None:
+    """A checkpoint resumes only this model, on these clips, below train.max_steps."""
+    check_same_model(state, config, path)
+    check_same_data(state, train_ids, test_ids, path)
+    check_init_from(state, config, path)
+    if int(state["step"]) > config.train.max_steps:
+        raise ConfigError(
+            f"{path}: the run is at step {state['step']}, past train.max_steps "
+            f"{config.train.max_steps}; raise it to train on"
+        )
+
+
+def _from_folder(resume: bool | str | Path) -> bool:
+    """Whether a resume names a run folder (whose earlier checkpoints it may fall back on)."""
+    return resume is True or Path(resume).is_dir()
 
 
 def train(
@@ -149,10 +188,7 @@ def train(
         torch.manual_seed(tc.seed)
 
         # ---- data ----
-        train_files = filelist_files(dc.filelist("train"), "train")
-        test_ids = stems_of_test_list(config)
-        check_no_test_files(train_files, test_ids)
-        train_ids = sorted(p.stem for p in train_files)
+        train_files, train_ids, test_ids = training_files(config)
         if dc.mel_dir is not None:
             check_mels_exist(train_files, Path(dc.mel_dir))
         dataset = SegmentDataset(
@@ -185,19 +221,11 @@ def train(
         # ---- resume ----
         step, epoch, batch_in_epoch = 0, 0, 0
         if resume_from is not None:
-            from_folder = resume is True or Path(resume).is_dir()
-            resume_from, state = load_resumable(resume_from, device, fall_back=from_folder)
-            check_same_model(state, config, resume_from)
-            check_same_data(state, train_ids, test_ids, resume_from)
-            check_init_from(state, config, resume_from)
+            resume_from, state = load_resumable(resume_from, device, fall_back=_from_folder(resume))
+            check_resumable(state, config, resume_from, train_ids, test_ids)
             step, epoch, batch_in_epoch = restore_training_state(
                 state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
             )
-            if step > tc.max_steps:
-                raise ConfigError(
-                    f"{resume_from}: the run is at step {step}, past train.max_steps "
-                    f"{tc.max_steps}; raise it to train on"
-                )
             log.info("resumed from %s at step %d (epoch %d)", resume_from, step, epoch)
             if dist.is_main:
                 set_aside_later_checkpoints(run_dir, resume_from)
