@@ -521,3 +521,26 @@ def test_a_failed_stage_0_leaves_nothing_it_made(tmp_path):
     cut = run_recipe(LJSPEECH, *stage0, env=fake_curl(tmp_path / "cut", b"x", 18))
     assert cut.returncode == 2
     assert [p.name for p in db.iterdir()] == ["LJSpeech-1.1.tar.bz2.part"]
+
+
+def test_custom_voice_keeps_no_data_folder_whose_recordings_or_lists_changed(
+    male_reader_clips, tmp_path
+):
+    """A clip moved from train.txt to test.txt, or a clip added, kept the old folder
+    ("prepared already"): stage 2 then trained on the clip now held out for testing."""
+    voice = small_voice(male_reader_clips, tmp_path / "voice")
+    data = tmp_path / "data"
+    stage_1 = ["--stage", "1", "--stop-stage", "1", "--conf", "conf/smoke.yaml"]
+    stage_1 += ["--audio-dir", str(voice), "--data-dir", str(data)]
+    done = run_recipe(CUSTOM, *stage_1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "prepared already" in run_recipe(CUSTOM, *stage_1).stdout
+    train_ids = (voice / "train.txt").read_text().split()
+    (voice / "train.txt").write_text("\n".join(train_ids[1:]) + "\n")
+    (voice / "test.txt").write_text((voice / "test.txt").read_text() + train_ids[0] + "\n")
+    changed = run_recipe(CUSTOM, *stage_1)
+    assert changed.returncode == 2
+    assert changed.stderr.strip() == (
+        f"error: {data} was prepared from {voice.resolve()} as it was before its recordings "
+        "or lists changed: delete it to prepare it again, or give another --data-dir"
+    )

@@ -202,6 +202,7 @@ def prepare_dataset(
         "mel_config": to_dict(mel_config),
         "mel_config_hash": config_hash,
         "source": str(data_dir.resolve()),
+        "source_fingerprint": source_fingerprint(data_dir, exclude=out_dir),
         "layout": layout,
         "split": split,
         "seed": seed,
@@ -216,6 +217,30 @@ def prepare_dataset(
     _write_json(out_dir / MANIFEST, manifest)
     (out_dir / INCOMPLETE).unlink(missing_ok=True)
     return summary
+
+
+# what a dataset folder is made of, as far as preparing it goes: its audio and its lists
+_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".txt", ".csv")
+
+
+def source_fingerprint(data_dir: str | Path, exclude: str | Path | None = None) -> str:
+    """A digest of the audio files and lists (.txt, .csv) under `data_dir`, by path, size
+    and modification time (hidden files, and `exclude` where it lies inside, left out):
+    the manifest records it, so that a recipe can tell a prepared folder whose recordings
+    or split lists have changed since."""
+    root = Path(data_dir).resolve()
+    skip = Path(exclude).resolve() if exclude is not None else None
+    digest = hashlib.sha256()
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d != skip)
+        for name in sorted(names):
+            if name.startswith(".") or Path(name).suffix.lower() not in _SOURCE_SUFFIXES:
+                continue
+            stat = (here / name).stat()
+            relative = (here / name).relative_to(root).as_posix()
+            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def read_manifest(out_dir: str | Path) -> dict:
