@@ -308,3 +308,14 @@ def test_id_lists_keep_dots_and_folders_of_ids(tmp_path, clips):
     parts = folder_splits(voice, "listed")
     assert sorted(p.name for p in parts["train"] + parts["valid"]) == ["take.01.wav", "take.02.wav"]
     assert [p.name for p in parts["test"]] == ["take.03.wav"]
+
+
+def test_metadata_ids_may_be_written_as_paths(tmp_path, clips):
+    """`wavs/x.flac|text` was read as id `wavs/x.flac`: no clip was found for any row."""
+    (tmp_path / "wavs").mkdir()
+    for i, name in enumerate(("LJ001-0001", "LJ001-0002")):
+        (tmp_path / "wavs" / f"{name}.wav").write_bytes(clips[i].read_bytes())
+    (tmp_path / "metadata.csv").write_text("wavs/LJ001-0001.wav|a|a\nLJ001-0002.WAV|b|b\n")
+    assert read_metadata(tmp_path) == ["LJ001-0001", "LJ001-0002"]
+    parts = ljspeech_splits(tmp_path, "random", valid_fraction=0, test_fraction=0)
+    assert sorted(p.name for p in parts["train"]) == ["LJ001-0001.wav", "LJ001-0002.wav"]

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import soundfile as sf
+import torch
 from test_prepare import REPO, run_cli
 from test_synthesize_reliability import run_limited, streamed_flac
 
@@ -301,3 +302,21 @@ def test_float_audio_beyond_full_scale_is_refused(ljspeech_clips, tmp_path):
     assert only.path.name == "loud.wav" and only.kinds == ("over",)
     assert only.reason == "beyond full scale: peak 1.8 (a float file's samples lie in [-1, 1])"
     assert "1 beyond full scale" in refused.value.problem
+
+
+def test_stereo_whose_channels_cancel_is_said_so(ljspeech_clips, tmp_path):
+    """Antiphase stereo read as plain "silent", though each channel holds speech."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    clip = load_audio(ljspeech_clips / "wavs" / f"{LONG}.wav")
+    save_audio(voice / "fine.wav", clip, 22050)
+    save_audio(voice / "inverted.wav", torch.stack([clip, -clip]), 22050)
+    with pytest.raises(RefusedFiles) as refused:
+        prepare_dataset(
+            voice, tmp_path / "out", split="random", valid_fraction=0, test_fraction=0,
+            mixdown=True,
+        )  # fmt: skip
+    (only,) = refused.value.refused
+    assert only.path.name == "inverted.wav" and only.kinds == ("silent",)
+    assert only.reason.startswith("silent once its 2 channels are averaged (silent: peak")
+    assert only.reason.endswith("they cancel, one is most likely inverted")

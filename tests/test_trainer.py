@@ -763,3 +763,13 @@ def test_resume_falls_back_from_an_unreadable_checkpoint(reference, tmp_path, ca
     assert f"{newest} cannot be resumed (not a readable checkpoint" in caplog.text
     assert f"resuming from {checkpoint_path(run, 2)}, the newest usable" in caplog.text
     assert sorted(losses(run)) == [1, 2, 3, 4, 5]
+
+
+def test_resume_with_another_batch_size_says_the_data_order_changes(reference, tmp_path, caplog):
+    conf, _ = reference
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "2"]) == 0
+    caplog.clear()
+    resume = ["train", "--out", str(run), "--resume", "--max-steps", "3"]
+    assert main([*resume, "data.batch_size=1"]) == 0
+    assert "trained with data.batch_size 2, this run has 1: the rest of epoch 0" in caplog.text

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from vocoder.audio import audio_info, load_audio, resample
@@ -129,6 +131,14 @@ def advice(remedies: list[str], unfixable: int) -> str:
     return words if unfixable else f"{words}, or {skip}"
 
 
+def _loudest_channel_peak(path: Path) -> float:
+    """The largest sample of any channel of `path` (0 where libsndfile cannot say)."""
+    try:
+        return float(np.abs(sf.read(str(path), dtype="float32")[0]).max())
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return 0.0
+
+
 def check_audio(
     path: Path,
     sample_rate: int,
@@ -164,6 +174,12 @@ def check_audio(
     if peak < 10 ** (SILENCE_DBFS / 20):
         level = 20 * math.log10(peak) if peak > 0 else -math.inf
         problem = f"silent: peak {level:.1f} dBFS is below {SILENCE_DBFS:g} dBFS"
+        if info.channels > 1 and _loudest_channel_peak(path) >= 10 ** (SILENCE_DBFS / 20):
+            # each channel holds sound, their average does not: one is the other inverted
+            problem = (
+                f"silent once its {info.channels} channels are averaged ({problem}): they "
+                "cancel, one is most likely inverted"
+            )
         raise BadAudio(path, problem, ["silent"])
     if peak > 1.0:  # a float file can hold more than full scale: training takes [-1, 1]
         problem = f"beyond full scale: peak {peak:.3g} (a float file's samples lie in [-1, 1])"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vocoder.audio import AUDIO_EXTENSIONS
 from vocoder.data.splits import carve_valid, random_split, read_id_list
@@ -75,12 +75,21 @@ def read_metadata(root: str | Path) -> list[str]:
                 continue
             if len(row) < 2:
                 raise InputError(path, f"line {number}: expected 'id|text|normalized text'")
-            ids.append(row[0].strip())
+            ids.append(_utterance_id(row[0].strip()))
     if not ids:
         raise InputError(path, "lists no utterances")
     if len(set(ids)) != len(ids):
         raise InputError(path, "lists some ids more than once")
     return ids
+
+
+def _utterance_id(entry: str) -> str:
+    """An id as metadata.csv may write it: `LJ001-0001`, or the clip's path below the
+    folder (`wavs/LJ001-0001.wav`), whose folder and extension `audio_path` adds back."""
+    suffix = PurePosixPath(entry).suffix
+    if suffix.lower() in AUDIO_EXTENSIONS:
+        entry = entry[: -len(suffix)]
+    return entry.removeprefix("wavs/")
 
 
 def audio_path(root: str | Path, utterance_id: str) -> Path:

@@ -150,8 +150,8 @@ def restore_training_state(
 ) -> tuple[int, int, int]:
     """Load `state` into the training objects; (step, epoch, batch_in_epoch) to go on from.
 
-    A different process count than the checkpoint's is warned about: it changes the global
-    batch, and the rest of the epoch is not the data the run would have seen."""
+    A different process count or batch size than the checkpoint's is warned about: the
+    rest of the epoch is not the data the run would have seen."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -170,6 +170,15 @@ def restore_training_state(
             world_size,
             saved * batch,
             world_size * batch,
+            state["epoch"],
+        )
+    saved_batch = state["config"].get("data", {}).get("batch_size", config.data.batch_size)
+    if saved_batch != config.data.batch_size:  # the epoch resumes after batches of this size
+        log.warning(
+            "the checkpoint was trained with data.batch_size %d, this run has %d: the rest "
+            "of epoch %d is not the data order it would have had",
+            saved_batch,
+            config.data.batch_size,
             state["epoch"],
         )
     set_schedule(optimizer, scheduler, config.train.lr, config.train.lr_halve_every, step)
