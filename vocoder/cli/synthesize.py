@@ -4,8 +4,9 @@ Every input is read and checked, and every output folder made and checked, befor
 anything is synthesized, so a bad file or an unwritable folder stops the run with one line
 naming it and nothing written (folders made for the run are removed again). Outputs go to
 DIR/<stem>.wav (files found in a folder keep their path below that folder, files named by
-a relative path in a `.txt` file list keep that path), written atomically, never over an
-existing file unless --force. Each output's line, and the totals, report samples at or
+a relative path in a `.txt` file list keep that path), written atomically and tagged as
+vocoder's synthesis, never over an existing file unless --force, and never over a file
+that is not such audio (a recording). Each output's line, and the totals, report samples at or
 over full scale (clipped in 16-bit PCM); --peak-normalize scales outputs to a set peak.
 An input that is resampled or mixed down is said so in one line; a SIGTERM stops the run
 like Ctrl-C, leaving no empty folder made for it.
@@ -508,7 +509,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in {job.output.parent for job in jobs}:  # a killed run's half-written files
         remove_orphaned_temporaries(folder)
     if args.skip_existing:
-        left = _not_written(jobs)
+        left = [job for job in jobs if not job.output.exists()]  # (checked: synthesized)
         if len(left) < len(jobs):
             print(f"left out {len(jobs) - len(left)} of {given} input(s): their outputs exist")
         jobs = left
@@ -539,11 +540,6 @@ def _check_outputs(jobs: list[Job], refuse: bool) -> None:
         )
     if refuse:
         refuse_existing(job.output for job in jobs)
-
-
-def _not_written(jobs: list[Job]) -> list[Job]:
-    """The jobs whose output does not exist (an existing one was checked to be synthesized)."""
-    return [job for job in jobs if not job.output.exists()]
 
 
 @contextlib.contextmanager
@@ -660,7 +656,7 @@ def _synthesize(
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 if args.skip_existing:  # another run sharing the folder may have written some
-                    left = [i for i in batch if _not_written([jobs[i]])]
+                    left = [i for i in batch if not jobs[i].output.exists()]
                     meanwhile += len(batch) - len(left)
                     bar.update(len(batch) - len(left))
                     batch = left
