@@ -12,6 +12,7 @@ from vocoder.audio import load_audio
 from vocoder.errors import InputError
 from vocoder.features import mel_spectrogram
 from vocoder.melio import (
+    LN_FLOOR,
     DbNormalization,
     check_mel_range,
     convert_mel,
@@ -54,10 +55,12 @@ def test_accepted_layouts(tmp_path, ref_mel):
         assert torch.equal(load_mel(tmp_path / name), ref_mel), name
 
 
-def test_square_mel_is_read_as_bins_by_frames(tmp_path, ref_mel):
+def test_square_mel_is_read_as_bins_by_frames(tmp_path, ref_mel, caplog):
     square = ref_mel[:, :80]
     np.save(tmp_path / "square.npy", square.numpy())
     assert torch.equal(load_mel(tmp_path / "square.npy"), square)
+    # said: FastSpeech 2's [frames, n_mels] of an 80-frame utterance read transposed, unsaid
+    assert "square.npy: a square mel [80, 80] is read as [n_mels, frames]" in caplog.text
 
 
 def test_save_mel_round_trip_and_no_overwrite(tmp_path, ref_mel):
@@ -142,6 +145,25 @@ def test_espnet_feats_stats_read_as_global_mvn(tmp_path, ref_mel):
     stats = tmp_path / "feats_stats.npz"
     mel = load_mel(tmp_path / "norm.npy", mel_format="meanvar", stats=stats)
     torch.testing.assert_close(mel, ref_mel.clamp(min=math.log(1e-5)), atol=1e-4, rtol=0)
+
+
+def test_stats_as_kaldi_cmvn_and_the_files_not_read_say_what_to_do(tmp_path, ref_mel):
+    """Kaldi's (ESPnet1's) CMVN [2, n_mels + 1] read as such (it was "81 bins, the model
+    80"); ParallelWaveGAN's stats.h5 and Mozilla's pickled scale_stats.npy name the fix."""
+    log10_mel = (ref_mel / LN10).double()
+    frames = log10_mel.shape[1]
+    sums = torch.cat([log10_mel.sum(dim=1), torch.tensor([float(frames)], dtype=torch.float64)])
+    squares = torch.cat([log10_mel.square().sum(dim=1), torch.zeros(1, dtype=torch.float64)])
+    np.save(tmp_path / "cmvn.npy", torch.stack([sums, squares]).numpy())
+    stats = load_stats(tmp_path / "cmvn.npy")
+    torch.testing.assert_close(stats.mean, log10_mel.mean(dim=1).float())
+    torch.testing.assert_close(stats.scale, log10_mel.std(dim=1, unbiased=False).float())
+    (tmp_path / "stats.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(InputError, match="stats.h5: an HDF5 file .* save its mean and scale"):
+        load_stats(tmp_path / "stats.h5")
+    np.save(tmp_path / "scale_stats.npy", {"mel_mean": [0.0], "mel_std": [1.0]}, allow_pickle=True)
+    with pytest.raises(InputError, match="holds Python objects .* keys 'mean' and 'scale'"):
+        load_stats(tmp_path / "scale_stats.npy")
 
 
 def load_stats_from(tmp_path, log10_mel):
@@ -236,10 +258,19 @@ def test_check_mel_range_names_the_convention(ref_mel):
         "mel_format=meanvar, stats=FILE": (log10_mel - mean) / scale,
         "linear magnitude/power": ref_mel.exp(),
         "log power": 2 * ref_mel,
+        # told "linear ... take the natural log", or nothing, before
+        "max_abs_value=4": DbNormalization(max_abs_value=4).from_ln(ref_mel).clamp(0, 4),
+        "symmetric=true": DbNormalization(symmetric=True).from_ln(ref_mel),  # not clipped
+        "looks like log10": (ref_mel / LN10).clamp(min=-10),  # ParallelWaveGAN's 1e-10 clamp
+        "at the floor ln(1e-5)": torch.cat([ref_mel, torch.full((80, 600), LN_FLOOR)], 1),
     }
     for hint, mel in cases.items():
         warning = check_mel_range(mel)
         assert warning is not None and hint in str(warning), (hint, warning)
     power = (2 * ref_mel).exp()
     assert "linear" in str(check_mel_range(power))
+    # a right mel read in a wrong format lands on the floor: near-silence, said (it was not)
+    for wrong in ("db-normalized", "log10"):
+        converted = convert_mel(ref_mel, wrong)
+        assert "sound near-silent; if it was converted" in str(check_mel_range(converted)), wrong
     assert "NaN" in str(check_mel_range(torch.tensor([[float("nan")]])))

@@ -33,6 +33,7 @@ Every problem raises `InputError` naming the file.
 
 from __future__ import annotations
 
+import logging
 import math
 import zipfile
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from vocoder.errors import InputError, Remedy, remedy, with_remedies
 from vocoder.files import atomic_output, load_torch_file
 
 MelFormat = Literal["ln", "log10", "db-normalized", "meanvar"]
+log = logging.getLogger(__name__)
+
 MEL_FORMATS: tuple[str, ...] = ("ln", "log10", "db-normalized", "meanvar")
 LN10 = math.log(10.0)
 LN_FLOOR = math.log(1e-5)  # the clamp of the tacotron2 / hifigan conventions: -11.513
@@ -139,13 +142,21 @@ class MeanVarStats:
 
 
 def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> MeanVarStats:
-    """Read mean/scale statistics: `.npy` `[2, n_mels]`, `.npz` with "mean" and "scale", or
-    ESPnet's `.npz` with "count", "sum" and "sum_square" (its GlobalMVN's mean and std)."""
+    """Read mean/scale statistics: `.npy` `[2, n_mels]`, `.npz` with "mean" and "scale",
+    ESPnet's `.npz` with "count", "sum" and "sum_square" (its GlobalMVN's mean and std), or
+    Kaldi's CMVN statistics as a `.npy` `[2, n_mels + 1]` (sums and sums of squares, the
+    frame count last in the first row, 0 in the second)."""
     path = Path(path)
     if log_base not in ("log10", "ln"):
         raise InputError(path, f"stats log base must be 'log10' or 'ln', got {log_base!r}")
     if not path.is_file():
         raise InputError(path, "no such stats file")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise InputError(
+            path,
+            "an HDF5 file (ParallelWaveGAN's stats.h5) is not read: save its mean and scale "
+            "as a .npy [2, n_mels] (with h5py: np.save(path, [f['mean'], f['scale']]))",
+        )
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
@@ -163,8 +174,22 @@ def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> 
         else:
             if data.ndim != 2 or data.shape[0] != 2:
                 raise InputError(path, f"expected [2, n_mels] (mean, scale), got {data.shape}")
-            mean, scale = data[0], data[1]
-    except (OSError, ValueError, EOFError) as e:
+            if data[1, -1] == 0 and data[0, -1] >= 1:  # Kaldi's CMVN: sums, then the count
+                count = float(data[0, -1])
+                mean = data[0, :-1].astype(np.float64) / count
+                variance = data[1, :-1].astype(np.float64) / count - mean**2
+                scale = np.sqrt(np.maximum(variance, 1e-20))
+            else:
+                mean, scale = data[0], data[1]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise InputError(path, f"not a readable stats file ({e})") from None
+        raise InputError(
+            path,
+            "holds Python objects (a pickled dict, as Mozilla TTS's scale_stats.npy), never "
+            "unpickled: save its mel mean and std as a .npz with keys 'mean' and 'scale'",
+        ) from None
+    except (OSError, EOFError) as e:
         raise InputError(path, f"not a readable stats file ({e})") from None
     mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
     scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
@@ -297,10 +322,22 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     mean = float(mel.mean())
     std = float(mel.std()) if mel.numel() > 1 else 0.0
     stats = f"(min {lo:.2f}, max {hi:.2f}, mean {mean:.2f})"
+    floored = float((mel <= LN_FLOOR + 1e-3).float().mean())
+    if floored > 0.5:  # what a mel read in a wrong --mel-format is clamped to
+        return MelRangeWarning(
+            f"{100 * floored:.0f} % of the mel lies at the floor ln(1e-5) {stats}: it will "
+            "sound near-silent; if it was converted, check its --mel-format"
+        )
     if lo >= 0.0 and hi <= 1.0:
         return MelRangeWarning(
             f"mel values all lie in [0, 1] {stats}: looks dB-normalized (Tacotron / Coqui style)",
             remedy(mel_format="db-normalized"),
+        )
+    if lo >= 0.0 and 3.0 < hi <= 4.05 and mean > 0.5:  # a linear mel's cells are mostly ~0
+        return MelRangeWarning(
+            f"mel values all lie in [0, 4] {stats}: looks dB-normalized to [0, 4] (Coqui "
+            "max_norm 4)",
+            remedy(mel_format="db-normalized", db_normalization="max_abs_value=4"),
         )
     if lo >= 0.0 or hi > 8.0:
         # A log mel goes negative wherever the audio is quiet; a linear one never does.
@@ -308,21 +345,32 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
             f"mel values {stats} do not fit a log mel (about [-11.6, 3]): looks like linear "
             "magnitude/power, not log; take the natural log (clamped at 1e-5) first"
         )
+    symmetric = MelRangeWarning(
+        f"mel lies in [-4, 4] {stats}: looks symmetric dB-normalized",
+        remedy(mel_format="db-normalized", db_normalization="symmetric=true"),
+    )
+    if abs(lo + 4.0) < 1e-3 and hi <= 4.05:  # clipped at -4: Coqui's and Rayhane's default
+        return symmetric
     if abs(mean) < 1.0 and 0.5 < std < 1.6 and lo < 0.0:
         return MelRangeWarning(
             f"mel has mean {mean:.2f} and std {std:.2f}: looks mean-variance normalized",
             remedy(mel_format="meanvar", stats="FILE"),
         )
+    # log10 peaks below about 1 and spans about 5 (clamped at 1e-5) to 7 (at the quietest
+    # cell of digital silence); a natural-log mel spans 9.6 or more. ParallelWaveGAN's
+    # clamp of 1e-10 gives a floor of exactly -10.
     if -5.2 <= lo <= -4.5 and hi <= 1.6:
         return MelRangeWarning(
             f"mel floor {lo:.2f} is near log10(1e-5) = -5 {stats}: looks like log10",
             remedy(mel_format="log10"),
         )
-    if -4.05 <= lo and hi <= 4.05 and lo < -3.0 and hi > 1.6:
+    if hi <= 1.6 and (hi - lo < 7.5 or abs(lo + 10.0) < 1e-3):
         return MelRangeWarning(
-            f"mel lies in [-4, 4] {stats}: looks symmetric dB-normalized",
-            remedy(mel_format="db-normalized", db_normalization="symmetric=true"),
+            f"mel {stats} peaks below 1.6 and spans {hi - lo:.1f}: looks like log10",
+            remedy(mel_format="log10"),
         )
+    if -6.0 <= lo < -3.0 and 1.6 < hi <= 4.05 and mean > -2.6:  # unclipped symmetric
+        return symmetric
     if lo < LN_FLOOR - 0.5:
         return MelRangeWarning(
             f"mel minimum {lo:.2f} is below ln(1e-5) = {LN_FLOOR:.2f} {stats}: probably a log "
@@ -414,7 +462,13 @@ def _to_canonical_layout(path: Path, mel: torch.Tensor, n_mels: int) -> torch.Te
     if mel.dim() != 2:
         raise InputError(path, f"expected a mel [{n_mels}, frames], got shape {shape}")
     if mel.shape[0] == n_mels:
-        pass
+        if mel.shape[1] == n_mels:  # FastSpeech 2 stores [frames, n_mels]: said, not guessed
+            log.warning(
+                "%s: a square mel %s is read as [n_mels, frames]; if it is [frames, n_mels], "
+                "store it transposed",
+                path,
+                list(shape),
+            )
     elif mel.shape[1] == n_mels:
         mel = mel.T
     else:

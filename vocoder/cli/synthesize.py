@@ -474,10 +474,25 @@ def _check_inputs(
 
 
 def _read_again(job: Job, synth: Synthesizer, args, stats) -> torch.Tensor:
-    mel, samples = _read_mel(job, synth, args, stats)
+    with _quiet(logging.getLogger("vocoder.melio")):  # what it notes, it noted at the first read
+        mel, samples = _read_mel(job, synth, args, stats)
     if (mel.shape[-1], samples) != (job.frames, job.samples):
         raise InputError(job.source, "changed while the run was synthesizing")
     return mel
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` drops every record meanwhile."""
+    logger.addFilter(_drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop)
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
 
 
 def _read_mel(job: Job, synth: Synthesizer, args, stats) -> tuple[torch.Tensor, int]:
