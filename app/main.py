@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from gradio.exceptions import InvalidPathError
@@ -83,16 +84,19 @@ class _DemoBlocks(gr.Blocks):
         except ValidationError as e:
             logger.warning("refused a malformed request: %s", str(e).splitlines()[0])
             raise gr.Error(MALFORMED_INPUT, title=REFUSED, print_exception=False) from None
-        except Exception as e:  # any other value Gradio cannot take is the request's fault
+        except (ValueError, TypeError, KeyError) as e:  # a value Gradio cannot take (a
+            # full disk or a bug in Gradio is not the request's fault: those are raised)
             logger.warning("refused a request Gradio could not read: %s", str(e).splitlines()[0])
             raise gr.Error(UNREADABLE_INPUT, title=REFUSED, print_exception=False) from None
 
 
-def _check_request(components: list, values: list) -> None:
+def _check_request(components: list[gr.components.Component], values: list[Any]) -> None:
     """`gr.Error` for what Gradio's own checks pass to a handler or word as `{"error":
-    null}`: too few values, a setting that is not a number, a file given by URL."""
+    null}`: too few values (a raw HTTP call must give all of them; gradio_client fills in
+    the defaults the API description shows), a setting that is not a number, a file given
+    by URL."""
 
-    def refuse(message: str):
+    def refuse(message: str) -> gr.Error:
         return gr.Error(message, title=REFUSED, print_exception=False)
 
     if len(values) < len(components):

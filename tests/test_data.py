@@ -296,6 +296,8 @@ def test_id_lists_keep_dots_and_folders_of_ids(tmp_path, clips):
     (tmp_path / "ids.txt").write_text("take.01\ntake.02.wav|text\nDUMMY/LJ001-0001.wav|x\n")
     known = {"take.01", "take.02", "LJ001-0001"}
     assert read_id_list(tmp_path / "ids.txt", known) == ["take.01", "take.02", "LJ001-0001"]
+    (tmp_path / "ids.txt").write_text("mels/take.01.npy|x\n")  # a mel's path: its stem
+    assert read_id_list(tmp_path / "ids.txt", known) == ["take.01"]
     (tmp_path / "ids.txt").write_text("spk/LJ001-0001\n")
     assert read_id_list(tmp_path / "ids.txt", {"spk/LJ001-0001"}) == ["spk/LJ001-0001"]
 

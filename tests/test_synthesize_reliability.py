@@ -370,8 +370,8 @@ def test_recordings_beside_their_mels_are_never_replaced_or_taken_for_done(
         assert result.returncode == 2, (flag, result.stderr)
         assert result.stderr.splitlines()[-1] == (
             f"error: {data / 'u000.wav'}: exists (and 1 more) and is not audio vocoder "
-            "synthesized (a recording?); it is neither replaced nor skipped: choose another "
-            "--out folder"
+            "synthesized (a recording, or an output of a vocoder older than the tag); it is "
+            "neither replaced nor skipped: choose another --out folder, or move it aside"
         ), flag
         assert all((data / f"{n}.wav").read_bytes() == recording for n in ("u000", "u001"))
 

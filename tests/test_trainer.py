@@ -751,6 +751,28 @@ def test_a_stop_during_validation_ends_it_and_saves_that_step(reference, tmp_pat
     assert sorted(losses(run)) == [1, 2]
 
 
+def test_validation_ends_at_a_stop_request(reference, tmp_path):
+    from vocoder.train.logging import TrainLog
+    from vocoder.train.validation import validate, validation_set
+
+    conf, _ = reference
+    config = load_experiment_config(conf)
+    item = validation_set(config)[0]
+    model = build_model(config.model)
+    asked = []
+
+    def stop_after_the_first_utterance_began() -> bool:
+        asked.append(True)
+        return len(asked) > 1
+
+    train_log = TrainLog(tmp_path, enabled=False)
+    scores = validate(model, [item, item], config, 1, train_log)
+    assert scores is not None and math.isfinite(scores["ll"])
+    stop = stop_after_the_first_utterance_began
+    assert validate(model, [item, item], config, 1, train_log, stop=stop) is None
+    assert len(asked) == 3  # the first utterance's clip, the second utterance: not begun
+
+
 def test_resume_falls_back_from_an_unreadable_checkpoint(reference, tmp_path, caplog):
     conf, _ = reference
     run = tmp_path / "run"

@@ -175,10 +175,7 @@ def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> 
             if data.ndim != 2 or data.shape[0] != 2:
                 raise InputError(path, f"expected [2, n_mels] (mean, scale), got {data.shape}")
             if data[1, -1] == 0 and data[0, -1] >= 1:  # Kaldi's CMVN: sums, then the count
-                count = float(data[0, -1])
-                mean = data[0, :-1].astype(np.float64) / count
-                variance = data[1, :-1].astype(np.float64) / count - mean**2
-                scale = np.sqrt(np.maximum(variance, 1e-20))
+                mean, scale = _mean_std(data[0, -1], data[0, :-1], data[1, :-1], path)
             else:
                 mean, scale = data[0], data[1]
     except ValueError as e:
@@ -201,12 +198,19 @@ def load_stats(path: str | Path, log_base: Literal["log10", "ln"] = "log10") -> 
 
 
 def _espnet_mean_std(data, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """ESPnet's GlobalMVN: mean = sum / count, std = sqrt(max(sum_sq / count - mean², 1e-20))."""
-    count = float(np.asarray(data["count"], dtype=np.float64).reshape(-1)[0])
+    """ESPnet's GlobalMVN statistics (`count`, `sum`, `sum_square`) as mean and std."""
+    count = np.asarray(data["count"], dtype=np.float64).reshape(-1)[0]
+    return _mean_std(count, data["sum"], data["sum_square"], path)
+
+
+def _mean_std(count, sums, squares, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mean = sum / count, std = sqrt(max(sum_sq / count - mean², 1e-20)), as ESPnet's
+    GlobalMVN and Kaldi's CMVN take them."""
+    count = float(count)
     if not count > 0:
         raise InputError(path, f"count {count:g}: statistics of no frames")
-    mean = np.asarray(data["sum"], dtype=np.float64) / count
-    variance = np.asarray(data["sum_square"], dtype=np.float64) / count - mean**2
+    mean = np.asarray(sums, dtype=np.float64) / count
+    variance = np.asarray(squares, dtype=np.float64) / count - mean**2
     return mean, np.sqrt(np.maximum(variance, 1e-20))
 
 
@@ -326,7 +330,7 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     if floored > 0.5:  # what a mel read in a wrong --mel-format is clamped to
         return MelRangeWarning(
             f"{100 * floored:.0f} % of the mel lies at the floor ln(1e-5) {stats}: it will "
-            "sound near-silent; if it was converted, check its --mel-format"
+            "sound near-silent (a mel converted from a convention it was not in lands there)"
         )
     if lo >= 0.0 and hi <= 1.0:
         return MelRangeWarning(

@@ -524,7 +524,8 @@ def run(args: argparse.Namespace) -> int:
     for folder in {job.output.parent for job in jobs}:  # a killed run's half-written files
         remove_orphaned_temporaries(folder)
     if args.skip_existing:
-        left = [job for job in jobs if not job.output.exists()]  # (checked: synthesized)
+        # an existing output is vocoder's own: `_check_outputs` refused any other file
+        left = [job for job in jobs if not job.output.exists()]
         if len(left) < len(jobs):
             print(f"left out {len(jobs) - len(left)} of {given} input(s): their outputs exist")
         jobs = left
@@ -550,8 +551,9 @@ def _check_outputs(jobs: list[Job], refuse: bool) -> None:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise InputError(
             foreign[0],
-            f"exists{more} and is not audio vocoder synthesized (a recording?); it is neither "
-            "replaced nor skipped: choose another --out folder",
+            f"exists{more} and is not audio vocoder synthesized (a recording, or an output of a "
+            "vocoder older than the tag); it is neither replaced nor skipped: choose another "
+            "--out folder, or move it aside",
         )
     if refuse:
         refuse_existing(job.output for job in jobs)
@@ -671,6 +673,7 @@ def _synthesize(
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 if args.skip_existing:  # another run sharing the folder may have written some
+                    _check_outputs([jobs[i] for i in batch], refuse=False)  # no recording
                     left = [i for i in batch if not jobs[i].output.exists()]
                     meanwhile += len(batch) - len(left)
                     bar.update(len(batch) - len(left))
@@ -702,7 +705,8 @@ def _synthesize(
                     except InputError:
                         if not (args.skip_existing and is_synthesized(job.output)):
                             raise
-                        meanwhile += 1  # written by another run: the same audio
+                        meanwhile += 1  # written by another run (the same audio at its seed)
+                        total_audio -= job.samples / synth.sample_rate
                         bar.update(1)
                         continue
                     note = levels.add(a)

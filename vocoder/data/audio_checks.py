@@ -174,14 +174,17 @@ def check_audio(
     if peak < 10 ** (SILENCE_DBFS / 20):
         level = 20 * math.log10(peak) if peak > 0 else -math.inf
         problem = f"silent: peak {level:.1f} dBFS is below {SILENCE_DBFS:g} dBFS"
-        if info.channels > 1 and _loudest_channel_peak(path) >= 10 ** (SILENCE_DBFS / 20):
-            # each channel holds sound, their average does not: one is the other inverted
+        if info.channels > 1 and _loudest_channel_peak(path) >= max(
+            10 ** (SILENCE_DBFS / 20), 10 * peak
+        ):  # a channel holds sound 20 dB above their average: one is the other inverted
             problem = (
                 f"silent once its {info.channels} channels are averaged ({problem}): they "
                 "cancel, one is most likely inverted"
             )
         raise BadAudio(path, problem, ["silent"])
-    if peak > 1.0:  # a float file can hold more than full scale: training takes [-1, 1]
+    if peak > 1.0 and info.subtype in ("FLOAT", "DOUBLE"):
+        # a float file can hold more than full scale, and training takes [-1, 1]; a lossy
+        # decoder's small overshoot of a loud file is no such mistake
         problem = f"beyond full scale: peak {peak:.3g} (a float file's samples lie in [-1, 1])"
         raise BadAudio(path, problem, ["over"])
     clipped = float((audio.abs() >= CLIP_LEVEL).float().mean())

@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import csv
 import logging
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from vocoder.audio import AUDIO_EXTENSIONS
-from vocoder.data.splits import carve_valid, random_split, read_id_list
+from vocoder.data.splits import (
+    carve_valid,
+    random_split,
+    read_id_list,
+    without_audio_extension,
+)
 from vocoder.errors import InputError, remedy
 from vocoder.files import TEXT_ENCODING
 
@@ -86,10 +91,7 @@ def read_metadata(root: str | Path) -> list[str]:
 def _utterance_id(entry: str) -> str:
     """An id as metadata.csv may write it: `LJ001-0001`, or the clip's path below the
     folder (`wavs/LJ001-0001.wav`), whose folder and extension `audio_path` adds back."""
-    suffix = PurePosixPath(entry).suffix
-    if suffix.lower() in AUDIO_EXTENSIONS:
-        entry = entry[: -len(suffix)]
-    return entry.removeprefix("wavs/")
+    return without_audio_extension(entry).removeprefix("wavs/")
 
 
 def audio_path(root: str | Path, utterance_id: str) -> Path:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vocoder.audio import save_audio
+from vocoder.audio import AUDIO_EXTENSIONS, save_audio
 from vocoder.config import differences, to_dict
 from vocoder.data.audio_checks import BadAudio, RefusedFiles, Rejected, check_audio
 from vocoder.data.filelist import write_filelist
@@ -154,6 +154,7 @@ def prepare_dataset(
         parts = folder_splits(data_dir, split, valid_fraction, test_fraction, seed, exclude=out_dir)
 
     config_hash = mel_config_hash(mel_config)
+    fingerprint = source_fingerprint(data_dir, exclude=out_dir)  # before reading: as read
     _check_out_dir(out_dir, mel_config, config_hash, force)
     output = _Output(out_dir, config_hash)
 
@@ -202,7 +203,7 @@ def prepare_dataset(
         "mel_config": to_dict(mel_config),
         "mel_config_hash": config_hash,
         "source": str(data_dir.resolve()),
-        "source_fingerprint": source_fingerprint(data_dir, exclude=out_dir),
+        "source_fingerprint": fingerprint,
         "layout": layout,
         "split": split,
         "seed": seed,
@@ -220,7 +221,7 @@ def prepare_dataset(
 
 
 # what a dataset folder is made of, as far as preparing it goes: its audio and its lists
-_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".txt", ".csv")
+_SOURCE_SUFFIXES = (*AUDIO_EXTENSIONS, ".txt", ".csv")
 
 
 def source_fingerprint(data_dir: str | Path, exclude: str | Path | None = None) -> str:

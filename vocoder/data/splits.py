@@ -20,9 +20,9 @@ def read_id_list(path: str | Path, known: Collection[str] = ()) -> list[str]:
     """Ids, one per line (blank lines and `#` comments skipped; `id|...` keeps the id).
 
     An entry may be a path: an audio extension ends it (`take.01.wav` is `take.01`, and
-    `take.01` stays so), and where the entry is not in `known` but its last part is
-    (`DUMMY/LJ001-0001.wav` in Tacotron 2's lists), the last part is the id; an id of
-    `known` with folders in it (`spk/LJ001-0001`) stays whole.
+    `take.01` stays so); where the entry is not in `known`, its last part is the id if that
+    is (`DUMMY/LJ001-0001.wav` in Tacotron 2's lists), or that part's stem (a mel's path,
+    `mels/LJ001-0001.npy`). An id of `known` with folders in it (`spk/LJ001-0001`) stays.
     """
     path = Path(path)
     if not path.is_file():
@@ -32,12 +32,17 @@ def read_id_list(path: str | Path, known: Collection[str] = ()) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        entry = line.split("|", 1)[0].strip()
-        if PurePosixPath(entry).suffix.lower() in AUDIO_EXTENSIONS:
-            entry = entry[: -len(PurePosixPath(entry).suffix)]
+        entry = without_audio_extension(line.split("|", 1)[0].strip())
         name = PurePosixPath(entry.replace("\\", "/")).name
-        ids.append(name if entry not in known and name in known else entry)
+        candidates = (entry, name, PurePosixPath(name).stem)
+        ids.append(next((c for c in candidates if c in known), entry))
     return ids
+
+
+def without_audio_extension(entry: str) -> str:
+    """`entry` less a trailing audio extension (`wavs/x.WAV` -> `wavs/x`; `take.01` stays)."""
+    suffix = PurePosixPath(entry).suffix
+    return entry[: -len(suffix)] if suffix.lower() in AUDIO_EXTENSIONS else entry
 
 
 def default_valid_count(n_train: int) -> int:
