@@ -334,3 +334,34 @@ def test_nproc_says_a_refused_resume_once(tmp_path, ljspeech_clips):
         f"error: {newest}: cannot resume: not a readable checkpoint: a truncated or damaged "
         "zip archive; no earlier checkpoint of the run is usable either"
     ]
+
+
+def test_nproc_saves_the_step_whose_validation_a_stop_cut_short(tmp_path, ljspeech_clips):
+    """A stop during rank 0's validation: that step is saved at once (the launcher kills a
+    job still validating after 30 s, and a long validation on a CPU took longer)."""
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
+    valid = tmp_path / "valid.txt"  # a long validation: 60 utterances of 6 s
+    valid.write_text(f"{ljspeech_clips / 'wavs' / 'LJ001-0026.wav'}\n" * 60)
+    config = yaml.safe_load(conf.read_text())
+    config["data"].update(valid=str(valid), valid_max_files=60, valid_audio_clips=0)
+    config["train"].update(valid_every=2)
+    conf.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "vocoder", "train", "--nproc", "2", "--config", str(conf)]
+    launcher = subprocess.Popen(
+        [*command, "--out", str(run)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not any(e["step"] >= 2 for e in read_log(run)):  # step 2 logged: validating
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        launcher.send_signal(signal.SIGTERM)
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 143, err[-3000:]
+    assert "step 2: validation cut short by the stop request" in err, err[-3000:]
+    saved = [load_checkpoint(p)["step"] for p in list_checkpoints(run)]
+    assert saved[0] == 2 and saved[-1] in (2, 3), saved
