@@ -327,3 +327,23 @@ def test_stereo_whose_channels_cancel_is_said_so(ljspeech_clips, tmp_path):
     assert only.path.name == "inverted.wav" and only.kinds == ("silent",)
     assert only.reason.startswith("silent once its 2 channels are averaged (silent: peak")
     assert only.reason.endswith("they cancel, one is most likely inverted")
+
+
+def test_a_test_clip_copied_under_another_name_is_refused(ljspeech_clips, tmp_path):
+    """Train and test were told apart by name alone: a renamed copy of a test clip in the
+    training part was trained on."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    for name in (SHORT, LONG):
+        shutil.copy(ljspeech_clips / "wavs" / f"{name}.wav", voice / f"{name}.wav")
+    shutil.copy(ljspeech_clips / "wavs" / f"{LONG}.wav", voice / "renamed.wav")
+    (voice / "train.txt").write_text(f"{SHORT}\nrenamed\n")
+    (voice / "test.txt").write_text(f"{LONG}\n")
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as refused:
+        prepare_dataset(voice, out, split="listed")
+    assert refused.value.source == str(voice / f"{LONG}.wav")
+    assert refused.value.problem.startswith(
+        f"a test file holds the same audio as {voice / 'renamed.wav'}, which would be trained on"
+    )
+    assert not out.exists()

@@ -161,6 +161,7 @@ def prepare_dataset(
     files = list(dict.fromkeys(p for part in SPLIT_NAMES for p in parts.get(part, [])))
     summary = PrepareSummary(out_dir=out_dir, layout=layout, split=split)
     accepted: dict[Path, tuple[Path, float]] = {}  # source -> (path to train on, seconds)
+    digests: dict[Path, str] = {}  # source -> digest of its samples: copies under two names
     refused: list[Rejected] = []  # without skip_bad: the run writes no more once one is
     for done, path in enumerate(files, start=1):
         try:
@@ -180,6 +181,7 @@ def prepare_dataset(
                     output.save_audio(target, audio, mel_config.sample_rate)
                     summary.rewritten += 1
                 accepted[path] = (target, audio.numel() / mel_config.sample_rate)
+                digests[path] = hashlib.sha256(audio.contiguous().numpy().tobytes()).hexdigest()
         if progress is not None:
             progress(done, len(files), path)
 
@@ -190,6 +192,11 @@ def prepare_dataset(
         raise RefusedFiles(data_dir, summary.rejected, left_out=True)
     if split == "random":
         parts = random_split(list(accepted), valid_fraction, test_fraction, seed=seed)
+    try:
+        _check_no_test_copies(parts, digests)
+    except InputError:
+        output.take_back()
+        raise
     output.commit()
     for part in SPLIT_NAMES:
         kept = [p for p in parts.get(part, []) if p in accepted]
@@ -242,6 +249,22 @@ def source_fingerprint(data_dir: str | Path, exclude: str | Path | None = None) 
             relative = (here / name).relative_to(root).as_posix()
             digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def _check_no_test_copies(parts: dict[str, list[Path]], digests: dict[Path, str]) -> None:
+    """`InputError` for a test file whose samples a train or valid file holds too (a copy
+    under another name: checked by name alone, it would be trained and tested on)."""
+    kept = [p for part in ("train", "valid") for p in parts.get(part, []) if p in digests]
+    trained = {digests[p]: p for p in kept}
+    copies = [(p, trained[digests[p]]) for p in parts.get("test", []) if digests.get(p) in trained]
+    if copies:
+        (test, train), more = copies[0], len(copies) - 1
+        also = f" (and {more} more test file(s) are copies)" if more else ""
+        raise InputError(
+            test,
+            f"a test file holds the same audio as {train}, which would be trained on{also}; "
+            "remove the copy",
+        )
 
 
 def read_manifest(out_dir: str | Path) -> dict:
