@@ -702,6 +702,7 @@ def _synthesize(
                         save_audio(
                             job.output, a, synth.sample_rate, overwrite=args.force, synthesized=True
                         )
+                        written += 1  # at once: a Ctrl-C from here on counts this file
                     except InputError:
                         if not (args.skip_existing and is_synthesized(job.output)):
                             raise
@@ -710,7 +711,6 @@ def _synthesize(
                         bar.update(1)
                         continue
                     note = levels.add(a)
-                    written += 1
                     seconds = job.samples / synth.sample_rate
                     share = max(elapsed * job.samples / batch_samples, 1e-9)
                     bar.write(
