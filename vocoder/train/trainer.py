@@ -289,8 +289,7 @@ def train(
                     scheduler.step()
                     step += 1
                     batch_in_epoch += 1
-                    # one process needs no agreement: a stop asked during the step ends it
-                    stop.agreed = result.stop or (not dist.enabled and stop.poll())
+                    stop.agreed = result.stop
                     if result.skipped:
                         skipped += 1
                         bad_in_a_row += 1
@@ -332,8 +331,8 @@ def train(
                             log.info("step %d: validation cut short by the stop request", step)
                         else:
                             log.info("step %d: valid LL %.4f nats/sample", step, scores["ll"])
-                        if not dist.enabled:
-                            stop.agreed = stop.agreed or stop.poll()
+                    if not dist.enabled:  # one process needs no agreement: a stop asked
+                        stop.agreed = stop.agreed or stop.poll()  # in this step ends it
                     done = step >= tc.max_steps or stop.agreed
                     # A stop asked while this process validated alone: the others wait for
                     # it in the next step, and the launcher kills all after 30 s. This

@@ -52,14 +52,15 @@ def validate(
     model.eval()
     device = next(model.parameters()).device
     to_mel = MelSpectrogram(config.features).to(device)
+    stop = stop or (lambda: False)
     lls = []
     for i, (audio, mel, name) in enumerate(items):
-        if stop is not None and stop():
+        if stop():
             model.train(was_training)
             return None
         audio, mel = audio.to(device)[None], mel.to(device)[None]
         lls.append(float(model.log_prob(audio, mel)[0]))
-        if i < config.data.valid_audio_clips and not (stop is not None and stop()):
+        if i < config.data.valid_audio_clips and not stop():
             generator = torch.Generator(device).manual_seed(config.train.seed + i)
             fake = model.infer(mel, sigma=config.train.valid_sigma, generator=generator)
             fake = fake[0, : audio.shape[1]].clamp(-1, 1)
