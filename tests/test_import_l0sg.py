@@ -231,6 +231,17 @@ def test_a_config_that_describes_another_model_is_refused(tmp_path):
     (tmp_path / "embed.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="the config says size_flow_embed 512, the weights have"):
         import_checkpoint(GOLDENS / "nanoflow-small-nsf.pt", tmp_path / "embed.json")
+    # a config of no reference codebase (HiFi-GAN's; this toolkit's own model JSON)
+    hifigan = {"resblock": "1", "num_mels": 80, "upsample_rates": [8, 8, 2, 2]}
+    toolkit = {"format": "vocoder-export", "model": {"family": "nanoflow", "n_group": 8}}
+    for name, document in [("hifigan.json", hifigan), ("model.json", toolkit)]:
+        (tmp_path / name).write_text(json.dumps(document))
+        for source in ("nanoflow-small-h8.pt", "waveglow-small.pt"):
+            with pytest.raises(InputError) as error:
+                import_checkpoint(GOLDENS / source, tmp_path / name)
+            assert error.value.source == str(tmp_path / name)
+            wanted = "waveflow_config.n_height" if "flow" in source else "waveglow_config.n_flows"
+            assert f"no {wanted}: not a config of " in str(error.value)
     glow = GOLDENS / "waveglow-small.json"
     with pytest.raises(InputError, match="waveglow-small.json: a config with waveglow_config"):
         import_checkpoint(GOLDENS / "waveflow-small.pt", glow)
@@ -318,6 +329,27 @@ def test_model_option_runs_published_weights_on_the_fly(tmp_path, monkeypatch, c
     cached[0].write_bytes(cached[0].read_bytes()[:1000])
     assert resolve_checkpoint(renamed) == cached[0]
     assert load_model(cached[0])[0].config.family == "waveflow"
+
+
+@needs_goldens
+def test_import_and_export_never_write_over_the_files_they_read(tmp_path, capsys):
+    """The config saved beside its checkpoint under the same name (as the README says) would
+    be the import's JSON: refused even with --force; so is an export over its model."""
+    for name in ("nanoflow-small-h8.pt", "nanoflow-small-h8.json"):
+        (tmp_path / name).write_bytes((GOLDENS / name).read_bytes())
+    src, config = tmp_path / "nanoflow-small-h8.pt", tmp_path / "nanoflow-small-h8.json"
+    kept = config.read_bytes()
+    args = ["import", str(src), "--config", str(config), "--out", f"{tmp_path}/", "--force"]
+    assert main(args) == 2
+    assert f"{config}: is a file this model is made from" in capsys.readouterr().err
+    assert config.read_bytes() == kept and not (tmp_path / "nanoflow-small-h8.safetensors").exists()
+    assert main([*args[:-2], str(tmp_path / "imported")]) == 0
+    model = tmp_path / "imported.safetensors"
+    trained = model.read_bytes()
+    for out in (str(tmp_path / "imported"), f"{tmp_path}/"):
+        assert main(["export", str(model), "--out", out, "--force"]) == 2
+        assert f"{model}: is a file this model is made from" in capsys.readouterr().err
+    assert model.read_bytes() == trained
 
 
 @needs_goldens

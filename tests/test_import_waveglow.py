@@ -109,6 +109,70 @@ def test_legacy_and_zip_files_hold_the_same_tensors():
     assert all(torch.equal(zipped[k], legacy[k]) for k in zipped)
 
 
+def saved_on_a_gpu(legacy: bytes, storages: tuple[str, ...] = ("FloatStorage",)) -> bytes:
+    """A legacy file as torch < 1.6 wrote it from a GPU (NVIDIA's published ones): each
+    storage of class `torch.cuda.<X>Storage`, at 'cuda:0'. Made from a CPU-saved file by
+    renaming both in its pickle (protocol 2: GLOBAL and BINUNICODE opcodes)."""
+    for storage in storages:
+        name = storage.encode()
+        assert legacy.count(b"ctorch\n" + name + b"\n") == 1
+        legacy = legacy.replace(b"ctorch\n" + name + b"\n", b"ctorch.cuda\n" + name + b"\n")
+    assert b"X\x03\x00\x00\x00cpu" in legacy
+    return legacy.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+
+
+@needs_goldens
+def test_a_legacy_file_saved_on_a_gpu_imports_on_a_cpu(tmp_path):
+    path = tmp_path / "waveglow_256channels_universal_v5.pt"
+    path.write_bytes(saved_on_a_gpu((GOLDENS / "waveglow-small-legacy.pt").read_bytes()))
+    on_gpu = module_state_dict(load_foreign_checkpoint(path)["model"])
+    on_cpu = module_state_dict(load_foreign_checkpoint(GOLDENS / "waveglow-small.pt")["model"])
+    assert on_gpu.keys() == on_cpu.keys()
+    assert all(torch.equal(on_gpu[k], on_cpu[k]) for k in on_cpu)
+    expected = import_checkpoint(GOLDENS / "waveglow-small.pt").model.state_dict()
+    imported = import_checkpoint(path).model.state_dict()
+    assert all(torch.equal(imported[k], expected[k]) for k in expected)
+
+
+def test_half_and_float_storages_of_a_gpu_legacy_file_load_with_their_dtypes(tmp_path):
+    state = {"a": torch.randn(3, 2), "b": torch.randn(5).half(), "c": torch.arange(4)}
+    torch.save({"state_dict": state}, tmp_path / "cpu.pt", _use_new_zipfile_serialization=False)
+    gpu = saved_on_a_gpu(
+        (tmp_path / "cpu.pt").read_bytes(), ("FloatStorage", "HalfStorage", "LongStorage")
+    )
+    (tmp_path / "nvidia_waveglowpyt_fp16_20190427").write_bytes(gpu)
+    loaded = load_foreign_checkpoint(tmp_path / "nvidia_waveglowpyt_fp16_20190427")["state_dict"]
+    assert loaded.keys() == state.keys()
+    for key, tensor in state.items():
+        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], tensor)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title>",
+        b"\n  <html lang='en'><body>Sorry, the file you have requested does not exist.",
+    ],
+)
+def test_a_web_page_saved_by_a_failed_download_is_named_as_such(tmp_path, page):
+    path = tmp_path / "waveflow-h16-r64.pt"
+    path.write_bytes(page)
+    with pytest.raises(InputError) as error:
+        import_checkpoint(path)
+    assert_one_line_error(error, str(path), "a web page, not a checkpoint", "download")
+
+
+@needs_goldens
+def test_a_waveglow_module_saved_alone_imports_as_its_training_checkpoint():
+    data = load_foreign_checkpoint(GOLDENS / "waveglow-small.pt")
+    assert isinstance(data["model"], ModuleRecord)
+    assert is_nvidia_waveglow(data["model"])  # torch.save(waveglow, path)
+    config, state = convert_nvidia_waveglow(data["model"], "waveglow.pt")
+    expected_config, expected = convert_nvidia_waveglow(data, "waveglow.pt")
+    assert config == expected_config and state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+
+
 def nvidia_hub_state(record: ModuleRecord, n_layers: int) -> dict[str, torch.Tensor]:
     """NVIDIA names as torch.hub / NGC store them: `module.` prefix, one cond conv per layer."""
     state: dict[str, torch.Tensor] = {}
@@ -144,9 +208,10 @@ def test_torch_hub_checkpoint_matches_reference(name, golden, tmp_path):
 
 
 @needs_goldens
-def test_oldest_separate_res_and_skip_layers_convert_the_same():
+def test_the_oldest_code_with_separate_res_and_skip_layers_is_refused(tmp_path):
+    """glow_old.py swaps the coupling halves in odd flows: its layout is refused, by class
+    name or, in a state dict, by its separate res_layers and skip_layers."""
     data = load_foreign_checkpoint(GOLDENS / "waveglow-small.pt")
-    _, expected = convert_nvidia_waveglow(data, "waveglow-small.pt")
     state = module_state_dict(data["model"])
     for key in [k for k in state if ".res_skip_layers." in k]:
         value = state.pop(key)
@@ -158,9 +223,19 @@ def test_oldest_separate_res_and_skip_layers_convert_the_same():
             res, skip = value.chunk(2)
             state[f"{wn}.res_layers.{layer}.{suffix}"] = res
             state[f"{wn}.skip_layers.{layer}.{suffix}"] = skip
-    _, converted = convert_nvidia_waveglow({"model": state}, "old.pt")
-    assert converted.keys() == expected.keys()
-    assert all(torch.equal(converted[k], expected[k]) for k in expected)
+    with pytest.raises(InputError) as error:
+        convert_nvidia_waveglow({"model": state}, "old.pt")
+    assert_one_line_error(error, "old.pt", "glow_old.py", "odd flows", "not imported")
+
+    # the module pickled by glow_old.py's classes, as NVIDIA's repository keeps them
+    legacy = (GOLDENS / "waveglow-small-legacy.pt").read_bytes()
+    for name in (b"WaveGlow", b"WN"):
+        assert legacy.count(b"cglow\n" + name + b"\n") == 1
+        legacy = legacy.replace(b"cglow\n" + name + b"\n", b"cglow_old\n" + name + b"\n")
+    (tmp_path / "waveglow_old.pt").write_bytes(legacy)
+    with pytest.raises(InputError) as error:
+        import_checkpoint(tmp_path / "waveglow_old.pt")
+    assert_one_line_error(error, "waveglow_old.pt", "glow_old.py", "not imported")
 
 
 @needs_goldens

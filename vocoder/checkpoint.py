@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -209,13 +210,15 @@ def export_model(
     out_stem: str | Path,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
 ) -> tuple[Path, Path]:
     """Write `<out_stem>.safetensors` (weights) and `<out_stem>.json` (configs, metadata).
 
     `config` is the MelConfig the model was trained with, or anything carrying one as
     `.features` (a `ModelInfo`, an `ExperimentConfig`). The model is stored in the form it is
     in (training or inference, see `FlowVocoder.to_inference_form`). Metadata must be
-    JSON-serialisable. Refuses to replace existing files unless `overwrite`.
+    JSON-serialisable. Refuses to replace existing files unless `overwrite`, and to replace
+    any of `inputs` (the files the model was made from) even then.
     """
     features = config if isinstance(config, MelConfig) else getattr(config, "features", None)
     if not isinstance(features, MelConfig):
@@ -225,6 +228,10 @@ def export_model(
         out_stem = out_stem.with_suffix("")
     weights_path = out_stem.parent / f"{out_stem.name}.safetensors"
     meta_path = out_stem.parent / f"{out_stem.name}.json"
+    made_from = {Path(p).resolve() for p in inputs}
+    for path in (weights_path, meta_path):
+        if path.resolve() in made_from:
+            raise InputError(path, "is a file this model is made from; write to another name")
     if not overwrite:
         refuse_existing([weights_path, meta_path])
     form = "inference" if model.inference_form else "training"

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     stem = output_stem(args.source, args.out)
     imported = import_checkpoint(args.source, args.config, args.n_height)
     with output_folders([stem.parent]):
-        weights, meta = write_imported(imported, stem, overwrite=args.force)
+        inputs = (args.source, args.config)
+        weights, meta = write_imported(imported, stem, overwrite=args.force, inputs=inputs)
     model, info = load_model(weights)  # proves the files load back
     count = model.parameter_count(inference_form=True)
     print(

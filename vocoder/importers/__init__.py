@@ -114,13 +114,29 @@ def reference_features(
         raise InputError(path, f"its data_config: {e}") from None
 
 
+# what the reference code's constructor cannot do without: a config lacking one is of
+# another project (a HiFi-GAN config.json, this toolkit's model JSON)
+REQUIRED_SETTINGS = {
+    "waveflow_config": ("n_height", "n_flow"),
+    "waveglow_config": ("n_flows", "n_group"),
+}
+
+
 def _check_config_section(
-    document: dict[str, Any] | None, path: str | Path | None, section: str, checkpoint: str
+    document: dict[str, Any] | None, path: str | Path | None, section: str, codebase: str
 ) -> None:
-    """Refuse a reference config of the other codebase (a WaveGlow config for a NanoFlow)."""
+    """Refuse a reference config of the other codebase (a WaveGlow config for a NanoFlow),
+    or of no reference codebase: its `section` (or the document, as that section alone)
+    must give the settings the reference constructor takes (`REQUIRED_SETTINGS`)."""
+    if document is None:
+        return
     other = {"waveflow_config": "waveglow_config", "waveglow_config": "waveflow_config"}[section]
-    if document is not None and section not in document and other in document:
-        raise InputError(path, f"a config with {other}, not {section}: not {checkpoint}'s")
+    if section not in document and other in document:
+        raise InputError(path, f"a config with {other}, not {section}: not one of {codebase}")
+    settings = document.get(section, document)
+    for key in REQUIRED_SETTINGS[section]:
+        if not isinstance(settings, dict) or key not in settings:
+            raise InputError(path, f"no {section}.{key}: not a config of {codebase}")
 
 
 def check_height(n_height: int, name: str = "n_height") -> None:
@@ -167,7 +183,7 @@ def import_checkpoint(
             model_config, state = convert_l0sg(data, source, settings, n_height, config)
             origin = "L0SG/NanoFlow"
         elif is_nvidia_waveglow(data):
-            _check_config_section(document, config, "waveglow_config", "an NVIDIA WaveGlow")
+            _check_config_section(document, config, "waveglow_config", "NVIDIA's WaveGlow")
             model_config, state = convert_nvidia_waveglow(data, source, document)
             origin = "NVIDIA/waveglow"
         else:
@@ -196,11 +212,16 @@ def import_checkpoint(
 
 
 def write_imported(
-    imported: ImportedModel, out_stem: str | Path, overwrite: bool = False
+    imported: ImportedModel,
+    out_stem: str | Path,
+    overwrite: bool = False,
+    inputs: tuple[str | Path | None, ...] = (),
 ) -> tuple[Path, Path]:
-    """`<out_stem>.safetensors` + `<out_stem>.json`, loadable by `checkpoint.load_model`."""
+    """`<out_stem>.safetensors` + `<out_stem>.json`, loadable by `checkpoint.load_model`;
+    `inputs` (the checkpoint and reference config read) are never written over."""
     metadata = {"name": Path(out_stem).name, **imported.metadata}  # a given name stays
-    return export_model(imported.model, imported.features, out_stem, metadata, overwrite)
+    kept = [p for p in inputs if p is not None]
+    return export_model(imported.model, imported.features, out_stem, metadata, overwrite, kept)
 
 
 def resolve_checkpoint(

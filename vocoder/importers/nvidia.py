@@ -1,8 +1,9 @@
 """NVIDIA's WaveGlow (NVIDIA/waveglow, DeepLearningExamples) as this toolkit's "waveglow".
 
 Two published forms, both read by `vocoder.importers.safe_pickle.load_foreign_checkpoint`:
-- training checkpoints `{'model': <glow.WaveGlow>, ...}`: the pickled module, read as a
-  `ModuleRecord` (weight norm as `weight_g`/`weight_v`, or plain `weight` once removed);
+- training checkpoints `{'model': <glow.WaveGlow>, ...}` (or the module saved alone): the
+  pickled module, read as a `ModuleRecord` (weight norm as `weight_g`/`weight_v`, or plain
+  `weight` once removed);
 - torch.hub / NGC checkpoints `{'state_dict': {'module.upsample.weight', ...}, 'config'}`.
 
 Names, NVIDIA -> ours, for flow k and layer l (C channels, L layers, w channels in flow k):
@@ -14,9 +15,11 @@ Names, NVIDIA -> ours, for flow k and layer l (C channels, L layers, w channels 
     WN.k.cond_layer (2CL outputs)   nets.k.layers.l.cond_conv (its outputs 2Cl .. 2C(l+1))
       or WN.k.cond_layers.l         (older code and DeepLearningExamples: one per layer)
     WN.k.res_skip_layers.l          nets.k.layers.l.res_skip_conv
-      or res_layers.l + skip_layers.l  (the oldest code: residual rows first, then skip)
     WN.k.end                        projections.k, output halves swapped: NVIDIA emits
                                     (b, log_s), our affine coupling reads (log_s, t)
+
+The oldest code, glow_old.py (separate res_layers and skip_layers), swaps the coupling
+halves in odd flows; its checkpoints are refused, not imported approximately.
 
 Weight norm is per output channel (dim 0), so splitting or concatenating convs along their
 outputs splits or concatenates `g` and `v` exactly. Everything else (grouping of audio and
@@ -37,6 +40,12 @@ from vocoder.importers.safe_pickle import ModuleRecord, module_state_dict
 from vocoder.importers.weights import SourceState, TargetState, count_indexed, strip_prefix
 from vocoder.models import ModelConfig, build_model
 
+# glow_old.py (its WN with separate res_layers and skip_layers) swaps the coupling halves
+# in every odd flow, which no config of this toolkit's WaveGlow expresses
+OLD_CODE = (
+    "a WaveGlow of NVIDIA's glow_old.py (separate res_layers and skip_layers, coupling "
+    "halves swapped in odd flows), which this toolkit cannot run exactly; not imported"
+)
 HOP_LENGTH = 256  # NVIDIA's upsampler: ConvTranspose1d(n_mels, n_mels, 1024, stride=256)
 SAMPLE_RATE = 22050
 
@@ -61,10 +70,20 @@ def _has_nvidia_names(state: Mapping[str, Tensor]) -> bool:
     )
 
 
+def _module_in(data: Any) -> ModuleRecord | None:
+    """The pickled module of a training checkpoint (`{'model': module}`), or of a file that
+    holds the module alone (`torch.save(waveglow, path)`)."""
+    if isinstance(data, ModuleRecord):
+        return data
+    model = data.get("model") if isinstance(data, Mapping) else None
+    return model if isinstance(model, ModuleRecord) else None
+
+
 def is_nvidia_waveglow(data: Any) -> bool:
     """Whether `data` (from `load_foreign_checkpoint`) holds an NVIDIA WaveGlow."""
-    if isinstance(data, Mapping) and isinstance(data.get("model"), ModuleRecord):
-        return data["model"].class_name == "glow.WaveGlow"
+    module = _module_in(data)
+    if module is not None:
+        return module.class_name in ("glow.WaveGlow", "glow_old.WaveGlow")
     state = _state_dict_in(data)
     return state is not None and _has_nvidia_names(state)
 
@@ -74,8 +93,10 @@ def _nvidia_state(
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The state dict with NVIDIA's names, and what the checkpoint or `config` says of it."""
     hints: dict[str, Any] = {}
-    model = data.get("model") if isinstance(data, Mapping) else None
-    if isinstance(model, ModuleRecord):
+    model = _module_in(data)
+    if model is not None:
+        if model.class_name == "glow_old.WaveGlow":
+            raise InputError(source, OLD_CODE)
         if model.class_name != "glow.WaveGlow":
             raise InputError(source, f"its model is a {model.class_name}, not glow.WaveGlow")
         state = module_state_dict(model, source)
@@ -217,16 +238,8 @@ def _cond_convs(read: _Reader, wn: str, c: ModelConfig) -> list[tuple[Tensor, Te
 
 def _res_skip_conv(read: _Reader, wn: str, i: int, c: ModelConfig):
     """Layer i's `(g, v, bias)` of the res/skip conv (2C outputs, C for the last layer)."""
-    last = i == c.n_layers - 1
-    if read.src.has(f"{wn}.res_skip_layers.{i}.bias"):
-        outputs = c.channels if last else 2 * c.channels
-        return read.conv(f"{wn}.res_skip_layers.{i}", (outputs, c.channels, 1))
-    shape = (c.channels, c.channels, 1)
-    skip = read.conv(f"{wn}.skip_layers.{i}", shape)
-    if last:
-        return skip
-    res = read.conv(f"{wn}.res_layers.{i}", shape)
-    return tuple(torch.cat(pair) for pair in zip(res, skip, strict=True))
+    outputs = c.channels if i == c.n_layers - 1 else 2 * c.channels
+    return read.conv(f"{wn}.res_skip_layers.{i}", (outputs, c.channels, 1))
 
 
 def convert_nvidia_waveglow(
@@ -239,6 +252,8 @@ def convert_nvidia_waveglow(
     """
     source = Path(source)
     state, hints = _nvidia_state(data, source, config)
+    if any(".skip_layers." in key for key in state):
+        raise InputError(source, OLD_CODE)
     c = _model_config(state, hints, source)
     src = SourceState(state, source)
     read = _Reader(src, source)

@@ -37,6 +37,9 @@ KNOWN_CLASSES = (
     "glow.WaveGlow",
     "glow.WN",
     "glow.Invertible1x1Conv",
+    # NVIDIA's older code, kept in its repository to load old checkpoints (refused on import)
+    "glow_old.WaveGlow",
+    "glow_old.WN",
     "torch.nn.modules.conv.Conv1d",
     "torch.nn.modules.conv.ConvTranspose1d",
     "torch.nn.modules.container.ModuleList",
@@ -173,14 +176,24 @@ _EXOTIC = re.compile(
     r"sparse|nested|qtensor|wrapper_subclass|numpy|meta_tensor|device_tensor|^torch\.cuda\."
     r"|^torch\.\w+Tensor$"
 )
+# torch before 1.12 named a GPU tensor's storage by its class (`torch.cuda.FloatStorage`):
+# so do the legacy files saved from a GPU, NVIDIA's published ones among them. Only its
+# dtype is read (the storage is made on the CPU), so it stands for the CPU class.
+_CUDA_STORAGE = re.compile(r"^torch\.cuda\.(\w+Storage)$")
 
 
 def _allowed_globals() -> dict[str, Any]:
     """torch's weights-only allow-list (plain tensors, storages, dtypes, ...) and the records."""
     from torch._weights_only_unpickler import _get_allowed_globals
 
-    plain = {k: v for k, v in _get_allowed_globals().items() if not _EXOTIC.search(k)}
-    return {**plain, **_RECORDS}
+    known = _get_allowed_globals()
+    plain = {k: v for k, v in known.items() if not _EXOTIC.search(k)}
+    on_gpu = {
+        name: plain[f"torch.{match[1]}"]
+        for name in known
+        if (match := _CUDA_STORAGE.match(name)) and f"torch.{match[1]}" in plain
+    }
+    return {**plain, **on_gpu, **_RECORDS}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -246,11 +259,22 @@ def _load_legacy(path: Path) -> Any:
     except _Refused as e:
         raise _refusal(path, e.name) from None
     except _NotTorch:
+        if _is_web_page(path):
+            raise InputError(
+                path, "a web page, not a checkpoint: the download failed (download it again)"
+            ) from None
         raise InputError(path, "not a PyTorch checkpoint (no torch.save header)") from None
     except Exception as e:  # a truncated or corrupt file
         raise InputError(
             path, f"not a readable PyTorch checkpoint: truncated or corrupt ({_brief(e)})"
         ) from None
+
+
+def _is_web_page(path: Path) -> bool:
+    """Whether the file is HTML: what a failed download (Google Drive's warning) saves."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
 
 
 class _NotTorch(Exception):

@@ -43,7 +43,10 @@ def export_inference_model(
         metadata["weights"] = weights
     if info.step is not None:
         metadata["step"] = info.step
-    return export_model(inference, info.features, out_stem, metadata, overwrite=overwrite)
+    made_from = [info.source, info.source.with_suffix(".json")]  # an export's pair
+    return export_model(
+        inference, info.features, out_stem, metadata, overwrite=overwrite, inputs=made_from
+    )
 
 
 __all__ = ["export_inference_model"]
