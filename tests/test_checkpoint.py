@@ -339,3 +339,14 @@ def test_rng_state_round_trip():
     again = (random.random(), np.random.rand(), torch.rand(3))
     assert expected[0] == again[0] and expected[1] == again[1]
     assert torch.equal(expected[2], again[2])
+
+
+def test_an_export_may_sit_beside_its_checkpoint_but_never_replace_its_model(tmp_path):
+    checkpoint = tmp_path / "step-00000001.pt"
+    save_checkpoint(checkpoint, checkpoint_state(tiny_model(), 1))
+    weights, meta = export_inference_model(checkpoint, tmp_path / "step-00000001")
+    assert (weights.name, meta.name) == ("step-00000001.safetensors", "step-00000001.json")
+    for stem in ("step-00000001", "step-00000001.json"):  # an export over its own model
+        with pytest.raises(InputError, match="is a file this model is made from"):
+            export_inference_model(weights, tmp_path / stem, overwrite=True)
+    assert load_model(weights)[0].inference_form

@@ -43,7 +43,9 @@ def export_inference_model(
         metadata["weights"] = weights
     if info.step is not None:
         metadata["step"] = info.step
-    made_from = [info.source, info.source.with_suffix(".json")]  # an export's pair
+    made_from = [info.source]
+    if info.source.suffix == ".safetensors":  # an export: its JSON too
+        made_from.append(info.source.with_suffix(".json"))
     return export_model(
         inference, info.features, out_stem, metadata, overwrite=overwrite, inputs=made_from
     )
