@@ -551,6 +551,27 @@ def test_info_reads_a_recipes_experiment_config(config, parameters, capsys):
     assert re.search(rf"^parameters \(inference\) +{parameters}$", capsys.readouterr().out, re.M)
 
 
+@pytest.mark.parametrize(
+    "config, audio",
+    [
+        ("waveflow-44k-hop512.yaml", "44100 Hz, hop 512 samples (11.6 ms per mel frame)"),
+        ("waveflow-24k-hop300.yaml", "24000 Hz, hop 300 samples (12.5 ms per mel frame)"),
+    ],
+)
+def test_info_takes_an_experiment_configs_rate_and_hop_from_its_features(config, audio, capsys):
+    assert main(["info", str(REPO / "recipes" / "custom_voice" / "conf" / config)]) == 0
+    assert re.search(rf"^audio +{re.escape(audio)}$", capsys.readouterr().out, re.M)
+
+
+def test_info_checks_an_experiment_config_whole_as_train_does(tmp_path, capsys):
+    config = yaml.safe_load((REPO / "recipes" / "custom_voice" / "conf" / "smoke.yaml").read_text())
+    config["train"]["lrr"] = 0.1
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(config))
+    assert main(["info", str(tmp_path / "typo.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "lrr" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("out", ["models", "new/"])
 def test_export_into_a_folder_names_the_file_after_the_model(out, tiny_model, tmp_path, capsys):
     (tmp_path / "models").mkdir()
@@ -559,6 +580,18 @@ def test_export_into_a_folder_names_the_file_after_the_model(out, tiny_model, tm
     assert sorted(p.name for p in folder.iterdir()) == ["tiny.json", "tiny.safetensors"]
     assert not list(tmp_path.glob("*.safetensors"))  # not models.safetensors beside it
     assert f"wrote {folder / 'tiny.safetensors'}" in capsys.readouterr().out
+
+
+def test_evaluate_never_writes_its_report_over_an_input(tiny_model, tmp_path, capsys):
+    listing = tmp_path / "list.json"
+    listing.write_text("a.wav\n")
+    model_json = tiny_model.with_suffix(".json")
+    kept = model_json.read_bytes()
+    for out, problem in [(listing, "the --filelist"), (model_json, "the --checkpoint's JSON")]:
+        argv = ["evaluate", "--checkpoint", str(tiny_model), "--filelist", str(listing)]
+        assert main([*argv, "--out", str(out), "--no-synthesis", "--force"]) == 2
+        assert f"{out}: is {problem}; choose another --out" in capsys.readouterr().err
+    assert listing.read_text() == "a.wav\n" and model_json.read_bytes() == kept
 
 
 def test_evaluate_refuses_a_bad_device_in_one_line(tiny_model, tmp_path, capsys):

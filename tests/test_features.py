@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import librosa
 import numpy as np
 import pytest
@@ -126,6 +128,16 @@ def test_invalid_configs_are_rejected():
         MelConfig.preset("tacotron2", win_length=2048)
     with pytest.raises(ConfigError, match="unknown mel preset"):
         MelConfig.preset("nope")
+    # every filter zero, or a log of silence that is -inf: refused, not trained on
+    for changes, problem in [
+        ({"fmin": 20000.0, "fmax": None}, "need 0 <= fmin < sample_rate/2"),
+        ({"fmin": -100.0}, "need 0 <= fmin < fmax"),
+        ({"fmin": -1.0, "fmax": None}, "need 0 <= fmin < sample_rate/2"),
+        ({"clamp_min": 0.0}, "clamp_min must be above 0"),
+        ({"clamp_min": -1.0}, "clamp_min must be above 0"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            MelConfig.preset("tacotron2", **changes)
 
 
 @pytest.mark.cuda

@@ -288,7 +288,7 @@ def test_the_configs_audio_settings_become_the_models_mel_convention(tmp_path):
         ({"hop_length": 200}, "data_config.hop_length is 200; the reference models' upsampl"),
         ({"sampling_rate": "16k"}, "data_config.sampling_rate is '16k', not a number"),
         ({"n_mel_channels": 80}, "data_config.n_mel_channels is 80, the weights 20"),
-        ({"mel_fmax": 9000.0}, "its data_config: features: need fmin < fmax <= sample_rate/2"),
+        ({"mel_fmax": 9000.0}, "its data_config: features: need 0 <= fmin < fmax <= sample_rate/2"),
     ]:
         config["data_config"] = {**audio, **change}
         (tmp_path / "bad.json").write_text(json.dumps(config))

@@ -128,6 +128,10 @@ def test_presets_overrides_and_resolved_config(reference):
         # inf passed "> 0": every step then non-finite, and a NaN checkpoint written
         ("train.lr=.inf", "train.lr must be a finite number above 0, got inf"),
         ("train.lr=.nan", "train.lr must be a finite number above 0, got nan"),
+        # numpy's generators refuse a negative seed at the first batch, after the run began
+        ("train.seed=-1", r"train.seed must be in \[0, 2\^32\), got -1"),
+        ("train.seed=4294967296", r"train.seed must be in \[0, 2\^32\), got 4294967296"),
+        ("features.clamp_min=0", "clamp_min must be above 0"),
     ],
 )
 def test_config_errors_are_clear(reference, override, message):
@@ -758,22 +762,39 @@ def test_validation_ends_at_a_stop_request(reference, tmp_path):
     conf, _ = reference
     config = load_experiment_config(conf)
     item = validation_set(config)[0]
-    model = build_model(config.model)
-    asked = []
+    model = build_model(config.model).train()
+    infer = model.infer
+    calls = {"all": 0, "in_clip": 0}
+    clip = []
 
-    def stop_after_the_first_utterance_began() -> bool:
-        asked.append(True)
-        return len(asked) > 1
+    def infer_in_progress(*args, **kwargs):
+        clip.append(True)
+        try:
+            return infer(*args, **kwargs)
+        finally:
+            clip.pop()
+
+    model.infer = infer_in_progress
+
+    def count(stop_in_clip_after: int | None) -> bool:
+        calls["all"] += 1
+        calls["in_clip"] += bool(clip)
+        return stop_in_clip_after is not None and calls["in_clip"] > stop_in_clip_after
 
     train_log = TrainLog(tmp_path, enabled=False)
-    scores = validate(model, [item, item], config, 1, train_log)
+    scores = validate(model, [item, item], config, 1, train_log, stop=lambda: count(None))
     assert scores is not None and math.isfinite(scores["ll"])
-    stop = stop_after_the_first_utterance_began
-    assert validate(model, [item, item], config, 1, train_log, stop=stop) is None
-    assert len(asked) == 3  # the first utterance's clip, the second utterance: not begun
+    whole = dict(calls)
+    assert whole["in_clip"] > 20  # asked all through the clip's synthesis, not only between
+    calls.update({"all": 0, "in_clip": 0})
+    assert validate(model, [item, item], config, 1, train_log, stop=lambda: count(5)) is None
+    assert calls["in_clip"] == 6 and calls["all"] < whole["all"] / 2  # ended inside the clip
+    assert model.training  # as it was
+    assert not any(module._forward_pre_hooks for module in model.modules())
 
 
-def test_resume_falls_back_from_an_unreadable_checkpoint(reference, tmp_path, caplog):
+@pytest.mark.parametrize("form", ["--out RUN --resume", "--resume RUN"])
+def test_resume_falls_back_from_an_unreadable_checkpoint(reference, tmp_path, caplog, form):
     conf, _ = reference
     run = tmp_path / "run"
     args = ["train", "--config", str(conf), "--out", str(run), "--max-steps", "4"]
@@ -781,7 +802,8 @@ def test_resume_falls_back_from_an_unreadable_checkpoint(reference, tmp_path, ca
     newest = checkpoint_path(run, 4)
     newest.write_bytes(newest.read_bytes()[:1000])  # as a failing disk leaves it
     caplog.clear()
-    assert main(["train", "--out", str(run), "--resume", "--max-steps", "5"]) == 0
+    resume = [str(run) if word == "RUN" else word for word in form.split()]
+    assert main(["train", *resume, "--max-steps", "5"]) == 0
     assert f"{newest} cannot be resumed (not a readable checkpoint" in caplog.text
     assert f"resuming from {checkpoint_path(run, 2)}, the newest usable" in caplog.text
     assert sorted(losses(run)) == [1, 2, 3, 4, 5]

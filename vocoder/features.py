@@ -11,6 +11,7 @@ it moves only near-silent cells, by at most 0.024 in ln over the 58 LJ Speech cl
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +43,17 @@ class MelConfig:
         if self.hop_length > self.win_length:
             raise ConfigError("features: hop_length must not exceed win_length")
         nyquist = self.sample_rate / 2
-        if self.fmax is not None and not (self.fmin < self.fmax <= nyquist):
+        if self.fmax is not None and not (0 <= self.fmin < self.fmax <= nyquist):
             raise ConfigError(
-                f"features: need fmin < fmax <= sample_rate/2 ({nyquist:g}), "
+                f"features: need 0 <= fmin < fmax <= sample_rate/2 ({nyquist:g}), "
                 f"got fmin={self.fmin}, fmax={self.fmax}"
             )
+        if self.fmax is None and not 0 <= self.fmin < nyquist:  # fmax null: up to Nyquist
+            raise ConfigError(
+                f"features: need 0 <= fmin < sample_rate/2 ({nyquist:g}), got fmin={self.fmin}"
+            )
+        if not 0 < self.clamp_min < math.inf:  # the log of digital silence must be finite
+            raise ConfigError(f"features: clamp_min must be above 0, got {self.clamp_min}")
 
     @classmethod
     def preset(cls, name: str, **changes) -> MelConfig:

@@ -141,6 +141,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _refuse_inputs_as_reports(args: argparse.Namespace) -> None:
+    """The report and its CSV may not replace the filelist or the model, even with --force."""
+    inputs = {args.filelist: "--filelist", args.checkpoint: "--checkpoint"}
+    if args.checkpoint.suffix.lower() == ".safetensors":
+        inputs[args.checkpoint.with_suffix(".json")] = "--checkpoint's JSON"
+    for report in (args.out, args.out.with_suffix(".csv")):
+        for path, option in inputs.items():
+            if report.resolve() == path.resolve():
+                raise InputError(report, f"is the {option}; choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     check_sigma(args.sigma, "--sigma")
     if args.max_files is not None and args.max_files < 1:
@@ -158,13 +169,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--audio-dir writes synthesized audio: drop it or --no-synthesis")
     if args.precision != "fp32" and (args.engine == "plain" or args.no_synthesis):
         raise ConfigError(f"--precision {args.precision} applies to the fast engine's synthesis")
+    if args.out is not None:
+        _refuse_inputs_as_reports(args)
     if args.out is not None and not args.force:
         refuse_existing([args.out, args.out.with_suffix(".csv")])
     if args.mel_dir is not None and not args.mel_dir.is_dir():
         problem = (
             "is a file; --mel-dir takes a folder" if args.mel_dir.is_file() else "no such folder"
         )
-        raise InputError(args.mel_dir, f"{problem} (--mel-dir)")
+        raise InputError(
+            args.mel_dir, problem if args.mel_dir.is_file() else f"{problem} (--mel-dir)"
+        )
     try:
         device = resolve_device(args.device)
     except ConfigError as e:

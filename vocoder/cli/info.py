@@ -7,12 +7,14 @@ import argparse
 from pathlib import Path
 
 from vocoder.checkpoint import latest_checkpoint, load_model
+from vocoder.config import load_mapping
 from vocoder.errors import InputError
 from vocoder.files import TORCH_SUFFIXES
 from vocoder.importers import resolve_checkpoint
 from vocoder.models import build_model, list_model_presets, resolve_model_config
 from vocoder.models.config import ModelConfig
 from vocoder.pretrained import list_models, resolve_model_path
+from vocoder.train.config import load_experiment_config
 from vocoder.train.run_dir import CONFIG_FILE
 
 WEIGHT_FILES = (*TORCH_SUFFIXES, ".safetensors")
@@ -88,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
     if Path(source).suffix.lower() in WEIGHT_FILES:
         # built and loaded, so weights that do not fit their config are an error here too
         config = load_model(source)[0].config
+    elif _is_experiment_config(Path(source)):
+        # checked whole, as `train` would, and the mel fields taken from its features
+        config = load_experiment_config(source).model
     else:
         config = resolve_model_config(source)
     lines = describe(config)
@@ -95,6 +100,16 @@ def run(args: argparse.Namespace) -> int:
     for label, value in lines:
         print(f"{label:<{width}}  {value}")
     return 0
+
+
+def _is_experiment_config(path: Path) -> bool:
+    """A training config (sections besides `model:`), not a model config alone."""
+    if not path.is_file() or path.suffix.lower() not in (".yaml", ".yml", ".json"):
+        return False
+    data = load_mapping(path)
+    return isinstance(data, dict) and any(
+        section in data for section in ("features", "data", "train")
+    )
 
 
 def _run_folder_source(folder: Path) -> Path:

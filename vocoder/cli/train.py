@@ -247,10 +247,13 @@ def resolve_config(
         if isinstance(resume, str):
             checkpoint = Path(resume)
             if checkpoint.is_dir():
-                checkpoint = latest_checkpoint(checkpoint)
+                folder, checkpoint = checkpoint, latest_checkpoint(checkpoint)
                 if checkpoint is None:
                     raise InputError(resume, "no checkpoint to resume from")
-            base = load_checkpoint(checkpoint)["config"]
+                if (folder / CONFIG_FILE).is_file():  # read, not the latest: it may be damaged
+                    base = load_mapping(folder / CONFIG_FILE)
+            if base is None:
+                base = load_checkpoint(checkpoint)["config"]
         elif saved_path.is_file():  # also a run killed before its first checkpoint
             base = load_mapping(saved_path)
         elif (latest := latest_checkpoint(run_dir)) is not None:

@@ -83,6 +83,10 @@ class DataConfig:
         return None
 
 
+# torch adds the epoch (and validation the clip's index) to the seed: room for both
+SEED_LIMIT = 2**32
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, precision and bookkeeping of a run."""
@@ -118,6 +122,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must not be negative, got {self.keep_last}")
+        if not 0 <= self.seed < SEED_LIMIT:  # numpy's generators take no negative seed
+            raise ConfigError(f"train.seed must be in [0, 2^32), got {self.seed}")
         check_sigma(self.valid_sigma, "train.valid_sigma")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -45,22 +46,55 @@ def validate(
 ) -> dict[str, float] | None:
     """Mean LL over whole validation utterances; a few clips synthesized for TensorBoard.
 
-    `stop`: asked between utterances; when it says True, validation ends there and returns
-    None (a stop request must not wait for a long validation on a CPU).
+    `stop`: asked before every module call of the model; when it says True, validation ends
+    there and returns None (a stop request must not wait minutes for a clip synthesized on
+    a CPU).
     """
     was_training = model.training
     model.eval()
+    try:
+        with _stoppable(model, stop or (lambda: False)):
+            return _validate(model, items, config, step, train_log)
+    except _Stopped:
+        return None
+    finally:
+        model.train(was_training)
+
+
+class _Stopped(Exception):
+    """A stop was requested during validation."""
+
+
+@contextlib.contextmanager
+def _stoppable(model: FlowVocoder, stop: Callable[[], bool]) -> Iterator[None]:
+    """Meanwhile every module call of `model` first asks `stop`, and raises `_Stopped`."""
+
+    def check(module: torch.nn.Module, args: object) -> None:
+        if stop():
+            raise _Stopped
+
+    handles = [module.register_forward_pre_hook(check) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _validate(
+    model: FlowVocoder,
+    items: list[ValidationItem],
+    config: ExperimentConfig,
+    step: int,
+    train_log: TrainLog,
+) -> dict[str, float]:
     device = next(model.parameters()).device
     to_mel = MelSpectrogram(config.features).to(device)
-    stop = stop or (lambda: False)
     lls = []
     for i, (audio, mel, name) in enumerate(items):
-        if stop():
-            model.train(was_training)
-            return None
         audio, mel = audio.to(device)[None], mel.to(device)[None]
         lls.append(float(model.log_prob(audio, mel)[0]))
-        if i < config.data.valid_audio_clips and not stop():
+        if i < config.data.valid_audio_clips:
             generator = torch.Generator(device).manual_seed(config.train.seed + i)
             fake = model.infer(mel, sigma=config.train.valid_sigma, generator=generator)
             fake = fake[0, : audio.shape[1]].clamp(-1, 1)
@@ -71,7 +105,6 @@ def validate(
                 train_log.audio(f"valid/{name}/reference", audio[0], step, rate)
                 train_log.mel_image(f"valid/{name}/mel_reference", mel[0], step)
                 train_log.logged_references.add(name)
-    model.train(was_training)
     scores = {"ll": sum(lls) / len(lls)}
     train_log.scalars(step, scores, kind="valid")
     return scores
