@@ -709,3 +709,13 @@ def test_remedies_are_flags_in_the_cli_and_settings_in_the_library():
     assert describe_error(exists) == "m.safetensors: already exists; pass --force to replace it"
     key = InputError("data", "no mels", [remedy(**{"data.mel_dir": "DIR"})])
     assert describe_error(key) == "data: no mels; set data.mel_dir: DIR in the config"
+
+
+def test_a_reader_gone_from_stdout_ends_the_command_quietly():
+    """`vocoder models | head -1`: no "error: broken pipe", no traceback at exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vocoder", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()  # the reader is gone before the first line is written
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""

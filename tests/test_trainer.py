@@ -185,11 +185,27 @@ def test_data_option_sets_the_prepared_folder(reference, tmp_path, ljspeech_clip
 def test_refuses_non_empty_run_dir(reference, tmp_path, capsys):
     conf, _ = reference
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "notes.txt").write_text("mine")
+    assert main(["train", "--config", str(conf), "--out", str(run), "--max-steps", "1"]) == 0
     assert main(["train", "--config", str(conf), "--out", str(run)]) == 2
     assert "is not empty; pass --resume" in capsys.readouterr().err
-    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("how", ["", "--force", "--resume"])
+def test_a_folder_of_other_files_is_never_cleared_for_a_run(reference, tmp_path, capsys, how):
+    """A fresh run deletes an earlier run's eval/ and wav/: in a folder holding no run,
+    they are someone's files (a prepare output, recordings), kept."""
+    conf, _ = reference
+    run = tmp_path / "voice"
+    (run / "wav").mkdir(parents=True)
+    (run / "wav" / "take-01.wav").write_text("mine")
+    (run / "notes.txt").write_text("mine")
+    argv = ["train", "--config", str(conf), "--out", str(run), *how.split()]
+    assert main(argv) == 2
+    assert f"{run}: is not empty and holds no run; train into another folder" in (
+        capsys.readouterr().err
+    )
+    assert (run / "wav" / "take-01.wav").read_text() == "mine"
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "wav"]
 
 
 def test_refuses_to_train_on_test_files(reference, tmp_path, capsys, ljspeech_clips):

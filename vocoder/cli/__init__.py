@@ -207,6 +207,9 @@ def _run(argv: list[str]) -> int:
     logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(_module(args.command).run(args) or 0)
+    except BrokenPipeError:  # the reader of stdout is gone (`vocoder info | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 141  # as a process ended by SIGPIPE
     except (VocoderError, OSError) as e:
         if verbose:
             traceback.print_exc()
