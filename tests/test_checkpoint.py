@@ -122,6 +122,14 @@ def test_corrupt_or_missing_files_raise_input_error(tmp_path):
         load_model(truncated)
     with pytest.raises(InputError, match="no such file"):
         load_model(tmp_path / "missing.pt")
+    reference_config = tmp_path / "waveflow-h16-r64.json"  # the L0SG config, not a model
+    reference_config.write_text('{"waveflow_config": {"n_flow": 8}}')
+    with pytest.raises(InputError) as e:
+        load_model(reference_config)
+    assert str(e.value) == (
+        f"{reference_config}: no weights beside it (waveflow-h16-r64.safetensors): "
+        "not a model's JSON"
+    )
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
     with pytest.raises(InputError, match="notes.pt: not a checkpoint: neither a zip nor") as e:

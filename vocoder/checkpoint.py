@@ -313,7 +313,10 @@ def _resolve(path: Path) -> Path:
             raise InputError(path, "a folder without checkpoints (step-*.pt)")
         return latest
     if path.suffix == ".json":
-        return path.with_suffix(".safetensors")
+        weights = path.with_suffix(".safetensors")
+        if path.is_file() and not weights.exists():  # a config, not an export's JSON
+            raise InputError(path, f"no weights beside it ({weights.name}): not a model's JSON")
+        return weights
     if not path.exists():
         raise InputError(path, "no such file")
     return path
