@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from vocoder.audio import AUDIO_EXTENSIONS, audio_info, load_audio, save_audio
+from vocoder.audio import AUDIO_EXTENSIONS, audio_info, is_synthesized, load_audio, save_audio
 from vocoder.cli import describe_error
 from vocoder.errors import InputError
 from vocoder.files import plain_file_mode, refuse_existing, remove_orphaned_temporaries
@@ -222,3 +222,61 @@ def test_broken_files_raise_input_error_naming_them(clip_path, tmp_path):
         audio_info(text)
     with pytest.raises(InputError, match="truncated"):
         audio_info(truncated)
+
+
+def test_a_name_that_is_not_utf8_is_read(clip_path, tmp_path):
+    """soundfile encodes a name as UTF-8: a file or folder named in another encoding (a
+    Latin-1 archive unpacked) crashed every reader with a UnicodeEncodeError."""
+    folder = tmp_path / os.fsdecode(b"voice\xfe")
+    folder.mkdir()
+    path = folder / os.fsdecode(b"bad\xffname.wav")
+    save_audio(path, load_audio(clip_path), 22050, synthesized=True)
+    assert torch.equal(load_audio(path), load_audio(clip_path))
+    assert audio_info(path) == audio_info(clip_path)
+    assert is_synthesized(path)
+    (folder / "text.wav").write_text("not audio\n")
+    with pytest.raises(InputError, match="not a readable audio file"):
+        audio_info(folder / "text.wav")
+
+
+# runs without root's power to read past permissions (see without_reading_past_permissions)
+_READ_EACH = """
+import sys
+from vocoder.audio import audio_info, load_audio
+for path in sys.argv[1:]:
+    for read in (audio_info, load_audio):
+        try:
+            read(path)
+        except Exception as e:
+            print(type(e).__name__, e)
+"""
+
+
+def test_a_file_it_may_not_read_says_permission_denied(clip_path, tmp_path):
+    """libsndfile says "System error" of a file it may not open; and a file in a folder it
+    may not search raised PermissionError from `Path.exists`, a traceback."""
+    from test_synthesize_reliability import without_reading_past_permissions
+
+    locked_file = tmp_path / "locked.wav"
+    locked_file.write_bytes(clip_path.read_bytes())
+    locked_folder = tmp_path / "locked"
+    locked_folder.mkdir()
+    (locked_folder / "a.wav").write_bytes(clip_path.read_bytes())
+    tmp_path.chmod(0o755)
+    locked_file.chmod(0)
+    locked_folder.chmod(0)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _READ_EACH, str(locked_file), str(locked_folder / "a.wav")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=without_reading_past_permissions,
+        )
+    finally:
+        locked_folder.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"InputError {path}: cannot read this file (permission denied)"
+        for path in (locked_file, locked_file, locked_folder / "a.wav", locked_folder / "a.wav")
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,55 @@ def test_folder_random_split_is_seeded(tmp_path, clips):
     (tmp_path / "sub" / "u00.flac").write_bytes(b"")
     with pytest.raises(InputError, match="same name stem"):
         scan_audio(tmp_path)
+
+
+def test_scan_follows_linked_folders_each_once(tmp_path):
+    """`Path.rglob` left out the files of a linked folder, unsaid."""
+    root, elsewhere = tmp_path / "voice", tmp_path / "elsewhere"
+    (root / "real").mkdir(parents=True)
+    elsewhere.mkdir()
+    for path in (root / "a.wav", root / "real" / "b.wav", elsewhere / "c.wav"):
+        path.write_bytes(b"")  # scanning does not decode
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (root / "same").symlink_to(elsewhere, target_is_directory=True)  # walked once
+    (root / "real" / "up").symlink_to(root, target_is_directory=True)  # a loop
+    (root / "a-link").symlink_to(root / "real", target_is_directory=True)  # real first
+    (root / ".trash").mkdir()
+    (root / ".trash" / "d.wav").write_bytes(b"")  # hidden, as the fingerprint has it
+    assert scan_audio(root) == [root / "a.wav", root / "linked" / "c.wav", root / "real" / "b.wav"]
+
+
+def test_a_folder_the_scan_cannot_read_is_named(tmp_path, monkeypatch):
+    """`Path.rglob` left out an unreadable folder unsaid (as root cannot be denied, the
+    denial is made here: the command's own test is in test_prepare_reliability)."""
+    for name in ("a", "locked/b", "locked/c"):
+        (tmp_path / f"{name}.wav").parent.mkdir(exist_ok=True)
+        (tmp_path / f"{name}.wav").write_bytes(b"")
+    (tmp_path / "train.txt").write_text("a\nb\n")
+    (tmp_path / "test.txt").write_text("a\n")
+    scandir = os.scandir
+
+    def denied(path="."):
+        if os.fspath(path) == str(tmp_path / "locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(InputError) as caught:
+        scan_audio(tmp_path)
+    assert (
+        str(caught.value) == f"{tmp_path / 'locked'}: cannot read this folder (permission denied)"
+    )
+    unreadable = []
+    assert scan_audio(tmp_path, unreadable=unreadable) == [tmp_path / "a.wav"]
+    assert [str(e) for e in unreadable] == [str(caught.value)]
+    with pytest.raises(InputError) as listed:  # b is listed: the folder is why it is missing
+        folder_splits(tmp_path, "listed", unreadable=[])
+    assert str(listed.value) == str(caught.value)
+    (tmp_path / "a.wav").unlink()
+    with pytest.raises(InputError) as nothing:  # the folder, not "holds no audio files"
+        scan_audio(tmp_path, unreadable=[])
+    assert str(nothing.value) == str(caught.value)
 
 
 # -- segments ----------------------------------------------------------------------------

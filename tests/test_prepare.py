@@ -15,7 +15,12 @@ import torch
 from vocoder.audio import load_audio, resample, save_audio
 from vocoder.data.audio_checks import RefusedFiles
 from vocoder.data.filelist import read_filelist
-from vocoder.data.prepare import check_prepared, mel_config_hash, prepare_dataset
+from vocoder.data.prepare import (
+    check_prepared,
+    mel_config_hash,
+    prepare_dataset,
+    source_fingerprint,
+)
 from vocoder.errors import InputError, Remedy, remedy
 from vocoder.features import MelConfig
 from vocoder.train.config import load_experiment_config
@@ -237,6 +242,45 @@ def test_every_bad_file_is_refused_in_one_run(tmp_path, ljspeech_clips):
 
 NOT_AT_22K = ["b_at16k.wav", "c_stereo.wav"]  # --resample and --mixdown fix these
 BAD = ["d_short.wav", "e_silent.wav", "f_short16k.wav", "g_bad.wav"]
+
+
+def test_a_path_that_is_not_utf8_is_refused_by_name(tmp_path, ljspeech_clips):
+    """A file named in another encoding crashed the run with a UnicodeEncodeError: its path
+    cannot go into a filelist (UTF-8 text), so it is refused by name, and left out with
+    skip_bad; the other files of its folder are read and listed."""
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    clip = ljspeech_clips / "wavs" / f"{TRAIN[0]}.wav"
+    (voice / "good.wav").write_bytes(clip.read_bytes())
+    bad = voice / os.fsdecode(b"bad\xffname.wav")
+    bad.write_bytes(clip.read_bytes())
+    options = dict(split="random", valid_fraction=0, test_fraction=0)
+    with pytest.raises(RefusedFiles) as caught:
+        prepare_dataset(voice, tmp_path / "out", **options)
+    assert caught.value.problem == "1 file(s) refused (1 with a path that is not UTF-8)"
+    [refused] = caught.value.refused
+    assert refused.path == bad and refused.reason.startswith("path is not valid UTF-8")
+    summary = prepare_dataset(voice, tmp_path / "out", skip_bad=True, **options)
+    assert [r.path for r in summary.rejected] == [bad]
+    assert read_filelist(tmp_path / "out" / "train.txt") == [voice / "good.wav"]
+
+
+def test_source_fingerprint_is_of_what_the_scan_reads(tmp_path):
+    """The fingerprint left out linked folders (so a change there went unseen), and a name
+    that is not UTF-8 crashed it."""
+    voice, elsewhere = tmp_path / "voice", tmp_path / "elsewhere"
+    voice.mkdir()
+    elsewhere.mkdir()
+    (voice / "a.wav").write_bytes(b"a")
+    (elsewhere / "b.wav").write_bytes(b"b")
+    (voice / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (voice / "up").symlink_to(voice, target_is_directory=True)  # a loop ends
+    before = source_fingerprint(voice)
+    (elsewhere / "b.wav").write_bytes(b"bb")
+    assert source_fingerprint(voice) != before
+    before = source_fingerprint(voice)
+    (voice / os.fsdecode(b"bad\xffname.wav")).write_bytes(b"c")
+    assert source_fingerprint(voice) != before
 
 
 def test_random_split_is_drawn_from_the_accepted_files(tmp_path, ljspeech_clips):

@@ -4,6 +4,7 @@ folder of many bad files."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 
@@ -11,7 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 from test_prepare import REPO, run_cli
-from test_synthesize_reliability import run_limited, streamed_flac
+from test_synthesize_cli import vocoder
+from test_synthesize_reliability import (
+    run_limited,
+    streamed_flac,
+    without_reading_past_permissions,
+)
 
 from vocoder.audio import load_audio, resample, save_audio
 from vocoder.data.audio_checks import RefusedFiles, check_audio
@@ -347,3 +353,60 @@ def test_a_test_clip_copied_under_another_name_is_refused(ljspeech_clips, tmp_pa
         f"a test file holds the same audio as {voice / 'renamed.wav'}, which would be trained on"
     )
     assert not out.exists()
+
+
+def test_an_unreadable_folder_or_file_is_named_not_left_out(ljspeech_clips, tmp_path):
+    """A folder it may not read was left out unsaid, with or without --skip-bad, and a file
+    it may not read was "not a readable audio file (System error)"; a linked folder's files
+    were left out too. Run without root's power to read past permissions."""
+    voice = tmp_path / "voice"
+    (voice / "open").mkdir(parents=True)
+    (voice / "locked").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    wavs = ljspeech_clips / "wavs"
+    shutil.copy(wavs / f"{LONG}.wav", voice / "a.wav")
+    shutil.copy(wavs / f"{SHORT}.wav", voice / "locked" / "b.wav")
+    shutil.copy(wavs / f"{SHORT}.wav", voice / "open" / "c.wav")
+    shutil.copy(wavs / f"{LONG}.wav", tmp_path / "elsewhere" / "d.wav")
+    (voice / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    tmp_path.chmod(0o755)
+    (voice / "locked").chmod(0)
+    (voice / "open" / "c.wav").chmod(0)
+    out = tmp_path / "out"
+
+    def prepare(*flags):
+        return vocoder(
+            "prepare", voice, "--out", out, *ALL_TRAIN, *flags,
+            preexec_fn=without_reading_past_permissions,
+        )  # fmt: skip
+
+    try:
+        refused, skipped = prepare(), prepare("--skip-bad")
+    finally:
+        (voice / "locked").chmod(0o755)
+    assert refused.returncode == 2, refused.stderr
+    assert errors(refused) == [
+        f"error: {voice / 'locked'}: cannot read this folder (permission denied)",
+        f"error: {voice / 'open' / 'c.wav'}: cannot read this file (permission denied)",
+        f"error: {voice}: 2 file(s) refused (2 unreadable): pass --skip-bad to leave them out",
+    ]
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stdout.splitlines()[-3:] == [
+        "rejected 2 file(s):",
+        f"  {voice / 'locked'}: cannot read this folder (permission denied)",
+        f"  {voice / 'open' / 'c.wav'}: cannot read this file (permission denied)",
+    ]
+    assert read_filelist(out / "train.txt") == [voice / "a.wav", voice / "linked" / "d.wav"]
+    rejected = json.loads((out / "manifest.json").read_text())["rejected"]
+    assert [r["path"] for r in rejected] == [str(voice / "locked"), str(voice / "open" / "c.wav")]
+
+
+def test_channels_that_cancel_are_said_so_whatever_the_name(ljspeech_clips, tmp_path):
+    """A name that is not UTF-8 made the loudest channel unreadable, so the file was plain
+    "silent" again."""
+    clip = load_audio(ljspeech_clips / "wavs" / f"{LONG}.wav")
+    path = tmp_path / os.fsdecode(b"inverted\xff.wav")
+    save_audio(path, torch.stack([clip, -clip]), 22050)
+    with pytest.raises(InputError) as caught:
+        check_audio(path, 22050, 16000, mixdown=True)
+    assert caught.value.problem.startswith("silent once its 2 channels are averaged")

@@ -10,8 +10,10 @@ streamed FLAC, total samples 0) is read by decoding it to the end. Writes are at
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,21 +58,18 @@ class AudioInfo:
 def audio_info(path: str | Path) -> AudioInfo:
     """Sample rate, channels, frames and duration of an audio file, without decoding it."""
     path = _existing_file(path)
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise InputError(path, f"not a readable audio file ({_reason(e)})") from None
-    _check_complete(path, info.extra_info)
-    frames = int(info.frames)
-    if frames >= _UNKNOWN_LENGTH:  # a streamed file: its length is known by decoding only
-        frames = _read_until_end(path, "float32").shape[0]
-    return AudioInfo(
-        sample_rate=int(info.samplerate),
-        channels=int(info.channels),
-        frames=frames,
-        format=str(info.format),
-        subtype=str(info.subtype),
-    )
+    with _open(path) as f:
+        _check_complete(path, f.extra_info)
+        frames = int(f.frames)
+        if frames >= _UNKNOWN_LENGTH:  # a streamed file: its length is known by decoding only
+            frames = _read_blocks(f, "float32").shape[0]
+        return AudioInfo(
+            sample_rate=int(f.samplerate),
+            channels=int(f.channels),
+            frames=frames,
+            format=str(f.format),
+            subtype=str(f.subtype),
+        )
 
 
 def load_audio(
@@ -83,18 +82,15 @@ def load_audio(
     error (the caller wanted mono input only).
     """
     path = _existing_file(path)
-    try:
-        with sf.SoundFile(str(path)) as f:
-            _check_complete(path, f.extra_info)
-            file_rate, channels, subtype = f.samplerate, f.channels, f.subtype
-            # int16 / 32768 is what the reference pipeline feeds its STFT.
-            dtype = "int16" if subtype == "PCM_16" else "float32"
-            if f.frames >= _UNKNOWN_LENGTH:
-                data = _read_blocks(f, dtype)
-            else:
-                data = f.read(dtype=dtype, always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise InputError(path, f"not a readable audio file ({_reason(e)})") from None
+    with _open(path) as f:
+        _check_complete(path, f.extra_info)
+        file_rate, channels, subtype = f.samplerate, f.channels, f.subtype
+        # int16 / 32768 is what the reference pipeline feeds its STFT.
+        dtype = "int16" if subtype == "PCM_16" else "float32"
+        if f.frames >= _UNKNOWN_LENGTH:
+            data = _read_blocks(f, dtype)
+        else:
+            data = f.read(dtype=dtype, always_2d=True)
     if data.shape[0] == 0:
         raise InputError(path, "empty audio (0 samples)")
     if channels > 1 and not mixdown:
@@ -183,9 +179,9 @@ def is_synthesized(path: str | Path) -> bool:
     """Whether `path` is audio that `save_audio(..., synthesized=True)` wrote (False for a
     file that cannot be read as audio)."""
     try:
-        with sf.SoundFile(str(path)) as f:
+        with _open(Path(path)) as f:
             return (f.software or "").startswith(SYNTHESIZED_TAG)
-    except (sf.LibsndfileError, RuntimeError, OSError):
+    except InputError:
         return False
 
 
@@ -215,12 +211,20 @@ def _read_blocks(f: sf.SoundFile, dtype: str) -> np.ndarray:
     return np.concatenate(blocks)
 
 
-def _read_until_end(path: Path, dtype: str) -> np.ndarray:
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[sf.SoundFile]:
+    """`path` open for reading as audio; a failure to open or decode it is an `InputError`.
+
+    Opened by Python, not by libsndfile from its name: soundfile cannot encode a name that
+    is not valid UTF-8, and libsndfile reports a denied permission as "System error".
+    """
     try:
-        with sf.SoundFile(str(path)) as f:
-            return _read_blocks(f, dtype)
+        with open(path, "rb") as raw, sf.SoundFile(raw) as f:
+            yield f
     except (sf.LibsndfileError, RuntimeError) as e:
         raise InputError(path, f"not a readable audio file ({_reason(e)})") from None
+    except OSError as e:
+        raise InputError(path, f"cannot read this file ({_strerror(e)})") from None
 
 
 def _format_of(path: Path) -> str:
@@ -252,22 +256,31 @@ def _check_complete(path: Path, extra_info: str) -> None:
 
 def _existing_file(path: str | Path) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if not path.is_file():
-        raise InputError(path, "not a file")
-    if path.stat().st_size == 0:
+    try:  # a file in a folder that cannot be searched: exists() raises, as stat() does
+        if not path.exists():
+            raise InputError(path, "no such file")
+        if not path.is_file():
+            raise InputError(path, "not a file")
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(path, f"cannot read this file ({_strerror(e)})") from None
+    if size == 0:
         raise InputError(path, "empty file (0 bytes)")
     return path
 
 
+def _strerror(error: OSError) -> str:
+    """ "permission denied": an `OSError`'s reason, lower-cased to follow a colon."""
+    text = error.strerror or str(error)
+    return text[:1].lower() + text[1:]
+
+
 def _reason(error: Exception) -> str:
-    text = str(error)
-    # libsndfile messages start with "Error opening '<path>': "; the path is said already.
-    if ": " in text and text.startswith("Error opening"):
-        text = text.split(": ", 1)[1]
-    if text.startswith("File does not exist"):
-        # What libsndfile says of an existing file whose format it cannot recognise (e.g. a
-        # text file named .mp3); the path was checked to exist before opening it.
+    # libsndfile's own message: soundfile's str() starts with "Error opening <file>: ",
+    # and the file is said already
+    text = getattr(error, "error_string", None) or str(error)
+    if text.startswith(("File does not exist", "Format not recognised")):
+        # libsndfile's words for a file whose format it cannot recognise (e.g. a text file
+        # named .mp3); the path was checked to exist before opening it.
         return "unrecognised format or corrupt data"
     return text.strip().rstrip(".") or "decoding failed"

@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "clipped": "clipped",
     "over": "beyond full scale",
     "short": "too short",
+    "name": "with a path that is not UTF-8",
 }
 # what each setting a file's remedy names fixes, for a count of files by kind
 FIXES: dict[str, str] = {
@@ -133,9 +134,10 @@ def advice(remedies: list[str], unfixable: int) -> str:
 
 def _loudest_channel_peak(path: Path) -> float:
     """The largest sample of any channel of `path` (0 where libsndfile cannot say)."""
-    try:
-        return float(np.abs(sf.read(str(path), dtype="float32")[0]).max())
-    except (sf.LibsndfileError, RuntimeError, ValueError):
+    try:  # opened by Python: soundfile cannot encode a name that is not UTF-8
+        with open(path, "rb") as raw:
+            return float(np.abs(sf.read(raw, dtype="float32")[0]).max())
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
         return 0.0
 
 

@@ -16,11 +16,13 @@ against the manifest, so a folder prepared for another convention is refused by 
 A "random" split is drawn from the files that passed the checks, so rejected files cannot
 leave the validation or test part empty.
 
-Every file is checked before a run refuses any: without `skip_bad`, the files that fail
-are raised together (`RefusedFiles`: each with its problem, counted by kind, with the
-settings that fix each kind). Such a run leaves `out_dir` as it found it: the folder is
-claimed at its first write, writing stops at the first refused file, files that were there
-are replaced only once every file passed, and what the run added is taken back.
+Every file is checked before a run refuses any (a folder the scan cannot read, and a file
+whose path a filelist cannot hold, are refused as a bad file is): without `skip_bad`, the
+files that fail are raised together (`RefusedFiles`: each with its problem, counted by
+kind, with the settings that fix each kind). Such a run leaves `out_dir` as it found it:
+the folder is claimed at its first write, writing stops at the first refused file, files
+that were there are replaced only once every file passed, and what the run added is taken
+back.
 
 Nothing is overwritten without `force`: a folder holding a manifest is refused (with the
 differing mel settings named when the config changed). A run that stops early after it has
@@ -46,7 +48,7 @@ from vocoder.audio import AUDIO_EXTENSIONS, save_audio
 from vocoder.config import differences, to_dict
 from vocoder.data.audio_checks import BadAudio, RefusedFiles, Rejected, check_audio
 from vocoder.data.filelist import write_filelist
-from vocoder.data.folder import folder_splits, scan_audio
+from vocoder.data.folder import files_below, folder_splits, scan_audio
 from vocoder.data.ljspeech import audio_path, is_ljspeech, ljspeech_splits, read_metadata
 from vocoder.data.splits import SPLIT_NAMES, check_fractions, random_split
 from vocoder.errors import InputError, remedy, with_remedies
@@ -139,6 +141,7 @@ def prepare_dataset(
     split = split or default_split(data_dir, layout)
     if layout not in ("ljspeech", "folder"):
         raise InputError(data_dir, f"unknown layout {layout!r}; known: ljspeech, folder")
+    unreadable: list[InputError] = []  # folders the scan could not read: refused as files are
     if split == "random":
         # Drawn after the checks, from the files that pass them: rejected files cannot
         # empty the held-out parts.
@@ -146,12 +149,14 @@ def prepare_dataset(
         if layout == "ljspeech":
             candidates = [audio_path(data_dir, i) for i in read_metadata(data_dir)]
         else:
-            candidates = scan_audio(data_dir, exclude=out_dir)
+            candidates = scan_audio(data_dir, exclude=out_dir, unreadable=unreadable)
         parts = {"train": candidates}
     elif layout == "ljspeech":
         parts = ljspeech_splits(data_dir, split, splits_dir, seed, valid_fraction, test_fraction)
     else:
-        parts = folder_splits(data_dir, split, valid_fraction, test_fraction, seed, exclude=out_dir)
+        parts = folder_splits(
+            data_dir, split, valid_fraction, test_fraction, seed, out_dir, unreadable
+        )
 
     config_hash = mel_config_hash(mel_config)
     fingerprint = source_fingerprint(data_dir, exclude=out_dir)  # before reading: as read
@@ -163,8 +168,12 @@ def prepare_dataset(
     accepted: dict[Path, tuple[Path, float]] = {}  # source -> (path to train on, seconds)
     digests: dict[Path, str] = {}  # source -> digest of its samples: copies under two names
     refused: list[Rejected] = []  # without skip_bad: the run writes no more once one is
+    for folder in unreadable:
+        rejected = Rejected(Path(folder.source), folder.problem, folder.remedies)
+        (summary.rejected if skip_bad else refused).append(rejected)
     for done, path in enumerate(files, start=1):
         try:
+            _check_listable(path)
             audio, changed = check_audio(
                 path, mel_config.sample_rate, segment_length, resample, mixdown, keep=not refused
             )
@@ -233,22 +242,34 @@ _SOURCE_SUFFIXES = (*AUDIO_EXTENSIONS, ".txt", ".csv")
 
 def source_fingerprint(data_dir: str | Path, exclude: str | Path | None = None) -> str:
     """A digest of the audio files and lists (.txt, .csv) under `data_dir`, by path, size
-    and modification time (hidden files, and `exclude` where it lies inside, left out):
-    the manifest records it, so that a recipe can tell a prepared folder whose recordings
-    or split lists have changed since."""
+    and modification time, found as the folder scan finds them (`files_below`: linked
+    folders followed, hidden files and folders and `exclude` left out; a folder or file
+    that cannot be read counts as such): the manifest records it, so that a recipe can tell
+    a prepared folder whose recordings or split lists have changed since."""
     root = Path(data_dir).resolve()
     skip = Path(exclude).resolve() if exclude is not None else None
+    unreadable: list[InputError] = []
     digest = hashlib.sha256()
-    for folder, dirs, names in os.walk(root):
-        here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d != skip)
-        for name in sorted(names):
-            if name.startswith(".") or Path(name).suffix.lower() not in _SOURCE_SUFFIXES:
-                continue
-            stat = (here / name).stat()
-            relative = (here / name).relative_to(root).as_posix()
-            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for path in files_below(root, _SOURCE_SUFFIXES, skip, unreadable):
+        try:
+            stat = path.stat()
+            state = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        except OSError:  # a broken link, or a file in a folder that cannot be searched
+            state = "unreadable"
+        digest.update(os.fsencode(path.relative_to(root).as_posix()) + f"\0{state}\n".encode())
+    for folder in unreadable:
+        relative = os.fsencode(Path(folder.source).relative_to(root).as_posix())
+        digest.update(relative + b"/\0unreadable\n")
     return digest.hexdigest()
+
+
+def _check_listable(path: Path) -> None:
+    """`BadAudio` for a path that a filelist, UTF-8 text, cannot hold."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        problem = "path is not valid UTF-8, which a filelist cannot hold; rename the file or folder"
+        raise BadAudio(path, problem, ["name"]) from None
 
 
 def _check_no_test_copies(parts: dict[str, list[Path]], digests: dict[Path, str]) -> None:
