@@ -374,6 +374,13 @@ def test_check_prepared_names_the_manifest_and_the_setting(dataset, tmp_path, ca
     # filelists written by hand (no manifest) are not checked
     (out / "manifest.json").unlink()
     check_prepared(out, MelConfig.preset("hifigan"))
+    # a folder that holds neither (the recordings, not what prepare made of them)
+    with pytest.raises(InputError) as error:
+        check_prepared(dataset / "wavs", MelConfig())
+    assert str(error.value) == (
+        f"{dataset / 'wavs'}: holds no train.txt or manifest.json: not a folder vocoder "
+        "prepare made"
+    )
 
 
 def test_cli_prepare_takes_the_run_config(dataset, tmp_path):

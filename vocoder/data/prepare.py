@@ -315,6 +315,10 @@ def check_prepared(
         raise InputError(prepared_dir, f"{problem}; vocoder prepare makes one")
     path = Path(prepared_dir) / MANIFEST
     if not path.is_file():
+        if not (Path(prepared_dir) / "train.txt").is_file():
+            raise InputError(
+                prepared_dir, f"holds no train.txt or {MANIFEST}: not a folder vocoder prepare made"
+            )
         log.info("%s: no manifest; the mel convention is not checked", prepared_dir)
         return
     stated = read_manifest(prepared_dir).get("mel_config")
