@@ -296,6 +296,17 @@ def test_cache_dir_defaults_to_the_environment(tmp_path, remote, monkeypatch):
     assert path == tmp_path / "env-cache" / entry.name / entry.weights.name
 
 
+def test_a_cache_that_is_a_file_is_refused_before_anything_is_listed(tmp_path, monkeypatch, capsys):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    for argv, env in [(["--cache-dir", str(not_a_folder)], None), ([], str(not_a_folder))]:
+        if env:
+            monkeypatch.setenv("VOCODER_CACHE", env)
+        assert main(["models", *argv]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"error: {not_a_folder}: is a file, not a cache folder\n"
+
+
 def test_a_download_with_the_wrong_checksum_leaves_nothing(tmp_path, remote, fetches):
     entry = SHIPPED[0]
     files = [

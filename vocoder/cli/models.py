@@ -262,6 +262,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    cache_root(args.cache_dir)  # a cache that is a file: said before anything is listed
     if args.download:
         return _download(args)
     if args.to or args.force:

@@ -28,10 +28,11 @@ _CHUNK = 1 << 20
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
     """The download cache: `cache_dir`, else `$VOCODER_CACHE`, else `~/.cache/vocoder`."""
-    if cache_dir is not None:
-        return Path(cache_dir)
     env = os.environ.get("VOCODER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "vocoder"
+    root = Path(cache_dir if cache_dir is not None else env or Path.home() / ".cache" / "vocoder")
+    if root.exists() and not root.is_dir():  # else said only once something is downloaded
+        raise InputError(root, "is a file, not a cache folder")
+    return root
 
 
 class Staging:
