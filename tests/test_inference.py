@@ -25,7 +25,7 @@ from vocoder.inference.denoiser import Denoiser
 from vocoder.inference.engine import Synthesizer, make_row_inverse
 from vocoder.inference.incremental import IncrementalInverse
 from vocoder.inference.longform import NoiseStream
-from vocoder.melio import DbNormalization, convert_mel
+from vocoder.melio import DbNormalization, MeanVarStats, convert_mel
 from vocoder.model_source import resolve_model_source
 from vocoder.models import ModelConfig, build_model
 from vocoder.precision import default_precision
@@ -214,6 +214,20 @@ def test_bf16_is_close_to_fp32(variant, synthesizers):
     assert 0 < error < 2e-2
 
 
+def test_bf16_asked_on_a_cpu_without_bf16_units_is_said_to_be_emulated(monkeypatch, caplog):
+    from vocoder.inference import engine
+
+    monkeypatch.setattr(engine, "cpu_bf16_units", lambda: None)
+    with caplog.at_level(logging.WARNING):
+        Synthesizer.from_model(tiny_model("nanoflow"), device="cpu", precision="bf16")
+    assert "bf16 on a CPU without bf16 units runs emulated" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(engine, "cpu_bf16_units", lambda: "amx_bf16")
+    with caplog.at_level(logging.WARNING):
+        Synthesizer.from_model(tiny_model("nanoflow"), device="cpu", precision="bf16")
+    assert "emulated" not in caplog.text
+
+
 def test_fp16_on_the_cpu_is_refused():
     with pytest.raises(ConfigError, match="bf16 or fp32"):
         Synthesizer.from_model(tiny_model("nanoflow"), device="cpu", precision="fp16")
@@ -237,6 +251,14 @@ def test_cpu_uses_the_gemm_engine_and_the_plain_one_when_not_fast():
         (torch.full((8, 5), float("nan")), "40 NaN or infinite"),
         (torch.tensor([[float("inf")] * 3] * 8), "24 NaN or infinite"),
         ("not a mel", "expected a mel tensor"),
+        # token ids or codes given by mistake: refused, as a file's mel is (`load_mel`)
+        (np.arange(40).reshape(8, 5), "expected floating-point mel values, got int64"),
+        (
+            torch.zeros(8, 5, dtype=torch.int16),
+            "expected floating-point mel values, got torch.int16",
+        ),
+        (np.zeros((8, 5), dtype=object), "expected floating-point mel values, got object"),
+        (torch.zeros(8, 5, dtype=torch.complex64), "expected floating-point mel values"),
     ],
 )
 def test_bad_mels_raise_input_errors_naming_the_source(mel, problem, synthesizers):
@@ -247,6 +269,36 @@ def test_bad_mels_raise_input_errors_naming_the_source(mel, problem, synthesizer
     assert isinstance(info.value, VocoderError)
 
 
+def test_a_mel_in_the_other_byte_order_is_read_as_in_this_one(synthesizers):
+    """scipy.io, h5py and MATLAB files can hold big-endian arrays; torch takes none."""
+    _, synth = synthesizers("nanoflow")
+    mel = log_mel(8, 6).numpy()
+    swapped = mel.astype(mel.dtype.newbyteorder(">" if mel.dtype.byteorder != ">" else "<"))
+    expected = synth.synthesize(mel, seed=1)
+    assert torch.equal(synth.synthesize(swapped, seed=1), expected)
+    log10 = (mel / np.log(10)).astype(swapped.dtype)
+    assert torch.allclose(synth.synthesize(log10, seed=1, mel_format="log10"), expected, atol=1e-5)
+    z = np.random.default_rng(0).standard_normal(6 * 16).astype(np.float32)
+    assert torch.equal(synth.inverse(z, mel), synth.inverse(torch.from_numpy(z), mel))
+
+
+def test_a_callers_autocast_and_default_dtype_leave_the_synthesis_as_it_was(synthesizers):
+    """A TTS pipeline's bf16 autocast region or float64 default dtype must not change what
+    an fp32 synthesizer computes (it changed 1 % of the audio, or every noise sample)."""
+    for variant in ("nanoflow", "waveglow"):
+        _, synth = synthesizers(variant)
+        mel = log_mel(8, 6)
+        expected = synth.synthesize(mel, seed=2, denoise=0.1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(synth.synthesize(mel, seed=2, denoise=0.1), expected)
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            assert torch.equal(synth.synthesize(mel, seed=2, denoise=0.1), expected)
+        finally:
+            torch.set_default_dtype(default)
+
+
 def test_bad_options_are_config_errors(synthesizers):
     _, synth = synthesizers("nanoflow")
     mel = log_mel(8, 4)
@@ -254,6 +306,10 @@ def test_bad_options_are_config_errors(synthesizers):
         dict(sigma=-1.0),
         dict(sigma=float("nan")),
         dict(denoise=-0.1),
+        dict(denoise="0.1"),
+        # a conversion's settings without its format were ignored: the mel taken as ln
+        dict(stats=MeanVarStats(torch.zeros(8), torch.ones(8))),
+        dict(db_normalization="symmetric=true"),
         dict(chunk_frames=0),
         # wrong types: each named, where Python's own TypeError named nothing
         dict(sigma=None),
@@ -414,7 +470,9 @@ def test_export_round_trip(tmp_path, synthesizers):
     close = Synthesizer.load(half, device="cpu").synthesize(mel, seed=3)
     assert relative_error(close, synth.synthesize(mel, seed=3)) < 1e-2
     with pytest.raises(InputError, match="already exists"):
-        export_inference_model(weights, tmp_path / "inf")
+        export_inference_model(tmp_path / "train-form.safetensors", tmp_path / "inf")
+    with pytest.raises(InputError, match="is a file this model is made from"):
+        export_inference_model(weights, tmp_path / "inf", overwrite=True)
 
 
 def test_model_source_resolution(tmp_path):

@@ -174,9 +174,10 @@ class InferenceModel:
         return cond[..., : mel.shape[-1] * self.config.hop_length]
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast region the Glow families run in (a no-op in fp32)."""
+        """The autocast region the Glow families run in (autocast off in fp32, whatever
+        region the caller is in)."""
         if self.dtype == torch.float32:
-            return contextlib.nullcontext()
+            return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.dtype)
 
 

@@ -256,7 +256,7 @@ class GemmRowInverse(IncrementalInverse):
         hidden[..., -1] = 1.0
         hidden = hidden.view(width, L * (c + 1))
         return GemmBuffers(
-            x=torch.zeros(r.n_group, width, device=dev),
+            x=torch.zeros(r.n_group, width, device=dev, dtype=torch.float32),
             rings=rings,
             gate=torch.empty(width, 2 * c, device=dev, dtype=dt),
             hidden=hidden,
@@ -281,7 +281,7 @@ class GemmRowInverse(IncrementalInverse):
         batch, length = z.shape
         lengths = lengths or [length] * batch
         columns = [-(-n // h) for n in lengths]
-        audio = torch.zeros(batch, length, device=self.rows.device)
+        audio = torch.zeros(batch, length, device=self.rows.device, dtype=torch.float32)
         for lane in pack_lanes(columns, self.gap, self.lane_columns):
             last, start = lane[-1]
             width = start + columns[last]

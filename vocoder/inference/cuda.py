@@ -241,7 +241,7 @@ class GraphedRowInverse:
         """Zeroed static z, conditioning rows, column mask and working buffers."""
         r = self.rows
         device = r.device
-        z = torch.zeros(batch, r.n_group, width, device=device)
+        z = torch.zeros(batch, r.n_group, width, device=device, dtype=torch.float32)
         cond = torch.zeros(r.config.n_mels, r.n_group, batch, width, device=device, dtype=r.dtype)
         keep = torch.ones(batch, 1, width, device=device, dtype=torch.bool)
         return z, cond, keep, self.inverse.allocate(batch, width)

@@ -31,9 +31,10 @@ def bias_frames(n_fft: int, hop_length: int) -> int:
 def bias_mel(n_mels: int, frames: int = BIAS_FRAMES, mode: str = "zeros") -> Tensor:
     """The mel `[n_mels, frames]` whose synthesis estimates the bias: zeros or N(0, 1)."""
     if mode == "zeros":
-        return torch.zeros(n_mels, frames)
+        return torch.zeros(n_mels, frames, dtype=torch.float32)
     if mode == "normal":
-        return torch.randn(n_mels, frames, generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(n_mels, frames, generator=g, dtype=torch.float32)
     raise ValueError(f"unknown bias mode {mode!r}; use 'zeros' or 'normal'")
 
 

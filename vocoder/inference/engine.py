@@ -42,7 +42,7 @@ from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import GraphedRowInverse, graphs_available
 from vocoder.inference.denoiser import Denoiser, bias_frames, bias_mel
 from vocoder.inference.incremental import IncrementalInverse
-from vocoder.inference.inputs import validate_mel
+from vocoder.inference.inputs import native_order, validate_mel
 from vocoder.inference.longform import (
     DEFAULT_CROSSFADE,
     NoiseStream,
@@ -54,7 +54,7 @@ from vocoder.inference.sizing import MAX_BATCH, default_batch_size, default_budg
 from vocoder.melio import DbNormalization, MeanVarStats, MelFormat, convert_mel
 from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
-from vocoder.precision import default_precision
+from vocoder.precision import cpu_bf16_units, default_precision
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,25 @@ def _as_ln(
     source: str,
 ) -> Tensor | np.ndarray:
     """`mel` (`[n_mels, F]` or `[B, n_mels, F]`) converted to the natural-log convention."""
-    if mel_format == "ln" and stats is None and db_normalization is None:
+    if stats is not None and mel_format != "meanvar":
+        raise ConfigError(f"stats apply to mel_format 'meanvar' only, not {mel_format!r}")
+    if db_normalization is not None and mel_format != "db-normalized":
+        raise ConfigError(
+            f"db_normalization applies to mel_format 'db-normalized' only, not {mel_format!r}"
+        )
+    if mel_format == "ln":
         return mel
     db = db_normalization
     if isinstance(db, str):
         db = DbNormalization.parse(db, "db_normalization")
-    mel = torch.as_tensor(mel).float()
+    if isinstance(mel, np.ndarray):
+        if mel.dtype.kind != "f":
+            raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
+        mel = native_order(mel)
+    mel = torch.as_tensor(mel)
+    if not mel.is_floating_point():
+        raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
+    mel = mel.float()
     if mel.dim() == 3:
         return torch.stack([convert_mel(m, mel_format, stats, db=db) for m in mel])
     if mel.dim() != 2:
@@ -186,6 +199,12 @@ class Synthesizer:
         compiled = prepare_for_inference(model, precision, device)
         if compiled.device.type == "cpu" and compiled.dtype == torch.float16:
             raise ConfigError("fp16 is for GPUs; on the CPU use bf16 or fp32")
+        if compiled.device.type == "cpu" and compiled.dtype == torch.bfloat16:
+            if cpu_bf16_units() is None:
+                log.warning(
+                    "bf16 on a CPU without bf16 units runs emulated: slower than fp32 and "
+                    "less exact (fp32 is this CPU's fast path)"
+                )
         return cls(compiled, mel_config, name or c.family, fast)
 
     # ---- what it is ----
@@ -241,7 +260,9 @@ class Synthesizer:
         """The log-mel `[n_mels, F]` (or `[B, n_mels, F]`) of audio `[T]` (or `[B, T]`) at
         this model's sample rate, for copy-synthesis; float32 on the CPU."""
         if isinstance(audio, np.ndarray):
-            audio = torch.from_numpy(np.ascontiguousarray(audio))
+            if audio.dtype.kind not in "fiu":
+                raise InputError(source, f"expected float samples in [-1, 1], got {audio.dtype}")
+            audio = torch.from_numpy(native_order(audio))
         if not isinstance(audio, Tensor) or audio.dim() not in (1, 2):
             raise InputError(source, "expected audio [samples] or [batch, samples]")
         if audio.dim() == 2 and audio.shape[1] <= 8 < audio.shape[0]:
@@ -342,6 +363,10 @@ class Synthesizer:
         with T a multiple of n_group and at most F * hop. The same map as
         `FlowVocoder.inverse`, through the fast engine (no chunking, no denoising)."""
         mels = self.validate_mel(mel)
+        if isinstance(z, np.ndarray):
+            z = torch.from_numpy(native_order(z))
+        if not isinstance(z, Tensor) or not z.is_floating_point() or z.dim() not in (1, 2):
+            raise InputError("z", "expected a float latent [T] or [batch, T]")
         zs = z.detach().cpu().float().reshape(-1, z.shape[-1])
         length = zs.shape[-1]
         c = self.model_config
@@ -385,6 +410,8 @@ class Synthesizer:
         chunk_frames: int | None,
     ) -> list[Tensor]:
         check_sigma(sigma)
+        if isinstance(denoise, bool) or not isinstance(denoise, int | float | np.number):
+            raise ConfigError(f"denoise strength must be a number, got {denoise!r}")
         if not (math.isfinite(denoise) and denoise >= 0):
             raise ConfigError(f"denoise strength must be a finite number >= 0, got {denoise}")
         if chunk_frames is not None and (
@@ -469,7 +496,8 @@ class Synthesizer:
         return [out[i] for i in range(len(items))]
 
     def _run_batch(self, items: list[WindowInput]) -> list[Tensor]:
-        with self._lock, torch.no_grad():
+        # a caller's autocast region (a TTS model's bf16) must not change this precision
+        with self._lock, torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             return self._run_batch_locked(items)
 
     def _run_batch_locked(self, items: list[WindowInput]) -> list[Tensor]:
@@ -515,7 +543,8 @@ class Synthesizer:
             c = self._mel_config
             mel = bias_mel(self.n_mels, bias_frames(c.n_fft, c.hop_length))
             length = mel.shape[-1] * self.hop_length
-            (bias_audio,) = self._run_windows([WindowInput(mel, 0, length, torch.zeros(length))])
+            silence = torch.zeros(length, dtype=torch.float32)
+            (bias_audio,) = self._run_windows([WindowInput(mel, 0, length, silence)])
             self._denoiser = Denoiser(bias_audio, c.n_fft, c.hop_length, c.win_length)
         return self._denoiser
 

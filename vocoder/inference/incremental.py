@@ -106,7 +106,7 @@ class IncrementalInverse:
         c, k, L = r.channels, r.kernel_size, r.n_layers
         dev, dt = r.device, r.dtype
         return RowBuffers(
-            x=torch.zeros(batch, r.n_group, width, device=dev),
+            x=torch.zeros(batch, r.n_group, width, device=dev, dtype=torch.float32),
             rings=torch.zeros(L, batch, k * c, width, device=dev, dtype=dt),
             hidden=torch.zeros(batch, L * c, width, device=dev, dtype=dt),
             zeros=torch.zeros(batch, 1, width, device=dev, dtype=dt),

@@ -22,7 +22,9 @@ def validate_mel(
     a natural-log mel (see `melio.check_mel_range`)."""
     n = n_mels
     if isinstance(mel, np.ndarray):
-        mel = torch.from_numpy(np.ascontiguousarray(mel))
+        if mel.dtype.kind != "f":  # token ids or codes given by mistake, objects, complex
+            raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
+        mel = torch.from_numpy(native_order(mel))
     if not isinstance(mel, Tensor):
         raise InputError(source, f"expected a mel tensor or array, got {type(mel).__name__}")
     shape = tuple(mel.shape)
@@ -30,8 +32,8 @@ def validate_mel(
         raise InputError(
             source, f"expected a mel [{n}, frames] or [batch, {n}, frames], got shape {shape}"
         )
-    if mel.is_complex() or mel.dtype == torch.bool:
-        raise InputError(source, f"expected real mel values, got {mel.dtype}")
+    if not mel.is_floating_point():  # complex and bool too: as a file's mel (`load_mel`)
+        raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
     mel = mel.detach().cpu().float()
     if mel.dim() == 2:
         mel = mel.unsqueeze(0)
@@ -49,4 +51,11 @@ def validate_mel(
     return mel
 
 
-__all__ = ["validate_mel"]
+def native_order(array: np.ndarray) -> np.ndarray:
+    """`array` contiguous, in this machine's byte order (torch takes no other)."""
+    if array.dtype.byteorder not in "=|":
+        array = array.astype(array.dtype.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
+__all__ = ["native_order", "validate_mel"]

@@ -69,7 +69,7 @@ class NoiseStream:
             g = torch.Generator().manual_seed(_mix(self.seed, index))
             if len(self._blocks) >= self.keep_blocks:
                 self._blocks.pop(next(iter(self._blocks)))
-            self._blocks[index] = torch.randn(self.block, generator=g)
+            self._blocks[index] = torch.randn(self.block, generator=g, dtype=torch.float32)
         return self._blocks[index]
 
     def take(self, start: int, stop: int) -> Tensor:
@@ -81,7 +81,7 @@ class NoiseStream:
             base = index * self.block
             lo, hi = max(start, base) - base, min(stop, base + self.block) - base
             parts.append(self._get(index)[lo:hi])
-        return torch.cat(parts) if parts else torch.zeros(0)
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float32)
 
 
 def receptive_context(config: ModelConfig, exact: bool = False) -> int:
@@ -230,7 +230,7 @@ def synthesize_in_windows(
     output as soon as it is done, which bounds memory (beyond the output itself).
     """
     windows, crossfade = plan_windows(mel.shape[-1], hop_length, chunk_frames, context, crossfade)
-    out = torch.zeros(windows[-1].keep[1])
+    out = torch.zeros(windows[-1].keep[1], dtype=torch.float32)
     for i in range(0, len(windows), windows_per_run):
         group = windows[i : i + windows_per_run]
         audio = run(window_inputs(mel, group, noise, hop_length))
