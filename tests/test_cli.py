@@ -628,7 +628,9 @@ def test_a_failed_train_leaves_no_run_folder(tmp_path, capsys):
     smoke = REPO / "recipes" / "ljspeech" / "conf" / "smoke.yaml"
     argv = ["train", "--config", str(smoke), "--data", str(data), "--out", str(tmp_path / "run")]
     assert main(argv) == 2
-    assert "no such filelist" in capsys.readouterr().err
+    assert "holds no train.txt or manifest.json: not a folder vocoder prepare made" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "run").exists()
 
 
