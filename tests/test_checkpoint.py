@@ -122,6 +122,11 @@ def test_corrupt_or_missing_files_raise_input_error(tmp_path):
         load_model(truncated)
     with pytest.raises(InputError, match="no such file"):
         load_model(tmp_path / "missing.pt")
+    weights, meta = export_model(tiny_model(), MelConfig(), tmp_path / "copied")
+    weights.unlink()  # the JSON copied without its weights
+    with pytest.raises(InputError) as e:
+        load_model(meta)
+    assert str(e.value) == f"{meta}: its weights copied.safetensors are missing beside it"
     reference_config = tmp_path / "waveflow-h16-r64.json"  # the L0SG config, not a model
     reference_config.write_text('{"waveflow_config": {"n_flow": 8}}')
     with pytest.raises(InputError) as e:

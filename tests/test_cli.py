@@ -563,6 +563,11 @@ def test_info_takes_an_experiment_configs_rate_and_hop_from_its_features(config,
     assert re.search(rf"^audio +{re.escape(audio)}$", capsys.readouterr().out, re.M)
 
 
+def test_info_reads_an_exports_json_as_its_model(tiny_model, capsys):
+    assert main(["info", str(tiny_model.with_suffix(".json"))]) == 0
+    assert re.search(r"^family +nanoflow", capsys.readouterr().out, re.M)
+
+
 def test_info_checks_an_experiment_config_whole_as_train_does(tmp_path, capsys):
     config = yaml.safe_load((REPO / "recipes" / "custom_voice" / "conf" / "smoke.yaml").read_text())
     config["train"]["lrr"] = 0.1

@@ -183,6 +183,8 @@ def test_scan_follows_linked_folders_each_once(tmp_path):
     (root / "same").symlink_to(elsewhere, target_is_directory=True)  # walked once
     (root / "real" / "up").symlink_to(root, target_is_directory=True)  # a loop
     (root / "a-link").symlink_to(root / "real", target_is_directory=True)  # real first
+    (root / "aa" / "deeper").mkdir(parents=True)  # a link walked before the real folder
+    (root / "aa" / "deeper" / "to-real").symlink_to(root / "real", target_is_directory=True)
     (root / ".trash").mkdir()
     (root / ".trash" / "d.wav").write_bytes(b"")  # hidden, as the fingerprint has it
     assert scan_audio(root) == [root / "a.wav", root / "linked" / "c.wav", root / "real" / "b.wav"]

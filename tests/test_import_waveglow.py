@@ -162,15 +162,48 @@ def test_a_web_page_saved_by_a_failed_download_is_named_as_such(tmp_path, page):
     assert_one_line_error(error, str(path), "a web page, not a checkpoint", "download")
 
 
+def rebuilt_module(record: ModuleRecord, glow: types.ModuleType) -> nn.Module:
+    """The module a record was pickled from, as real objects: glow's classes stand-ins of
+    that name (no code of NVIDIA's: only the pickled state), torch's the real ones."""
+    module_name, _, name = record.class_name.rpartition(".")
+    if module_name == "glow":
+        if not hasattr(glow, name):
+            setattr(glow, name, type(name, (nn.Module,), {"__module__": "glow"}))
+        cls = getattr(glow, name)
+    else:
+        cls = getattr(sys.modules[module_name], name)
+    module = cls.__new__(cls)
+
+    def rebuilt(value):
+        if isinstance(value, ModuleRecord):
+            return rebuilt_module(value, glow)
+        if isinstance(value, dict):
+            return type(value)((k, rebuilt(v)) for k, v in value.items())
+        return value
+
+    module.__setstate__({k: rebuilt(v) for k, v in record.state.items()})
+    return module
+
+
 @needs_goldens
-def test_a_waveglow_module_saved_alone_imports_as_its_training_checkpoint():
-    data = load_foreign_checkpoint(GOLDENS / "waveglow-small.pt")
-    assert isinstance(data["model"], ModuleRecord)
-    assert is_nvidia_waveglow(data["model"])  # torch.save(waveglow, path)
-    config, state = convert_nvidia_waveglow(data["model"], "waveglow.pt")
-    expected_config, expected = convert_nvidia_waveglow(data, "waveglow.pt")
-    assert config == expected_config and state.keys() == expected.keys()
-    assert all(torch.equal(state[k], expected[k]) for k in expected)
+@pytest.mark.filterwarnings("ignore:Couldn't retrieve source code")  # torch.save, legacy
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_waveglow_module_saved_alone_imports_as_its_training_checkpoint(
+    legacy, tmp_path, monkeypatch
+):
+    """`torch.save(waveglow, path)`: the module alone, no `{'model': ...}` around it."""
+    golden = GOLDENS / "waveglow-small-noweightnorm.pt"
+    glow = types.ModuleType("glow")
+    monkeypatch.setitem(sys.modules, "glow", glow)
+    module = rebuilt_module(load_foreign_checkpoint(golden)["model"], glow)
+    path = tmp_path / "waveglow.pt"
+    torch.save(module, path, _use_new_zipfile_serialization=not legacy)
+    monkeypatch.delitem(sys.modules, "glow")
+    assert isinstance(load_foreign_checkpoint(path), ModuleRecord)
+    imported, expected = import_checkpoint(path), import_checkpoint(golden)
+    assert imported.model.config == expected.model.config
+    state, wanted = imported.model.state_dict(), expected.model.state_dict()
+    assert state.keys() == wanted.keys() and all(torch.equal(state[k], wanted[k]) for k in wanted)
 
 
 def nvidia_hub_state(record: ModuleRecord, n_layers: int) -> dict[str, torch.Tensor]:

@@ -319,8 +319,10 @@ def test_bad_options_are_config_errors(synthesizers):
         with pytest.raises(ConfigError, match=next(iter(kwargs))):
             synth.synthesize(mel, **kwargs)
     # numpy integers and 0-d tensors are integers and numbers
-    same = synth.synthesize(mel, seed=np.int64(3), sigma=torch.tensor(0.8))
-    assert torch.equal(same, synth.synthesize(mel, seed=torch.tensor(3), sigma=0.8))
+    same = synth.synthesize(mel, seed=np.int64(3), sigma=torch.tensor(0.8), denoise=np.float32(0))
+    assert torch.equal(
+        same, synth.synthesize(mel, seed=torch.tensor(3), sigma=0.8, denoise=torch.tensor(0.0))
+    )
 
 
 def test_the_range_warnings_remedy_is_a_keyword_of_synthesize(synthesizers, caplog):
@@ -381,7 +383,7 @@ def test_mel_from_audio_matches_the_feature_extractor(ljspeech_clips):
     torch.testing.assert_close(synth.mel_from_audio(pcm.numpy()), synth.mel_from_audio(pcm / 2**15))
     with pytest.raises(InputError, match=r"looks like \[samples, channels\]"):  # soundfile's
         synth.mel_from_audio(torch.stack([audio, audio], 1).numpy())
-    with pytest.raises(InputError, match="expected float samples in \\[-1, 1\\], got torch.uint8"):
+    with pytest.raises(InputError, match=r"\[-1, 1\] or int16/int32 PCM, got torch.uint8"):
         synth.mel_from_audio(torch.zeros(1000, dtype=torch.uint8))
     # the mel helpers take numpy too, as the Synthesizer does
     torch.testing.assert_close(mel_spectrogram(audio.numpy()), mel)

@@ -314,12 +314,23 @@ def _resolve(path: Path) -> Path:
         return latest
     if path.suffix == ".json":
         weights = path.with_suffix(".safetensors")
-        if path.is_file() and not weights.exists():  # a config, not an export's JSON
+        if path.is_file() and not weights.exists():
+            if _json_format(path) == EXPORT_FORMAT:
+                raise InputError(path, f"its weights {weights.name} are missing beside it")
             raise InputError(path, f"no weights beside it ({weights.name}): not a model's JSON")
         return weights
     if not path.exists():
         raise InputError(path, "no such file")
     return path
+
+
+def _json_format(path: Path) -> Any:
+    """The `format` a JSON file states, or None (unreadable, or no mapping)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document.get("format") if isinstance(document, dict) else None
 
 
 def _read_weights(path: Path, weights: str) -> tuple[dict[str, torch.Tensor], ModelInfo]:

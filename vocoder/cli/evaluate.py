@@ -174,12 +174,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.force:
         refuse_existing([args.out, args.out.with_suffix(".csv")])
     if args.mel_dir is not None and not args.mel_dir.is_dir():
-        problem = (
-            "is a file; --mel-dir takes a folder" if args.mel_dir.is_file() else "no such folder"
-        )
-        raise InputError(
-            args.mel_dir, problem if args.mel_dir.is_file() else f"{problem} (--mel-dir)"
-        )
+        is_file = args.mel_dir.is_file()
+        problem = "is a file; --mel-dir takes a folder" if is_file else "no such folder (--mel-dir)"
+        raise InputError(args.mel_dir, problem)
     try:
         device = resolve_device(args.device)
     except ConfigError as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vocoder.checkpoint import latest_checkpoint, load_model
+from vocoder.checkpoint import EXPORT_FORMAT, latest_checkpoint, load_model
 from vocoder.config import load_mapping
 from vocoder.errors import InputError
 from vocoder.files import TORCH_SUFFIXES
@@ -107,9 +107,9 @@ def _is_experiment_config(path: Path) -> bool:
     if not path.is_file() or path.suffix.lower() not in (".yaml", ".yml", ".json"):
         return False
     data = load_mapping(path)
-    return isinstance(data, dict) and any(
-        section in data for section in ("features", "data", "train")
-    )
+    if not isinstance(data, dict) or data.get("format") == EXPORT_FORMAT:  # an export's JSON
+        return False
+    return any(section in data for section in ("features", "data", "train"))
 
 
 def _run_folder_source(folder: Path) -> Path:

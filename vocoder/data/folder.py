@@ -46,17 +46,24 @@ def files_below(
             raise problem
         unreadable.append(problem)
 
+    # a link to a folder of the tree is not followed: the folder is walked where it is, so
+    # its files keep their real paths (and a link back up the tree ends there)
+    inside = {os.path.realpath(folder) for folder, _, _ in os.walk(root)}
     walked: set[str] = set()
     for folder, folders, names in os.walk(root, onerror=cannot_read, followlinks=True):
         real = os.path.realpath(folder)
         if real in walked or (exclude is not None and Path(real).is_relative_to(exclude)):
-            folders[:] = []  # a link back up the tree, a second link to one folder, or out
+            folders[:] = []  # a second link to one folder outside the tree, or out
             continue
         walked.add(real)
-        # real folders before links (maybe to them), so a file keeps its real path
         folders[:] = sorted(
-            (name for name in folders if not name.startswith(".")),
-            key=lambda name: (os.path.islink(os.path.join(folder, name)), name),
+            name
+            for name in folders
+            if not name.startswith(".")
+            and not (
+                os.path.islink(os.path.join(folder, name))
+                and os.path.realpath(os.path.join(folder, name)) in inside
+            )
         )
         for name in sorted(names):
             path = Path(folder) / name

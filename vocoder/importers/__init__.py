@@ -132,7 +132,7 @@ def _check_config_section(
         return
     other = {"waveflow_config": "waveglow_config", "waveglow_config": "waveflow_config"}[section]
     if section not in document and other in document:
-        raise InputError(path, f"a config with {other}, not {section}: not one of {codebase}")
+        raise InputError(path, f"a config with {other}, not {section}: not a config of {codebase}")
     settings = document.get(section, document)
     for key in REQUIRED_SETTINGS[section]:
         if not isinstance(settings, dict) or key not in settings:

@@ -42,7 +42,7 @@ from vocoder.inference.cpu import GemmRowInverse
 from vocoder.inference.cuda import GraphedRowInverse, graphs_available
 from vocoder.inference.denoiser import Denoiser, bias_frames, bias_mel
 from vocoder.inference.incremental import IncrementalInverse
-from vocoder.inference.inputs import native_order, validate_mel
+from vocoder.inference.inputs import as_float_tensor, native_order, validate_mel
 from vocoder.inference.longform import (
     DEFAULT_CROSSFADE,
     NoiseStream,
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 # integer PCM -> [-1, 1), as soundfile reads it into float
 PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
+PCM_EXPECTED = "expected float samples in [-1, 1] or int16/int32 PCM"
 
 
 def _as_ln(
@@ -83,14 +84,7 @@ def _as_ln(
     db = db_normalization
     if isinstance(db, str):
         db = DbNormalization.parse(db, "db_normalization")
-    if isinstance(mel, np.ndarray):
-        if mel.dtype.kind != "f":
-            raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
-        mel = native_order(mel)
-    mel = torch.as_tensor(mel)
-    if not mel.is_floating_point():
-        raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
-    mel = mel.float()
+    mel = as_float_tensor(mel, source).float()
     if mel.dim() == 3:
         return torch.stack([convert_mel(m, mel_format, stats, db=db) for m in mel])
     if mel.dim() != 2:
@@ -261,7 +255,7 @@ class Synthesizer:
         this model's sample rate, for copy-synthesis; float32 on the CPU."""
         if isinstance(audio, np.ndarray):
             if audio.dtype.kind not in "fiu":
-                raise InputError(source, f"expected float samples in [-1, 1], got {audio.dtype}")
+                raise InputError(source, f"{PCM_EXPECTED}, got {audio.dtype}")
             audio = torch.from_numpy(native_order(audio))
         if not isinstance(audio, Tensor) or audio.dim() not in (1, 2):
             raise InputError(source, "expected audio [samples] or [batch, samples]")
@@ -273,7 +267,7 @@ class Synthesizer:
             )
         if not audio.is_floating_point():  # integer PCM (soundfile's int16, wavfile.read)
             if audio.dtype not in PCM_SCALE:
-                raise InputError(source, f"expected float samples in [-1, 1], got {audio.dtype}")
+                raise InputError(source, f"{PCM_EXPECTED}, got {audio.dtype}")
             audio = audio.double() / PCM_SCALE[audio.dtype]
         if audio.shape[-1] == 0:
             raise InputError(source, "empty audio (0 samples)")
@@ -410,10 +404,7 @@ class Synthesizer:
         chunk_frames: int | None,
     ) -> list[Tensor]:
         check_sigma(sigma)
-        if isinstance(denoise, bool) or not isinstance(denoise, int | float | np.number):
-            raise ConfigError(f"denoise strength must be a number, got {denoise!r}")
-        if not (math.isfinite(denoise) and denoise >= 0):
-            raise ConfigError(f"denoise strength must be a finite number >= 0, got {denoise}")
+        check_sigma(denoise, "denoise strength")  # the same kind: a finite number >= 0
         if chunk_frames is not None and (
             isinstance(chunk_frames, bool)
             or not isinstance(chunk_frames, int | np.integer)

@@ -21,19 +21,12 @@ def validate_mel(
     cannot be synthesized. With `warn`, logs a warning when its values do not look like
     a natural-log mel (see `melio.check_mel_range`)."""
     n = n_mels
-    if isinstance(mel, np.ndarray):
-        if mel.dtype.kind != "f":  # token ids or codes given by mistake, objects, complex
-            raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
-        mel = torch.from_numpy(native_order(mel))
-    if not isinstance(mel, Tensor):
-        raise InputError(source, f"expected a mel tensor or array, got {type(mel).__name__}")
+    mel = as_float_tensor(mel, source)
     shape = tuple(mel.shape)
     if mel.dim() not in (2, 3):
         raise InputError(
             source, f"expected a mel [{n}, frames] or [batch, {n}, frames], got shape {shape}"
         )
-    if not mel.is_floating_point():  # complex and bool too: as a file's mel (`load_mel`)
-        raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
     mel = mel.detach().cpu().float()
     if mel.dim() == 2:
         mel = mel.unsqueeze(0)
@@ -51,6 +44,21 @@ def validate_mel(
     return mel
 
 
+def as_float_tensor(mel: Tensor | np.ndarray, source: str = "mel") -> Tensor:
+    """`mel` as a floating-point tensor (an array in either byte order); `InputError` for
+    anything else: integers (token ids or codes given by mistake), bool, complex, objects,
+    as a file's mel is refused (`load_mel`)."""
+    if isinstance(mel, np.ndarray):
+        if mel.dtype.kind != "f":
+            raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
+        mel = torch.from_numpy(native_order(mel))
+    if not isinstance(mel, Tensor):
+        raise InputError(source, f"expected a mel tensor or array, got {type(mel).__name__}")
+    if not mel.is_floating_point():
+        raise InputError(source, f"expected floating-point mel values, got {mel.dtype}")
+    return mel
+
+
 def native_order(array: np.ndarray) -> np.ndarray:
     """`array` contiguous, in this machine's byte order (torch takes no other)."""
     if array.dtype.byteorder not in "=|":
@@ -58,4 +66,4 @@ def native_order(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-__all__ = ["native_order", "validate_mel"]
+__all__ = ["as_float_tensor", "native_order", "validate_mel"]

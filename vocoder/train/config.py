@@ -83,7 +83,8 @@ class DataConfig:
         return None
 
 
-# torch adds the epoch (and validation the clip's index) to the seed: room for both
+# numpy's generators refuse a negative seed; the upper bound is a chosen one, far below
+# torch's 2^64 however many epochs or validation clips are added to it
 SEED_LIMIT = 2**32
 
 
@@ -122,7 +123,7 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
         if self.keep_last < 0:
             raise ConfigError(f"train.keep_last must not be negative, got {self.keep_last}")
-        if not 0 <= self.seed < SEED_LIMIT:  # numpy's generators take no negative seed
+        if not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"train.seed must be in [0, 2^32), got {self.seed}")
         check_sigma(self.valid_sigma, "train.valid_sigma")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
