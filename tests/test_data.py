@@ -373,3 +373,20 @@ def test_metadata_ids_may_be_written_as_paths(tmp_path, clips):
     assert read_metadata(tmp_path) == ["LJ001-0001", "LJ001-0002"]
     parts = ljspeech_splits(tmp_path, "random", valid_fraction=0, test_fraction=0)
     assert sorted(p.name for p in parts["train"]) == ["LJ001-0001.wav", "LJ001-0002.wav"]
+
+
+def test_a_disks_lost_and_found_is_left_out_though_it_cannot_be_read(tmp_path, monkeypatch):
+    """Data on its own disk holds fsck's root-only lost+found: not a refusal of the folder."""
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "a.wav").write_bytes(b"")
+    scandir = os.scandir
+
+    def denied(path="."):
+        if os.fspath(path) == str(tmp_path / "lost+found"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    unreadable = []
+    assert scan_audio(tmp_path, unreadable=unreadable) == [tmp_path / "a.wav"] and not unreadable
+    assert scan_audio(tmp_path) == [tmp_path / "a.wav"]

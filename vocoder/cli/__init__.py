@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 import traceback
 from collections.abc import Collection, Iterable
@@ -181,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (not some other broken pipe)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor
+        return False
+
+
 def _run(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     command = command if command in COMMANDS else None
@@ -207,10 +218,10 @@ def _run(argv: list[str]) -> int:
     logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(_module(args.command).run(args) or 0)
-    except BrokenPipeError:  # the reader of stdout is gone (`vocoder info | head -1`)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
-        return 141  # as a process ended by SIGPIPE
     except (VocoderError, OSError) as e:
+        if isinstance(e, BrokenPipeError) and _stdout_reader_gone():  # `vocoder info | head -1`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+            return 141  # as a process ended by SIGPIPE
         if verbose:
             traceback.print_exc()
         print(f"error: {describe_error(e, vars(args))}", file=sys.stderr)

@@ -8,7 +8,8 @@ two files with the same stem in different subfolders are an error.
 
 The search follows linked folders (each folder once, so a link back up the tree ends) and
 leaves out hidden files and folders. A folder it cannot read is an `InputError`, or is
-gathered for the caller to report: its files are never left out unsaid.
+gathered for the caller to report: its files are never left out unsaid (a disk's own
+lost+found excepted, said in a note).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from vocoder.errors import InputError
 log = logging.getLogger(__name__)
 
 FOLDER_SPLITS: tuple[str, ...] = ("random", "listed")
+# what fsck keeps at the top of a file system, readable by root only: data on its own disk
+# holds one, and it is never a folder of recordings
+LOST_AND_FOUND = "lost+found"
 
 
 def files_below(
@@ -40,6 +44,9 @@ def files_below(
     where one is given and raised otherwise."""
 
     def cannot_read(error: OSError) -> None:
+        if Path(error.filename).name == LOST_AND_FOUND:  # a disk's own, root's alone
+            log.info("%s: cannot read it; left out", error.filename)
+            return
         reason = error.strerror or str(error)
         problem = InputError(error.filename, f"cannot read this folder ({reason.lower()})")
         if unreadable is None:
