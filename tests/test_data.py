@@ -190,6 +190,19 @@ def test_scan_follows_linked_folders_each_once(tmp_path):
     assert scan_audio(root) == [root / "a.wav", root / "linked" / "c.wav", root / "real" / "b.wav"]
 
 
+def deny_reading(folder: Path, monkeypatch) -> None:
+    """Listing `folder` fails as a folder without read permission does (root is never
+    denied, so the denial is made here)."""
+    scandir = os.scandir
+
+    def denied(path="."):
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+
+
 def test_a_folder_the_scan_cannot_read_is_named(tmp_path, monkeypatch):
     """`Path.rglob` left out an unreadable folder unsaid (as root cannot be denied, the
     denial is made here: the command's own test is in test_prepare_reliability)."""
@@ -198,14 +211,7 @@ def test_a_folder_the_scan_cannot_read_is_named(tmp_path, monkeypatch):
         (tmp_path / f"{name}.wav").write_bytes(b"")
     (tmp_path / "train.txt").write_text("a\nb\n")
     (tmp_path / "test.txt").write_text("a\n")
-    scandir = os.scandir
-
-    def denied(path="."):
-        if os.fspath(path) == str(tmp_path / "locked"):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", denied)
+    deny_reading(tmp_path / "locked", monkeypatch)
     with pytest.raises(InputError) as caught:
         scan_audio(tmp_path)
     assert (
@@ -379,14 +385,7 @@ def test_a_disks_lost_and_found_is_left_out_though_it_cannot_be_read(tmp_path, m
     """Data on its own disk holds fsck's root-only lost+found: not a refusal of the folder."""
     (tmp_path / "lost+found").mkdir()
     (tmp_path / "a.wav").write_bytes(b"")
-    scandir = os.scandir
-
-    def denied(path="."):
-        if os.fspath(path) == str(tmp_path / "lost+found"):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", denied)
+    deny_reading(tmp_path / "lost+found", monkeypatch)
     unreadable = []
     assert scan_audio(tmp_path, unreadable=unreadable) == [tmp_path / "a.wav"] and not unreadable
     assert scan_audio(tmp_path) == [tmp_path / "a.wav"]
