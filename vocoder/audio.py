@@ -58,7 +58,7 @@ class AudioInfo:
 def audio_info(path: str | Path) -> AudioInfo:
     """Sample rate, channels, frames and duration of an audio file, without decoding it."""
     path = _existing_file(path)
-    with _open(path) as f:
+    with open_audio(path) as f:
         _check_complete(path, f.extra_info)
         frames = int(f.frames)
         if frames >= _UNKNOWN_LENGTH:  # a streamed file: its length is known by decoding only
@@ -82,7 +82,7 @@ def load_audio(
     error (the caller wanted mono input only).
     """
     path = _existing_file(path)
-    with _open(path) as f:
+    with open_audio(path) as f:
         _check_complete(path, f.extra_info)
         file_rate, channels, subtype = f.samplerate, f.channels, f.subtype
         # int16 / 32768 is what the reference pipeline feeds its STFT.
@@ -179,7 +179,7 @@ def is_synthesized(path: str | Path) -> bool:
     """Whether `path` is audio that `save_audio(..., synthesized=True)` wrote (False for a
     file that cannot be read as audio)."""
     try:
-        with _open(Path(path)) as f:
+        with open_audio(Path(path)) as f:
             return (f.software or "").startswith(SYNTHESIZED_TAG)
     except InputError:
         return False
@@ -212,7 +212,7 @@ def _read_blocks(f: sf.SoundFile, dtype: str) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _open(path: Path) -> Iterator[sf.SoundFile]:
+def open_audio(path: Path) -> Iterator[sf.SoundFile]:
     """`path` open for reading as audio; a failure to open or decode it is an `InputError`.
 
     Opened by Python, not by libsndfile from its name: soundfile cannot encode a name that

@@ -171,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--precision {args.precision} applies to the fast engine's synthesis")
     if args.out is not None:
         _refuse_inputs_as_reports(args)
-    if args.out is not None and not args.force:
-        refuse_existing([args.out, args.out.with_suffix(".csv")])
+        if not args.force:
+            refuse_existing([args.out, args.out.with_suffix(".csv")])
     if args.mel_dir is not None and not args.mel_dir.is_dir():
         is_file = args.mel_dir.is_file()
         problem = "is a file; --mel-dir takes a folder" if is_file else "no such folder (--mel-dir)"

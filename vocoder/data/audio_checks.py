@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from vocoder.audio import audio_info, load_audio, resample
+from vocoder.audio import audio_info, load_audio, open_audio, resample
 from vocoder.errors import InputError, Remedy, remedy, with_remedies
 
 SILENCE_DBFS = -60.0
@@ -134,10 +133,10 @@ def advice(remedies: list[str], unfixable: int) -> str:
 
 def _loudest_channel_peak(path: Path) -> float:
     """The largest sample of any channel of `path` (0 where libsndfile cannot say)."""
-    try:  # opened by Python: soundfile cannot encode a name that is not UTF-8
-        with open(path, "rb") as raw:
-            return float(np.abs(sf.read(raw, dtype="float32")[0]).max())
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+    try:
+        with open_audio(path) as f:
+            return float(np.abs(f.read(dtype="float32")).max())
+    except (InputError, ValueError):  # unreadable, or no samples
         return 0.0
 
 

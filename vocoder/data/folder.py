@@ -38,7 +38,8 @@ def files_below(
     unreadable: list[InputError] | None = None,
 ) -> Iterator[Path]:
     """The files below `root` whose extension (any case) is one of `suffixes`, folder by
-    folder in name order; links to folders followed, each real folder walked once; hidden
+    folder in name order; links to folders outside the tree followed, each real folder
+    walked once (one inside the tree where it is, not through a link to it); hidden
     files and folders, and anything whose real location is under `exclude` (resolved),
     left out. A folder that cannot be read is an `InputError`, appended to `unreadable`
     where one is given and raised otherwise."""
@@ -55,7 +56,7 @@ def files_below(
 
     # a link to a folder of the tree is not followed: the folder is walked where it is, so
     # its files keep their real paths (and a link back up the tree ends there)
-    inside = {os.path.realpath(folder) for folder, _, _ in os.walk(root)}
+    tree = Path(os.path.realpath(root))
     walked: set[str] = set()
     for folder, folders, names in os.walk(root, onerror=cannot_read, followlinks=True):
         real = os.path.realpath(folder)
@@ -69,7 +70,7 @@ def files_below(
             if not name.startswith(".")
             and not (
                 os.path.islink(os.path.join(folder, name))
-                and os.path.realpath(os.path.join(folder, name)) in inside
+                and Path(os.path.realpath(os.path.join(folder, name))).is_relative_to(tree)
             )
         )
         for name in sorted(names):

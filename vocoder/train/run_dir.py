@@ -62,24 +62,27 @@ def claim_run_dir(run_dir: Path, resume: bool | str | Path, force: bool) -> Path
         return None
     if run_dir.is_file():
         raise InputError(run_dir, "is a file, not a run folder")
-    if run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        _refuse_other_files(run_dir)
-        if not force:
-            raise InputError(
-                run_dir,
-                "is not empty",
-                [remedy("to continue its run", resume=True), remedy("to start over", force=True)],
-            )
+    _refuse_other_files(run_dir)
+    if _holds_files(run_dir) and not force:
+        raise InputError(
+            run_dir,
+            "is not empty",
+            [remedy("to continue its run", resume=True), remedy("to start over", force=True)],
+        )
     return None
 
 
 def _refuse_other_files(run_dir: Path) -> None:
     """A fresh run deletes an earlier run's artifacts (`eval/` and `wav/` too): a folder
     that holds files but no run is someone else's, and refused."""
-    if not run_dir.is_dir() or not any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        return
-    if not any((run_dir / name).exists() for name in (CONFIG_FILE, CHECKPOINT_DIR, LOG_FILE)):
+    holds_run = any((run_dir / name).exists() for name in (CONFIG_FILE, CHECKPOINT_DIR, LOG_FILE))
+    if _holds_files(run_dir) and not holds_run:
         raise InputError(run_dir, "is not empty and holds no run; train into another folder")
+
+
+def _holds_files(run_dir: Path) -> bool:
+    """Whether `run_dir` is a folder holding anything but a trainer's lock."""
+    return run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
 
 
 def clear_run(run_dir: Path, fresh: bool) -> None:
