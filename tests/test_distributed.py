@@ -203,6 +203,31 @@ def test_nproc_notes_once_what_the_start_checks_note(tmp_path, ljspeech_clips):
     assert done.stderr.count("no manifest; the mel convention is not checked") == 1
 
 
+def test_nproc_processes_end_without_the_interpreters_teardown(tmp_path, ljspeech_clips):
+    """A training process of the job exits without the interpreter's teardown (its output
+    flushed first): gloo's threads, still releasing the last collective, aborted one with
+    SIGABRT after a run that had succeeded. The launcher ends as any process does."""
+    conf, run = _endless_run(tmp_path, ljspeech_clips)
+    site, marks = tmp_path / "site", tmp_path / "teardowns"
+    site.mkdir()
+    marks.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os, pathlib\n"
+        "atexit.register(lambda: pathlib.Path(os.environ['TEARDOWN_MARKS'],\n"
+        "    f\"{os.getpid()}-world{os.environ.get('WORLD_SIZE', '1')}\").touch())\n"
+    )
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "TEARDOWN_MARKS": str(marks), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "vocoder", "train", "--nproc", "2", "--config", str(conf)]
+    done = subprocess.run(
+        [*command, "--out", str(run), "--max-steps", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("finished at step 1; checkpoint: ") == 1, done.stdout
+    assert [p.name.split("-")[1] for p in marks.iterdir()] == ["world1"]  # the launcher's
+
+
 def test_nproc_runs_the_same_command_in_each_process():
     from vocoder.cli import build_parser
     from vocoder.cli.train import worker_command

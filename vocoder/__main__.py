@@ -1,7 +1,5 @@
 """`python -m vocoder` (and `torchrun -m vocoder train ...`)."""
 
-import sys
+from vocoder.cli import end_process, main
 
-from vocoder.cli import main
-
-sys.exit(main())
+end_process(main())

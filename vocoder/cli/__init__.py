@@ -18,6 +18,7 @@ import select
 import sys
 import traceback
 from collections.abc import Collection, Iterable
+from typing import NoReturn
 
 from vocoder import __version__
 from vocoder.errors import InputError, Remedy, VocoderError, first_line
@@ -180,6 +181,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def end_process(status: int) -> NoReturn:
+    """Exit with `status`, as `python -m vocoder` does after `main`.
+
+    A process of a torchrun job (WORLD_SIZE > 1) ends without the interpreter's teardown:
+    c10d's gloo threads may still be releasing the last collective's tensors, and a thread
+    that asks for the GIL once teardown has begun aborts the whole process (SIGABRT,
+    "terminate called without an active exception"), after a run that succeeded. Its
+    output is flushed first; the trainer has closed its files by then.
+    """
+    if os.environ.get("WORLD_SIZE", "1") == "1":
+        sys.exit(status)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone, a stream closed: nothing to keep
+            pass
+    os._exit(status)
 
 
 def _stdout_reader_gone() -> bool:
