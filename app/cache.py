@@ -38,8 +38,11 @@ class ModelCache:
                     name_or_path, device=self.device, precision=self.precision
                 )
                 # one short synthesis pays the one-off costs (kernels made, weights packed,
-                # memory claimed) here, not in the first visitor's time and RTF
-                synthesizer.synthesize(quiet_mel(synthesizer.n_mels), sigma=0.0, seed=0)
+                # memory claimed) here, not in the first visitor's time and RTF; its constant
+                # mel would be taken for log10 by the range check, which is for visitors' mels
+                synthesizer.synthesize_batch(
+                    [quiet_mel(synthesizer.n_mels)], sigma=0.0, seed=0, warn=False
+                )
                 self._synthesizers[name_or_path] = synthesizer
             return synthesizer
 

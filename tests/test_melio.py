@@ -13,6 +13,7 @@ from vocoder.errors import InputError
 from vocoder.features import mel_spectrogram
 from vocoder.melio import (
     LN_FLOOR,
+    SPREAD_FRAMES,
     DbNormalization,
     check_mel_range,
     convert_mel,
@@ -246,6 +247,18 @@ def test_check_mel_range_quiet_on_real_mels(ljspeech_clips, male_reader_clips, r
         male_reader_clips / "wavs" / "LJ001-0002.flac",
     ]:
         assert check_mel_range(mel_spectrogram(load_audio(path))) is None, path
+
+
+def test_check_mel_range_quiet_on_streaming_chunks_of_real_mels(ljspeech_clips):
+    """A TTS model's mel chunks of a few frames were told "looks like log10" (a quiet
+    stretch spans little); a log10 mel as long as the spread rule needs still is."""
+    mel = mel_spectrogram(load_audio(ljspeech_clips / "wavs" / "LJ001-0002.wav"))
+    for frames in (1, 5, 10, 20, 40):
+        for start in range(0, mel.shape[-1] - frames, max(1, frames // 2)):
+            chunk = mel[..., start : start + frames]
+            assert check_mel_range(chunk) is None, (frames, start, check_mel_range(chunk))
+    quiet = mel[..., : SPREAD_FRAMES + 8]
+    assert "looks like log10" in str(check_mel_range(quiet / LN10))
 
 
 def test_check_mel_range_names_the_convention(ref_mel):

@@ -53,6 +53,10 @@ MEL_FORMATS: tuple[str, ...] = ("ln", "log10", "db-normalized", "meanvar")
 LN10 = math.log(10.0)
 LN_FLOOR = math.log(1e-5)  # the clamp of the tacotron2 / hifigan conventions: -11.513
 STATS_REMEDY = remedy(stats="FILE")  # meanvar mels need their statistics
+# below this many frames a stretch of a natural-log mel may span too little to be told from
+# log10 or a symmetric dB-normalized mel by its spread (1 in 20 chunks of 20 LJ Speech frames
+# was called log10)
+SPREAD_FRAMES = 48
 
 
 # the mel files read and written: numpy arrays, or tensors saved by torch.save
@@ -315,7 +319,8 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
     """A warning naming the likely convention when `mel` does not look like a natural-log mel.
 
     A natural-log mel of audio in [-1, 1] lies in about [-11.6, 3]: its floor is
-    ln(1e-5) = -11.51 and speech peaks near 2. Returns None when the range fits.
+    ln(1e-5) = -11.51 and speech peaks near 2. Returns None when the range fits. A mel of
+    fewer than `SPREAD_FRAMES` frames (a streaming chunk) is not judged by its spread.
     """
     mel = mel.detach().float()
     if mel.numel() == 0:
@@ -368,12 +373,15 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
             f"mel floor {lo:.2f} is near log10(1e-5) = -5 {stats}: looks like log10",
             remedy(mel_format="log10"),
         )
-    if hi <= 1.6 and (hi - lo < 7.5 or abs(lo + 10.0) < 1e-3):
+    # the two rules below judge a spread of values: a few quiet or loud frames of a
+    # natural-log mel fit them too
+    spread = mel.shape[-1] >= SPREAD_FRAMES
+    if spread and hi <= 1.6 and (hi - lo < 7.5 or abs(lo + 10.0) < 1e-3):
         return MelRangeWarning(
             f"mel {stats} peaks below 1.6 and spans {hi - lo:.1f}: looks like log10",
             remedy(mel_format="log10"),
         )
-    if -6.0 <= lo < -3.0 and 1.6 < hi <= 4.05 and mean > -2.6:  # unclipped symmetric
+    if spread and -6.0 <= lo < -3.0 and 1.6 < hi <= 4.05 and mean > -2.6:  # unclipped symm.
         return symmetric
     if lo < LN_FLOOR - 0.5:
         return MelRangeWarning(
