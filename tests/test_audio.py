@@ -77,6 +77,18 @@ def test_save_float_keeps_values_and_pcm16_clips(tmp_path):
     assert y[2] == -1.0 and y[3] == 32767 / 32768 and y[4] == 0.5
 
 
+def test_save_takes_mono_or_stereo_channels_first_and_refuses_other_shapes(tmp_path):
+    """soundfile's [samples, channels] was written as a file of 1000 channels of 2 samples,
+    a batch [B, samples] as one file of B channels."""
+    stereo = torch.rand(2, 1000) - 0.5
+    save_audio(tmp_path / "stereo.wav", stereo, 16000)
+    assert sf.info(tmp_path / "stereo.wav").channels == 2
+    for shape, name in [((1000, 2), "frames.wav"), ((4, 1000), "batch.wav"), ((1000, 1), "m.wav")]:
+        with pytest.raises(InputError, match=rf"{name}: expected .* of 1 or 2 channels, got"):
+            save_audio(tmp_path / name, np.zeros(shape, np.float32), 16000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stereo.wav"]
+
+
 def test_save_refuses_to_overwrite(clip_path, tmp_path):
     target = tmp_path / "out.wav"
     target.write_bytes(b"keep me")

@@ -136,7 +136,8 @@ def save_audio(
     overwrite: bool = False,
     synthesized: bool = False,
 ) -> Path:
-    """Write `[samples]` (or `[channels, samples]`) audio atomically; returns the path.
+    """Write `[samples]` (or `[channels, samples]`, mono or stereo) audio atomically; returns
+    the path.
 
     The format follows the extension (.wav, .flac, .ogg). `subtype` "PCM_16" clips to [-1, 1]
     and stores round(x * 32768), so audio read by `load_audio` writes back bit-exactly;
@@ -145,6 +146,15 @@ def save_audio(
     """
     path = Path(path)
     data = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    if data.ndim == 2 and (data.shape[0] > 2 or 0 < data.shape[1] < data.shape[0]):
+        # [samples, channels] (soundfile's order) or a batch of utterances would be written
+        # as one file of thousands of channels, or of one channel an utterance
+        raise InputError(
+            path,
+            f"expected audio [samples] or [channels, samples] of 1 or 2 channels, got "
+            f"{tuple(data.shape)}: transpose [samples, channels] audio; save a batch's "
+            "utterances one by one",
+        )
     if data.ndim == 2:
         data = data.T  # soundfile wants [samples, channels]
     elif data.ndim != 1:
