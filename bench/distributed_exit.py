@@ -2,7 +2,7 @@
 
     python bench/distributed_exit.py --runs 30 --busy 2
 
-Each run starts two processes that join a gloo group, take three DDP steps on a small
+Each run starts two processes under torchrun that join a gloo group, take three DDP steps on a small
 model, gather an object from every rank and meet at a barrier (as the trainer's end does),
 leave the group, and exit: through the interpreter's teardown (`sys.exit`, what
 `python -m vocoder` did before), or through `vocoder.cli.end_process`. A gloo thread that
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 
@@ -49,30 +48,17 @@ def worker(exit_by: str) -> None:
     end_process(0)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def job_aborts(exit_by: str) -> bool:
-    """Run one 2-process job; whether any of its processes ended by SIGABRT."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    env.update(WORLD_SIZE="2", OMP_NUM_THREADS="1")
-    processes = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--worker", exit_by],
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    errors = [p.communicate(timeout=120)[1] for p in processes]
-    codes = [p.returncode for p in processes]
-    if any(code not in (0, -6) for code in codes):
-        raise RuntimeError(f"a process failed otherwise: exit codes {codes}\n{errors[0][-2000:]}")
-    return -6 in codes
+    """Run one 2-process job under torchrun; whether one of its processes ended by SIGABRT."""
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         __file__, "--worker", exit_by],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    aborted = "exitcode: -6" in done.stderr
+    if done.returncode != 0 and not aborted:
+        raise RuntimeError(f"the job failed otherwise:\n{done.stderr[-2000:]}")
+    return aborted
 
 
 def main() -> None:
