@@ -433,3 +433,41 @@ def test_cli_evaluate_says_when_it_scores_files_the_checkpoint_trained_on(
     printed = capsys.readouterr().out
     assert f"1 of 1 file(s) of {filelist} were trained on ({CLIP}): these are not" in caplog.text
     assert "LL (1 of them trained on)" in printed and "test LL" not in printed
+
+
+def test_clips_the_init_from_weights_trained_on_travel_with_checkpoints_and_exports(
+    ljspeech_clips, tmp_path, capsys, caplog
+):
+    """A run fine-tuned from other weights scored their training clips as test clips, and
+    its export forgot both its own clips and the published file the weights came from."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_flows=2, n_layers=2, n_group=8, channels=8))
+    earlier = "LJ001-0002"  # a clip the init_from weights were trained on
+    state = {
+        "config": {"model": to_dict(model.config), "features": to_dict(MelConfig())},
+        "model": model.state_dict(),
+        "step": 1,
+        "train_ids": [CLIP],
+        "started_from": {
+            "init_from": "/models/published.pt",
+            "imported_from": "L0SG/NanoFlow",
+            "source_sha256": "ab" * 32,
+            "train_ids": [earlier],
+        },
+    }
+    checkpoint = save_checkpoint(checkpoint_path(tmp_path / "run", 1), state)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export")]) == 0
+    metadata = json.loads((tmp_path / "export.json").read_text())["metadata"]
+    assert metadata["train_ids"] == sorted([CLIP, earlier])
+    assert metadata["imported_from"] == "L0SG/NanoFlow" and metadata["source_sha256"] == "ab" * 32
+    filelist = tmp_path / "list.txt"
+    filelist.write_text("".join(f"{ljspeech_clips / 'wavs' / c}.wav\n" for c in (CLIP, earlier)))
+    for model_args in (
+        ["--checkpoint", str(checkpoint)],
+        ["--model", f"{tmp_path}/export.safetensors"],
+    ):
+        caplog.clear()
+        args = ["evaluate", *model_args, "--filelist", str(filelist), "--device", "cpu"]
+        assert main([*args, "--no-synthesis"]) == 0
+        assert f"2 of 2 file(s) of {filelist} were trained on" in caplog.text, model_args
+        assert "LL (2 of them trained on)" in capsys.readouterr().out

@@ -35,7 +35,7 @@ from vocoder.train import run_dir as run_dir_module
 from vocoder.train.config import load_experiment_config
 from vocoder.train.ema import EMA
 from vocoder.train.logging import read_log
-from vocoder.train.resume import init_weights
+from vocoder.train.resume import init_source, init_weights
 from vocoder.train.retention import non_finite_tensor
 from vocoder.train.run_dir import LOCK_FILE, RunLock
 from vocoder.train.signals import StopRequest
@@ -623,6 +623,46 @@ def test_init_from_loads_weights_and_checks_the_config(reference):
     other = load_experiment_config(conf, ["model.channels=16"])
     with pytest.raises(ConfigError, match=r"model config differs: channels \(8 there, 16 here\)"):
         init_weights(build_model(other.model), other, latest_checkpoint(ref_run))
+
+
+def test_init_from_is_checked_before_force_clears_the_run(reference, tmp_path, capsys):
+    """A refused init_from left the run folder emptied by --force (its checkpoints deleted
+    before the refusal); one inside that folder was deleted, then not found."""
+    conf, ref_run = reference
+    run = tmp_path / "run"
+    args = ["train", "--config", str(conf), "--out", str(run), "--force", "--max-steps", "1"]
+    assert main(args[:-3]) == 0
+    kept = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    for init, problem in [
+        (tmp_path / "missing.pt", "missing.pt: no such file"),
+        (latest_checkpoint(run), "lies in the run folder"),
+        (f"{ref_run} model.channels=16", "channels (8 there, 16 here); to fine-tune it, set "),
+    ]:
+        assert main([*args, *f"train.init_from={init}".split()]) == 2
+        assert problem in capsys.readouterr().err, problem
+        assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == kept
+
+
+def test_init_from_names_as_model_does_and_a_resume_keeps_its_record(reference, tmp_path):
+    """The default upsampler strides written out were "another model"; a resume given the
+    config without init_from was refused, and init_from=null erased the run's record; a
+    pretrained model's name was taken for a path in the working directory."""
+    conf, ref_run = reference
+    run = tmp_path / "seeded"
+    args = ["train", "--config", str(conf), "--out", str(run), "model.upsample_strides=[16,16]"]
+    assert main([*args, "--max-steps", "1", f"train.init_from={ref_run}"]) == 0
+    assert main([*args, "--resume", "--max-steps", "2"]) == 0
+    assert main([*args, "--resume", "--max-steps", "3", "train.init_from=null"]) == 0
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["init_from"]
+    state = load_checkpoint(latest_checkpoint(run))
+    assert recorded == str(ref_run) and state["step"] == 3
+    # the clips the init_from weights were trained on stay on record (evaluate, exports)
+    seen = load_checkpoint(latest_checkpoint(ref_run))["train_ids"]
+    assert state["started_from"] == {"init_from": str(ref_run), "train_ids": seen}
+    named = load_experiment_config(conf, ["train.init_from=waveflow-small-cpu"])
+    assert named.train.init_from == "waveflow-small-cpu"
+    with pytest.raises(ConfigError, match=r"waveflow-small-cpu.safetensors: its model config"):
+        init_source(named, tmp_path / "fresh", force=False)
 
 
 def test_auto_precision_is_the_default_and_the_run_config_records_the_devices_best(reference):

@@ -359,7 +359,11 @@ def _read_weights(path: Path, weights: str) -> tuple[dict[str, torch.Tensor], Mo
         form="training",
         step=int(state["step"]),
         weights=key,
-        metadata={"train": config.get("train", {}), "train_ids": state.get("train_ids")},
+        metadata={
+            "train": config.get("train", {}),
+            "train_ids": state.get("train_ids"),
+            "started_from": state.get("started_from"),
+        },
     )
     return state[key], info
 
@@ -447,8 +451,28 @@ def _features(data: Any, source: Path) -> MelConfig:
         raise InputError(source, f"bad features config ({e})") from None
 
 
+# what an import records of the published file its weights came from
+PROVENANCE = ("imported_from", "source_file", "source_sha256")
+
+
+def lineage(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What a model's weights carry into a model trained from them, or an export of them:
+    where they were first published (an import's origin, file and digest) and every clip
+    they have been trained on (their run's `train_ids`, and those of the weights that run
+    began from: its `started_from`)."""
+    earlier = metadata.get("started_from") or {}
+    carried = {k: metadata[k] for k in PROVENANCE if k in metadata}
+    carried = carried or {k: earlier[k] for k in PROVENANCE if k in earlier}
+    ids = set(metadata.get("train_ids") or ()) | set(earlier.get("train_ids") or ())
+    if ids:
+        carried["train_ids"] = sorted(ids)
+    return carried
+
+
 __all__ = [
     "ModelInfo",
+    "PROVENANCE",
+    "lineage",
     "checkpoint_path",
     "list_checkpoints",
     "latest_checkpoint",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vocoder.checkpoint import list_checkpoints, load_averaged_model, load_model
+from vocoder.checkpoint import lineage, list_checkpoints, load_averaged_model, load_model
 from vocoder.cli.allocator import keep_freed_memory
 from vocoder.cli.outputs import output_folders
 from vocoder.config import to_dict
@@ -205,8 +205,11 @@ def _evaluate(args: argparse.Namespace, device, files: list[Path]) -> int:
         len(files),
         args.filelist,
     )
-    trained_on = sorted({p.stem for p in files} & set(info.metadata.get("train_ids") or ()))
-    if trained_on:  # a checkpoint records the stems it trained on; exports do not
+    # a checkpoint records the stems it trained on (and those its init_from weights had
+    # seen), an export all of them
+    seen = lineage(info.metadata).get("train_ids", ())
+    trained_on = sorted({p.stem for p in files} & set(seen))
+    if trained_on:
         more = f" and {len(trained_on) - 1} more" if len(trained_on) > 1 else ""
         log.warning(
             "%d of %d file(s) of %s were trained on (%s%s): these are not test figures",

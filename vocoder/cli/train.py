@@ -262,10 +262,13 @@ def resolve_config(
         if config_path is None:
             raise ConfigError(f"--config is needed: {run_dir} holds no run to resume")
         return load_experiment_config(config_path, overrides)
-    config = load_experiment_config(None, overrides, base=base)
+    # init_from seeded the run's weights when it began: the record stays, whether the
+    # config repeats it or not (a different one is refused: `check_init_from`)
+    started_from = (base.get("train") or {}).get("init_from")
+    config = _keep_init_from(load_experiment_config(None, overrides, base=base), started_from)
     if config_path is None:
         return config
-    given = load_experiment_config(config_path, overrides)
+    given = _keep_init_from(load_experiment_config(config_path, overrides), started_from)
     if given.train.precision == "auto":  # resolved when the run began; the run keeps it
         given = replace(given, train=replace(given.train, precision=config.train.precision))
     changed = [
@@ -280,6 +283,13 @@ def resolve_config(
             "a new run"
         )
     return given
+
+
+def _keep_init_from(config: ExperimentConfig, started_from: str | None) -> ExperimentConfig:
+    """`config` with the resumed run's init_from where it names none (or null)."""
+    if config.train.init_from is not None or started_from is None:
+        return config
+    return replace(config, train=replace(config.train, init_from=started_from))
 
 
 class ProgressBar:

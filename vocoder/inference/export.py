@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vocoder import __version__
-from vocoder.checkpoint import cast_network_weights, export_model, load_model
+from vocoder.checkpoint import cast_network_weights, export_model, lineage, load_model
 from vocoder.inference.compile import precision_dtype
 from vocoder.model_source import resolve_model_source
 
@@ -43,6 +43,7 @@ def export_inference_model(
         metadata["weights"] = weights
     if info.step is not None:
         metadata["step"] = info.step
+    metadata.update(lineage(info.metadata))  # a published origin; the clips trained on
     made_from = [info.source]
     if info.source.suffix == ".safetensors":  # an export: its JSON too
         made_from.append(info.source.with_suffix(".json"))

@@ -164,4 +164,13 @@ class ModelConfig:
                 )
 
 
-__all__ = ["ModelConfig", "FAMILIES"]
+def explicit_strides(model: dict) -> dict:
+    """A model config as plain data with the upsampler's default strides written out (None
+    is `split_stride(hop_length)`), so that two configs of one model compare equal."""
+    glow = model.get("family") in ("waveglow", "nanoflow-glow")
+    if model.get("upsample_strides") is not None or glow or "hop_length" not in model:
+        return model
+    return {**model, "upsample_strides": list(split_stride(int(model["hop_length"])))}
+
+
+__all__ = ["ModelConfig", "FAMILIES", "explicit_strides"]

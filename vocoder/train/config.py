@@ -224,14 +224,18 @@ def _concerns(message: str, override: str) -> bool:
 
 
 def absolute_data_paths(config: ExperimentConfig) -> ExperimentConfig:
-    """The config with its data and init paths made absolute (in place; returned)."""
+    """The config with its data and init paths made absolute (in place; returned). An
+    init_from that names no file and has no folder in it is a pretrained model's name."""
     d = config.data
     for name in ("prepared", "train", "valid", "test", "mel_dir"):
         value = getattr(d, name)
         if value is not None:
             setattr(d, name, os.path.abspath(os.path.expanduser(value)))
-    if config.train.init_from is not None:
-        config.train.init_from = os.path.abspath(os.path.expanduser(config.train.init_from))
+    init_from = config.train.init_from
+    if init_from is not None:
+        path = os.path.expanduser(init_from)
+        if os.path.exists(path) or os.sep in path or "/" in path:
+            config.train.init_from = os.path.abspath(path)
     return config
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import torch
 
 from vocoder.checkpoint import (
+    ModelInfo,
     capture_rng_state,
+    lineage,
     list_checkpoints,
     load_checkpoint,
     load_model,
@@ -16,7 +19,9 @@ from vocoder.checkpoint import (
 )
 from vocoder.config import differences, to_dict
 from vocoder.errors import ConfigError, InputError, remedy, some_of
+from vocoder.model_source import resolve_model_source
 from vocoder.models import FlowVocoder
+from vocoder.models.config import explicit_strides
 from vocoder.train.config import ExperimentConfig, experiment_to_dict
 from vocoder.train.retention import non_finite_tensor
 
@@ -35,11 +40,13 @@ def training_state(
     batch_in_epoch,
     world_size=1,
     train_ids=None,
+    started_from=None,
 ) -> dict:
     """Everything a resumed run needs to see the batches an uninterrupted one would.
 
     `train_ids`: the sorted stems of the training files, so that a resume on other data (or
-    on a split whose test clips this run trained on) is refused (`check_same_data`)."""
+    on a split whose test clips this run trained on) is refused (`check_same_data`).
+    `started_from`: what the init_from weights carry (`lineage`), for exports and evaluate."""
     return {
         "config": experiment_to_dict(config),
         "model": model.state_dict(),
@@ -52,6 +59,7 @@ def training_state(
         "batch_in_epoch": batch_in_epoch,
         "world_size": world_size,  # the global batch and data order depend on it
         "train_ids": train_ids,
+        "started_from": started_from,
         "rng": capture_rng_state(),
     }
 
@@ -91,7 +99,8 @@ def load_resumable(path: Path, device: torch.device, fall_back: bool) -> tuple[P
 
 def check_same_model(state: dict, config: ExperimentConfig, path: Path) -> None:
     """A run resumes only with the model config it was saved with."""
-    changes = differences(state["config"].get("model", {}), to_dict(config.model))
+    saved = explicit_strides(state["config"].get("model", {}))
+    changes = differences(saved, explicit_strides(to_dict(config.model)))
     if changes:
         raise ConfigError(f"{path}: cannot resume: the model config changed: {', '.join(changes)}")
 
@@ -197,8 +206,26 @@ def set_schedule(optimizer, scheduler, lr: float, halve_every: int, step: int) -
     scheduler._last_lr = [current] * len(optimizer.param_groups)
 
 
-def init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> None:
-    """Start from another run's (or an export's) weights: the fine-tuning start."""
+def init_source(config: ExperimentConfig, run_dir: Path, force: bool) -> Path:
+    """The weights `train.init_from` names, checked before a fresh run clears its folder:
+    a file, run folder or export, a published checkpoint (imported once into the cache) or
+    a pretrained model's name, as `--model` takes, holding training-form weights of the
+    config's model and mel convention."""
+    given = str(config.train.init_from)
+    path = resolve_model_source(given)
+    if force and Path(run_dir).resolve() in (path.resolve(), *path.resolve().parents):
+        raise InputError(
+            given,
+            f"train.init_from lies in the run folder {run_dir}, which --force clears first; "
+            "copy it out, or train into another folder",
+        )
+    load_init_weights(config, path)
+    return path
+
+
+def load_init_weights(config: ExperimentConfig, path: Path) -> tuple[FlowVocoder, ModelInfo]:
+    """The model at `path`, refused unless it is training-form and of the config's model and
+    mel convention (what to set to match it is said)."""
     source, info = load_model(path)
     if info.form != "training":
         raise InputError(
@@ -210,13 +237,30 @@ def init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> No
         ("model", info.model, config.model),
         ("features", info.features, config.features),
     ):
-        changes = differences(to_dict(theirs), to_dict(mine))
+        theirs, mine = explicit_strides(to_dict(theirs)), explicit_strides(to_dict(mine))
+        changes = differences(theirs, mine)
         if changes:
-            raise ConfigError(
-                f"train.init_from {path}: its {name} config differs: {', '.join(changes)}"
+            settings = " ".join(
+                f"{name}.{key}={json.dumps(value)}"
+                for key, value in theirs.items()
+                if value != mine.get(key)
             )
+            raise ConfigError(
+                f"train.init_from {path}: its {name} config differs: {', '.join(changes)}; "
+                f"to fine-tune it, set {settings}"
+            )
+    return source, info
+
+
+def init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> dict:
+    """Start from another run's (or an export's, or a published model's) weights: the
+    fine-tuning start. `path`: what `init_source` resolved. Returns what those weights
+    carry into this run's checkpoints (`lineage`)."""
+    source, info = load_init_weights(config, path)
     model.load_state_dict(source.state_dict())
-    log.info("initialised from %s (%s weights, step %s)", path, info.weights, info.step)
+    given = config.train.init_from
+    log.info("initialised from %s", path if str(path) == given else f"{given} ({path})")
+    return {"init_from": given, **lineage(info.metadata)}
 
 
 __all__ = [
@@ -225,5 +269,6 @@ __all__ = [
     "check_same_model",
     "restore_training_state",
     "set_schedule",
+    "init_source",
     "init_weights",
 ]

@@ -33,6 +33,7 @@ from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset, check_mels_exist
 from vocoder.errors import ConfigError, VocoderError
+from vocoder.model_source import resolve_model_source
 from vocoder.models import build_model
 from vocoder.precision import default_precision
 from vocoder.train import distributed
@@ -51,6 +52,7 @@ from vocoder.train.resume import (
     check_init_from,
     check_same_data,
     check_same_model,
+    init_source,
     init_weights,
     load_resumable,
     restore_training_state,
@@ -109,11 +111,14 @@ def check_startable(
     thorough: bool = False,
 ) -> Path | None:
     """What `train` checks before it makes anything: the run folder is ours to write (or
-    to resume: the checkpoint returned, None for a fresh run) and the data folder fits the
-    mel convention. A launcher of several processes asks it first, `thorough`, so that a
-    mistake is said once, not once a process: then the training files, and the checkpoint
-    a resume continues from, are checked too."""
+    to resume: the checkpoint returned, None for a fresh run), a fresh run's init_from is
+    weights of its model, and the data folder fits the mel convention. A launcher of
+    several processes asks it first, `thorough`, so that a mistake is said once, not once
+    a process: then the training files, and the checkpoint a resume continues from, are
+    checked too."""
     resume_from = claim_run_dir(Path(run_dir), resume, force)
+    if config.train.init_from and resume_from is None:  # before --force clears the folder
+        init_source(config, Path(run_dir), force)
     if config.data.prepared is not None:
         check_prepared(config.data.prepared, config.features, config.data.segment_length)
     if thorough:
@@ -211,8 +216,9 @@ def train(
 
         # ---- model, optimizer, schedule, precision, EMA ----
         model = build_model(config.model).to(device)
+        started_from = None  # what the init_from weights carry: their origin, their clips
         if tc.init_from and resume_from is None:  # resuming, the checkpoint has the weights
-            init_weights(model, config, Path(tc.init_from))
+            started_from = init_weights(model, config, resolve_model_source(tc.init_from))
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_halve_every, gamma=0.5)
         scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
@@ -226,6 +232,7 @@ def train(
             step, epoch, batch_in_epoch = restore_training_state(
                 state, model, optimizer, scheduler, scaler, ema, config, dist.world_size
             )
+            started_from = state.get("started_from")
             log.info("resumed from %s at step %d (epoch %d)", resume_from, step, epoch)
             if dist.is_main:
                 set_aside_later_checkpoints(run_dir, resume_from)
@@ -351,6 +358,7 @@ def train(
                             batch_in_epoch,
                             dist.world_size,
                             train_ids,
+                            started_from,
                         )
                         saved = save_checkpoint(
                             checkpoint_path(run_dir, step), state, overwrite=True
