@@ -1,5 +1,5 @@
 """`python -m vocoder` (and `torchrun -m vocoder train ...`)."""
 
-from vocoder.cli import end_process, main
+from vocoder.cli import entry
 
-end_process(main())
+entry()

@@ -183,14 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def end_process(status: int) -> NoReturn:
-    """Exit with `status`, as `python -m vocoder` does after `main`.
+def entry() -> NoReturn:
+    """The `vocoder` command and `python -m vocoder`: `main`, then `end_process`."""
+    end_process(main())
 
-    A process of a torchrun job (WORLD_SIZE > 1) ends without the interpreter's teardown:
-    c10d's gloo threads may still be releasing the last collective's tensors, and a thread
-    that asks for the GIL once teardown has begun aborts the whole process (SIGABRT,
-    "terminate called without an active exception"), after a run that succeeded. Its
-    output is flushed first; the trainer has closed its files by then.
+
+def end_process(status: int) -> NoReturn:
+    """Exit with `status`, as the `vocoder` command does after `main`.
+
+    A process of a torchrun job (WORLD_SIZE set, not 1) ends without the interpreter's
+    teardown: c10d's gloo threads may still be releasing the last collective's tensors,
+    and a thread that asks for the GIL once teardown has begun aborts the whole process
+    (SIGABRT, "terminate called without an active exception"), after a run that
+    succeeded. Its output is flushed first; the trainer has closed its files by then.
     """
     if os.environ.get("WORLD_SIZE", "1") == "1":
         sys.exit(status)
