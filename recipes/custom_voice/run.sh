@@ -19,8 +19,9 @@
 #   --data-dir DIR               prepared data (data/<audio folder name>)
 #   --exp DIR                    run folder (exp/<conf name>)
 #   --ngpu N                     GPUs for training (1): vocoder train --nproc N
-#   --init-from PATH             fine-tune from this checkpoint / run folder / export
-#                                (same model and mel settings as the conf)
+#   --init-from MODEL            fine-tune from this checkpoint / run folder / export,
+#                                published checkpoint or pretrained name (same model
+#                                and mel settings as the conf)
 #   --mel-dir DIR                fine-tune on TTS-predicted mels (natural-log,
 #                                [n_mels, frames] at the conf's hop)
 #   --split NAME                 random or listed (default: listed when the lists exist)

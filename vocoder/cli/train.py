@@ -20,6 +20,7 @@ from vocoder.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_checkpoin
 from vocoder.cli.outputs import output_folders
 from vocoder.config import differences, load_mapping
 from vocoder.errors import ConfigError, InputError
+from vocoder.models.config import explicit_strides
 from vocoder.train.config import (
     ExperimentConfig,
     experiment_to_dict,
@@ -221,8 +222,11 @@ def launch_workers(args: argparse.Namespace) -> int:
     except SignalException as e:  # the workers got it too, and checkpointed
         return 128 + e.sigval
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()  # the earliest: the others may follow it
-        if failure.exitcode < 0:  # a signal nobody handled: SIGKILL, the OOM killer
+        # a process killed by a signal nobody handled (SIGKILL, the OOM killer) is the cause
+        # and the others' errors its consequence, though they may be seen to end first
+        killed = [(r, f) for r, f in sorted(e.failures.items()) if f.exitcode < 0]
+        rank, failure = killed[0] if killed else e.get_first_failure()
+        if failure.exitcode < 0:
             try:
                 name = signal.Signals(-failure.exitcode).name
             except ValueError:  # a real-time signal has no name
@@ -273,7 +277,7 @@ def resolve_config(
         given = replace(given, train=replace(given.train, precision=config.train.precision))
     changed = [
         d
-        for d in differences(experiment_to_dict(config), experiment_to_dict(given))
+        for d in differences(_comparable(config), _comparable(given))
         if d.split(" ")[0] not in CHANGEABLE_ON_RESUME
     ]
     if changed:
@@ -283,6 +287,12 @@ def resolve_config(
             "a new run"
         )
     return given
+
+
+def _comparable(config: ExperimentConfig) -> dict:
+    """`config` as plain data, the model's default upsampler strides written out."""
+    data = experiment_to_dict(config)
+    return {**data, "model": explicit_strides(data["model"])}
 
 
 def _keep_init_from(config: ExperimentConfig, started_from: str | None) -> ExperimentConfig:

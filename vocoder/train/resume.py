@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -213,7 +214,8 @@ def init_source(config: ExperimentConfig, run_dir: Path, force: bool) -> Path:
     config's model and mel convention."""
     given = str(config.train.init_from)
     path = resolve_model_source(given)
-    if force and Path(run_dir).resolve() in (path.resolve(), *path.resolve().parents):
+    named = Path(os.path.abspath(os.path.expanduser(given)))  # a link in the folder too
+    if force and any(_inside(p, Path(run_dir)) for p in (named, path.resolve())):
         raise InputError(
             given,
             f"train.init_from lies in the run folder {run_dir}, which --force clears first; "
@@ -221,6 +223,12 @@ def init_source(config: ExperimentConfig, run_dir: Path, force: bool) -> Path:
         )
     load_init_weights(config, path)
     return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies below it (the folder's links resolved)."""
+    folder = folder.resolve()
+    return any(p in (folder, Path(os.path.abspath(folder))) for p in (path, *path.parents))
 
 
 def load_init_weights(config: ExperimentConfig, path: Path) -> tuple[FlowVocoder, ModelInfo]:
@@ -233,15 +241,18 @@ def load_init_weights(config: ExperimentConfig, path: Path) -> tuple[FlowVocoder
             "init_from needs training-form weights (a .pt checkpoint or an export of a "
             "training-form model), not an inference-form export",
         )
+    # the mel convention first: the model's copies of it follow from features
     for name, theirs, mine in (
-        ("model", info.model, config.model),
         ("features", info.features, config.features),
+        ("model", info.model, config.model),
     ):
-        theirs, mine = explicit_strides(to_dict(theirs)), explicit_strides(to_dict(mine))
+        theirs, mine = to_dict(theirs), to_dict(mine)
+        if name == "model":
+            theirs, mine = explicit_strides(theirs), explicit_strides(mine)
         changes = differences(theirs, mine)
         if changes:
-            settings = " ".join(
-                f"{name}.{key}={json.dumps(value)}"
+            settings = " ".join(  # one shell word each, as overrides are given
+                f"{name}.{key}={json.dumps(value, separators=(',', ':'))}"
                 for key, value in theirs.items()
                 if value != mine.get(key)
             )
@@ -259,7 +270,9 @@ def init_weights(model: FlowVocoder, config: ExperimentConfig, path: Path) -> di
     source, info = load_init_weights(config, path)
     model.load_state_dict(source.state_dict())
     given = config.train.init_from
-    log.info("initialised from %s", path if str(path) == given else f"{given} ({path})")
+    named = path if str(path) == given else f"{given} ({path})"
+    at_step = "" if info.step is None else f", step {info.step}"
+    log.info("initialised from %s (%s weights%s)", named, info.weights, at_step)
     return {"init_from": given, **lineage(info.metadata)}
 
 

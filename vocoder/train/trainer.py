@@ -33,7 +33,6 @@ from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset, check_mels_exist
 from vocoder.errors import ConfigError, VocoderError
-from vocoder.model_source import resolve_model_source
 from vocoder.models import build_model
 from vocoder.precision import default_precision
 from vocoder.train import distributed
@@ -109,16 +108,18 @@ def check_startable(
     resume: bool | str | Path,
     force: bool,
     thorough: bool = False,
-) -> Path | None:
+) -> tuple[Path | None, Path | None]:
     """What `train` checks before it makes anything: the run folder is ours to write (or
-    to resume: the checkpoint returned, None for a fresh run), a fresh run's init_from is
-    weights of its model, and the data folder fits the mel convention. A launcher of
+    to resume: the checkpoint, None for a fresh run), a fresh run's init_from is weights of
+    its model (their file, or None), and the data folder fits the mel convention; returns
+    (checkpoint to resume, init_from file). A launcher of
     several processes asks it first, `thorough`, so that a mistake is said once, not once
     a process: then the training files, and the checkpoint a resume continues from, are
     checked too."""
     resume_from = claim_run_dir(Path(run_dir), resume, force)
+    init_path = None
     if config.train.init_from and resume_from is None:  # before --force clears the folder
-        init_source(config, Path(run_dir), force)
+        init_path = init_source(config, Path(run_dir), force)
     if config.data.prepared is not None:
         check_prepared(config.data.prepared, config.features, config.data.segment_length)
     if thorough:
@@ -128,7 +129,7 @@ def check_startable(
                 resume_from, torch.device("cpu"), fall_back=_from_folder(resume)
             )
             check_resumable(state, config, resume_from, train_ids, test_ids)
-    return resume_from
+    return resume_from, init_path
 
 
 def training_files(config: ExperimentConfig) -> tuple[list[Path], list[str], set[str]]:
@@ -177,7 +178,7 @@ def train(
     train_log, lock = None, None
     try:
         # ---- the run folder: every rank decides, then rank 0 alone locks and writes ----
-        resume_from = check_startable(config, run_dir, resume, force)
+        resume_from, init_path = check_startable(config, run_dir, resume, force)
         if dist.is_main:
             lock = RunLock(run_dir)
         distributed.barrier(dist)
@@ -217,8 +218,8 @@ def train(
         # ---- model, optimizer, schedule, precision, EMA ----
         model = build_model(config.model).to(device)
         started_from = None  # what the init_from weights carry: their origin, their clips
-        if tc.init_from and resume_from is None:  # resuming, the checkpoint has the weights
-            started_from = init_weights(model, config, resolve_model_source(tc.init_from))
+        if init_path is not None:  # resuming, the checkpoint has the weights
+            started_from = init_weights(model, config, init_path)
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_halve_every, gamma=0.5)
         scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
