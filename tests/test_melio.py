@@ -259,6 +259,9 @@ def test_check_mel_range_quiet_on_streaming_chunks_of_real_mels(ljspeech_clips):
             assert check_mel_range(chunk) is None, (frames, start, check_mel_range(chunk))
     quiet = mel[..., : SPREAD_FRAMES + 8]
     assert "looks like log10" in str(check_mel_range(quiet / LN10))
+    # ParallelWaveGAN's floor of exactly -10 is no spread: a chunk with silence in it is told
+    silence = torch.cat([mel[..., :5] / LN10, torch.full((80, 2), -10.0)], -1)
+    assert "looks like log10" in str(check_mel_range(silence))
 
 
 def test_check_mel_range_names_the_convention(ref_mel):

@@ -373,10 +373,10 @@ def check_mel_range(mel: torch.Tensor) -> MelRangeWarning | None:
             f"mel floor {lo:.2f} is near log10(1e-5) = -5 {stats}: looks like log10",
             remedy(mel_format="log10"),
         )
-    # the two rules below judge a spread of values: a few quiet or loud frames of a
-    # natural-log mel fit them too
+    # a spread of values is judged on SPREAD_FRAMES frames or more: a few quiet or loud
+    # frames of a natural-log mel span little
     spread = mel.shape[-1] >= SPREAD_FRAMES
-    if spread and hi <= 1.6 and (hi - lo < 7.5 or abs(lo + 10.0) < 1e-3):
+    if hi <= 1.6 and ((spread and hi - lo < 7.5) or abs(lo + 10.0) < 1e-3):
         return MelRangeWarning(
             f"mel {stats} peaks below 1.6 and spans {hi - lo:.1f}: looks like log10",
             remedy(mel_format="log10"),
