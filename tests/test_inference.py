@@ -190,6 +190,23 @@ def test_a_batch_given_too_few_seeds_or_names_is_a_config_error(synthesizers):
         synth.synthesize_batch(mels, seed=[0])
     with pytest.raises(ConfigError, match="sources: 1 names for 2 mels"):
         synth.synthesize_batch(mels, sources=["a.npy"])
+    # a flag in the seed's place was taken as seed 1
+    for seed in (True, [0, False], np.bool_(True)):
+        with pytest.raises(ConfigError, match="seed must be an integer or a sequence"):
+            synth.synthesize_batch(mels, seed=seed)
+
+
+def test_a_square_mel_is_taken_as_n_mels_by_frames_and_said(synthesizers, caplog):
+    """A FastSpeech 2 mel [frames, n_mels] of exactly n_mels frames was synthesized
+    transposed without a word (a file's is warned about)."""
+    model, synth = synthesizers("nanoflow")
+    n = model.config.n_mels
+    with caplog.at_level(logging.WARNING, logger="vocoder.inference.inputs"):
+        synth.synthesize(log_mel(n, n), seed=0)
+        synth.synthesize(log_mel(n, n + 1), seed=0)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"mel: a square mel [{n}, {n}] is taken as [n_mels, frames]; if it is "
+                    "[frames, n_mels], pass it transposed"]  # fmt: skip
 
 
 def test_seeds_make_synthesis_reproducible(synthesizers):

@@ -381,6 +381,10 @@ class Synthesizer:
     def _seeds(self, seed: int | Sequence[int] | None, count: int) -> list[int]:
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
+        if isinstance(seed, (bool, np.bool_)) or (
+            isinstance(seed, (list, tuple)) and any(isinstance(s, (bool, np.bool_)) for s in seed)
+        ):  # operator.index takes True as 1: a flag passed in the seed's place
+            raise ConfigError(f"seed must be an integer or a sequence of integers, got {seed!r}")
         try:  # an int, a numpy integer or a 0-d integer tensor
             return [operator.index(seed) + i for i in range(count)]
         except TypeError:

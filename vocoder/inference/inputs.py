@@ -38,6 +38,13 @@ def validate_mel(
     bad = int((~torch.isfinite(mel)).sum())
     if bad:
         raise InputError(source, f"contains {bad} NaN or infinite values")
+    if warn and mel.shape[2] == n:  # FastSpeech 2's [frames, n_mels]: said, not guessed
+        log.warning(
+            "%s: a square mel %s is taken as [n_mels, frames]; if it is [frames, n_mels], "
+            "pass it transposed",
+            source,
+            list(shape),
+        )
     warning = check_mel_range(mel) if warn else None
     if warning:
         log.warning("%s: %s", source, warning)
