@@ -669,6 +669,27 @@ def test_init_from_names_as_model_does_and_a_resume_keeps_its_record(reference, 
         init_source(named, tmp_path / "fresh", force=False)
 
 
+def test_fine_tuning_says_when_its_test_list_holds_clips_the_init_weights_learnt(
+    reference, tmp_path, caplog
+):
+    """Another split of the data the init_from weights were trained on: their clips in
+    its test list scored as test clips without a word."""
+    conf, ref_run = reference
+    seen = load_checkpoint(latest_checkpoint(ref_run))["train_ids"]
+    data = yaml.safe_load((ref_run / "config.yaml").read_text())["data"]["prepared"]
+    resplit = tmp_path / "resplit"
+    resplit.mkdir()
+    lines = (Path(data) / "train.txt").read_text().splitlines()
+    held = next(line for line in lines if Path(line).stem == seen[0])
+    (resplit / "train.txt").write_text("".join(f"{x}\n" for x in lines if x != held))
+    (resplit / "test.txt").write_text(f"{held}\n")
+    args = ["train", "--config", str(conf), "--out", str(tmp_path / "run"), "--max-steps", "1"]
+    assert main([*args, f"data.prepared={resplit}", f"train.init_from={ref_run}"]) == 0
+    assert f"the test list holds 1 clip(s) the init_from weights were trained on ({seen[0]})" in (
+        caplog.text
+    )
+
+
 def test_auto_precision_is_the_default_and_the_run_config_records_the_devices_best(reference):
     conf, run = reference  # trained without train.precision in its config
     assert "precision" not in yaml.safe_load(conf.read_text())["train"]

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from vocoder.checkpoint import checkpoint_path, save_checkpoint
 from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset, check_mels_exist
-from vocoder.errors import ConfigError, VocoderError
+from vocoder.errors import ConfigError, VocoderError, some_of
 from vocoder.models import build_model
 from vocoder.precision import default_precision
 from vocoder.train import distributed
@@ -220,6 +220,14 @@ def train(
         started_from = None  # what the init_from weights carry: their origin, their clips
         if init_path is not None:  # resuming, the checkpoint has the weights
             started_from = init_weights(model, config, init_path)
+            seen = sorted(set(started_from.get("train_ids", ())) & test_ids)
+            if seen and dist.is_main:  # another split of the data those weights learnt
+                log.warning(
+                    "the test list holds %d clip(s) the init_from weights were trained on "
+                    "(%s): scores on them are not test figures (evaluate says so)",
+                    len(seen),
+                    some_of(seen),
+                )
         optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_halve_every, gamma=0.5)
         scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
