@@ -667,6 +667,26 @@ def test_the_console_script_is_the_dispatcher():
     assert script.value == "vocoder.cli:entry" and script.load() is entry
 
 
+def test_a_bug_ends_a_torchrun_process_with_its_traceback_and_status_1(tmp_path):
+    """A process of a torchrun job ends without the interpreter's teardown (where gloo's
+    threads could abort it): a bug's traceback and status are still what Python's are."""
+    mark = tmp_path / "torn-down"
+    script = (
+        f"import atexit, pathlib, vocoder.cli as c\n"
+        f"atexit.register(pathlib.Path({str(mark)!r}).touch)\n"
+        "c.main = lambda: 1 / 0\nc.entry()\n"
+    )
+    for world, torn_down in (("1", True), ("2", False)):
+        done = subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "WORLD_SIZE": world},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 1, (world, done.stderr)
+        assert done.stderr.rstrip().endswith("ZeroDivisionError: division by zero"), world
+        assert mark.exists() == torn_down, world
+        mark.unlink(missing_ok=True)
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_memory_stays_with_the_process_after_keep_freed_memory():
     probe = """

@@ -184,8 +184,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-    """The `vocoder` command and `python -m vocoder`: `main`, then `end_process`."""
-    end_process(main())
+    """The `vocoder` command and `python -m vocoder`: `main`, then `end_process`; a bug's
+    traceback is printed and ends it with status 1, as Python's own handler would."""
+    try:
+        status = main()
+    except Exception:  # a torchrun process too ends through end_process, with its status
+        traceback.print_exc()
+        status = 1
+    end_process(status)
 
 
 def end_process(status: int) -> NoReturn:
