@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from vocoder.checkpoint import (
 )
 from vocoder.cli import main
 from vocoder.errors import ConfigError
+from vocoder.evaluate import evaluate
 from vocoder.models import build_model
 from vocoder.precision import cpu_bf16_units, default_precision, onednn_bf16
 from vocoder.train import run_dir as run_dir_module
@@ -40,6 +43,7 @@ from vocoder.train.retention import non_finite_tensor
 from vocoder.train.run_dir import LOCK_FILE, RunLock
 from vocoder.train.signals import StopRequest
 from vocoder.train.step import LogLikelihood, train_step
+from vocoder.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -688,6 +692,79 @@ def test_fine_tuning_says_when_its_test_list_holds_clips_the_init_weights_learnt
     assert f"the test list holds 1 clip(s) the init_from weights were trained on ({seen[0]})" in (
         caplog.text
     )
+
+
+def test_force_keeps_the_earlier_run_when_it_refuses_the_config(reference, tmp_path, capsys):
+    """--force deleted the earlier run, then refused the new config's data (a batch larger
+    than the clips, a validation list that is not there): an emptied folder was left."""
+    conf, ref_run = reference
+    run = shutil.copytree(ref_run, tmp_path / "run")
+    kept = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    args = ["train", "--config", str(conf), "--out", str(run), "--force", "--max-steps", "1"]
+    for override, problem in [
+        ("data.batch_size=64", "make no batch of 64"),
+        (f"data.valid={tmp_path / 'none.txt'}", "none.txt"),
+    ]:
+        assert main([*args, override]) == 2
+        assert problem in capsys.readouterr().err, problem
+        assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == kept
+
+
+def test_train_gives_the_callers_generators_and_dtype_their_way(reference, tmp_path):
+    """A resumed train() left Python's, numpy's and torch's generators at the checkpoint's
+    states (a fresh one, torch's at the run's seed); under a float64 default, models were
+    built in float64 and training, evaluation and exports failed or mixed dtypes."""
+    conf, ref_run = reference
+    run = shutil.copytree(ref_run, tmp_path / "run")
+    config = load_experiment_config(conf, ["train.max_steps=9"])
+
+    def seed_all(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def draw() -> tuple:
+        return random.random(), float(np.random.rand()), float(torch.rand((), dtype=torch.float32))
+
+    seed_all(2)
+    expected = draw()
+    seed_all(2)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert train(config, run, resume=True).step == 9
+        assert draw() == expected
+        model, info = load_model(run)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        clip = Path(config.data.prepared) / "train.txt"
+        report = evaluate(model, info.features, [Path(clip.read_text().split()[0])])
+        assert math.isfinite(report.ll)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def test_a_stop_event_ends_a_run_in_another_thread_with_a_checkpoint(reference, tmp_path):
+    """Signals reach only the main thread: a train() in a thread (a GUI's, a notebook's
+    worker) could be stopped only by raising from its progress callback, saving nothing."""
+    conf, _ = reference
+    config = load_experiment_config(conf, ["train.max_steps=1000", "train.valid_every=1000"])
+    event, results = threading.Event(), []
+
+    def progress(p) -> None:
+        if p.step == 2:
+            event.set()
+
+    def run() -> None:
+        results.append(train(config, tmp_path / "run", progress=progress, stop_event=event))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=300)
+    (result,) = results
+    assert result.stopped_early and result.stop_signal is None
+    assert load_checkpoint(result.checkpoint)["step"] == result.step < 1000
+    with pytest.raises(ConfigError, match=r"expected an ExperimentConfig .* got str"):
+        train(str(conf), tmp_path / "other")  # a path where the config goes
 
 
 def test_auto_precision_is_the_default_and_the_run_config_records_the_devices_best(reference):

@@ -100,8 +100,10 @@ def batched_log_prob(
     device = torch.device(device)
     lengths = torch.tensor([a.shape[-1] for a in audios])
     frames = torch.tensor([m.shape[-1] for m in mels])
-    audio = torch.zeros(len(audios), int(lengths.max()), device=device)
-    mel = torch.zeros(len(mels), model.config.n_mels, int(frames.max()), device=device)
+    audio = torch.zeros(len(audios), int(lengths.max()), device=device, dtype=torch.float32)
+    mel = torch.zeros(
+        len(mels), model.config.n_mels, int(frames.max()), device=device, dtype=torch.float32
+    )
     for i, (a, m) in enumerate(zip(audios, mels, strict=True)):
         audio[i, : a.shape[-1]] = a.to(device)
         mel[i, :, : m.shape[-1]] = m.to(device)

@@ -30,9 +30,10 @@ MODEL_CLASSES: dict[str, type[FlowVocoder]] = {
 
 
 def build_model(config: ModelConfig) -> FlowVocoder:
-    """A freshly initialised model (training form) for `config`."""
+    """A freshly initialised model (training form) for `config`, in float32 whatever
+    torch's default dtype (a caller's float64 default made float64 weights)."""
     config.validate()
-    return MODEL_CLASSES[config.family](config)
+    return MODEL_CLASSES[config.family](config).float()
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:

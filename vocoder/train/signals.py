@@ -17,22 +17,27 @@ class StopRequest:
 
     `watch_parent`: also stop when the parent process dies (a torchrun worker whose
     launcher was SIGKILLed is adopted by another process and would train on unseen).
+    `event`: also stop once it is set (by another thread: signals reach only the main one).
     """
 
-    def __init__(self, watch_parent: bool = False):
+    def __init__(self, watch_parent: bool = False, event: threading.Event | None = None):
         self.requested = False
         self.agreed = False
         self.signal: int | None = None
         self._parent = os.getppid() if watch_parent else None
+        self._event = event
 
     def poll(self) -> bool:
-        """Whether a stop is requested, checking on the parent first."""
+        """Whether a stop is requested, checking on the parent and the event first."""
         if self._parent is not None and not self.requested and os.getppid() != self._parent:
             self.requested = True
             log.warning(
                 "the launcher (pid %d) is gone: finishing this step and saving a checkpoint",
                 self._parent,
             )
+        if self._event is not None and not self.requested and self._event.is_set():
+            self.requested = True
+            log.warning("stop requested: finishing this step and saving a checkpoint")
         return self.requested
 
     def _handler(self, signum, frame) -> None:

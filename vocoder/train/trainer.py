@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vocoder.checkpoint import checkpoint_path, save_checkpoint
+from vocoder.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    restore_rng_state,
+    save_checkpoint,
+)
 from vocoder.data.prepare import check_prepared
 from vocoder.data.segments import SegmentDataset, check_mels_exist
 from vocoder.errors import ConfigError, VocoderError, some_of
@@ -165,15 +171,26 @@ def train(
     resume: bool | str | Path = False,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
 ) -> TrainResult:
     """Train `config` into `run_dir`; see the module docstring.
 
     `resume`: False starts a new run (`run_dir` must hold no earlier run unless `force`,
     which deletes that run's checkpoints and logs); True continues from `run_dir`'s latest
     checkpoint (or starts fresh when it has none); a path continues from that checkpoint.
+    A config it refuses leaves an earlier run as it was, `force` or not; the caller's
+    Python, numpy and torch generators are given back as they were. `stop_event`: set (from
+    any thread) to end the run after its step with a checkpoint, as SIGINT/SIGTERM do in
+    the main thread (`stopped_early` in the result).
     """
+    if not isinstance(config, ExperimentConfig):  # a path, say: said, not an AttributeError
+        raise ConfigError(
+            f"train: expected an ExperimentConfig (load_experiment_config(path)), got "
+            f"{type(config).__name__} {config!r}"[:300]
+        )
     run_dir = Path(run_dir)
     tc, dc = config.train, config.data
+    callers_rng = capture_rng_state()  # seeded and restored for the run, given back after
     dist = distributed.setup(tc.device)
     train_log, lock = None, None
     try:
@@ -182,8 +199,6 @@ def train(
         if dist.is_main:
             lock = RunLock(run_dir)
         distributed.barrier(dist)
-        if dist.is_main:
-            clear_run(run_dir, fresh=resume_from is None)
         device = dist.device
         if tc.precision == "fp16" and device.type != "cuda":
             raise ConfigError("train.precision fp16 needs a CUDA device; use bf16 or fp32")
@@ -214,6 +229,8 @@ def train(
                 f"on each of {dist.world_size} process(es)"
             )
         valid_set = validation_set(config) if dist.is_main else []
+        if dist.is_main:  # once the data is checked: --force keeps a run it would refuse
+            clear_run(run_dir, fresh=resume_from is None)
 
         # ---- model, optimizer, schedule, precision, EMA ----
         model = build_model(config.model).to(device)
@@ -272,7 +289,7 @@ def train(
         start_step, skipped, bad_in_a_row = step, 0, 0
         stats_since_log = RunningStats()
         saved = resume_from if resume_from is not None and step >= tc.max_steps else None
-        stop = StopRequest(watch_parent=dist.enabled)
+        stop = StopRequest(watch_parent=dist.enabled, event=stop_event)
         with stop.installed():
             while step < tc.max_steps and not stop.agreed:
                 sampler.set_epoch(epoch)
@@ -413,6 +430,7 @@ def train(
         if lock is not None:
             lock.release()
         distributed.cleanup(dist)
+        restore_rng_state(callers_rng)
 
 
 __all__ = ["train", "check_startable", "Progress", "TrainResult", "ProgressCallback", "DIGEST_ENV"]
