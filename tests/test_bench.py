@@ -61,3 +61,15 @@ def test_a_bench_without_its_input_says_which_option_in_one_line(tmp_path, scrip
     assert run.returncode == 2 and "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert f"error: {tmp_path / missing}: no such" in last and f"pass {option}" in last
+
+
+def test_mel_range_chunks_counts_the_false_alarms_by_verdict(ljspeech_clips):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "mel_range_chunks.py"), "--files", "2",
+         "--wavs", str(ljspeech_clips / "wavs")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [int(row[0]) for row in rows] == [1, 5, 10, 16, 20, 24, 32, 40, 48, 64]
+    assert all(int(row[1]) > 0 and 0 <= int(row[2]) <= int(row[1]) for row in rows)
