@@ -65,6 +65,14 @@ PCM_SCALE = {torch.int16: 2.0**15, torch.int32: 2.0**31}
 PCM_EXPECTED = "expected float samples in [-1, 1] or int16/int32 PCM"
 
 
+def _seed_integer(value: object) -> int:
+    """`value` as an integer seed; `TypeError` for anything else, a bool too (which
+    `operator.index` takes as 0 or 1: a flag passed in the seed's place)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"a bool is not a seed: {value!r}")
+    return operator.index(value)
+
+
 def _as_ln(
     mel: Tensor | np.ndarray,
     mel_format: str,
@@ -381,16 +389,12 @@ class Synthesizer:
     def _seeds(self, seed: int | Sequence[int] | None, count: int) -> list[int]:
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-        if isinstance(seed, (bool, np.bool_)) or (
-            isinstance(seed, (list, tuple)) and any(isinstance(s, (bool, np.bool_)) for s in seed)
-        ):  # operator.index takes True as 1: a flag passed in the seed's place
-            raise ConfigError(f"seed must be an integer or a sequence of integers, got {seed!r}")
         try:  # an int, a numpy integer or a 0-d integer tensor
-            return [operator.index(seed) + i for i in range(count)]
+            return [_seed_integer(seed) + i for i in range(count)]
         except TypeError:
             pass
         try:
-            seeds = [operator.index(s) for s in seed]
+            seeds = [_seed_integer(s) for s in seed]
         except TypeError:
             raise ConfigError(
                 f"seed must be an integer or a sequence of integers, got {seed!r}"

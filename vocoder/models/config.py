@@ -16,6 +16,7 @@ from vocoder.errors import ConfigError
 from vocoder.nets.upsample import split_stride
 
 FAMILIES = ("waveflow", "nanoflow", "waveglow", "nanoflow-glow")
+GLOW_FAMILIES = ("waveglow", "nanoflow-glow")  # Glow-style channel couplings, no upsampler
 
 
 @dataclass
@@ -60,7 +61,7 @@ class ModelConfig:
 
     @property
     def is_glow(self) -> bool:
-        return self.family in ("waveglow", "nanoflow-glow")
+        return self.family in GLOW_FAMILIES
 
     @property
     def is_nanoflow(self) -> bool:
@@ -167,10 +168,10 @@ class ModelConfig:
 def explicit_strides(model: dict) -> dict:
     """A model config as plain data with the upsampler's default strides written out (None
     is `split_stride(hop_length)`), so that two configs of one model compare equal."""
-    glow = model.get("family") in ("waveglow", "nanoflow-glow")
+    glow = model.get("family") in GLOW_FAMILIES
     if model.get("upsample_strides") is not None or glow or "hop_length" not in model:
         return model
     return {**model, "upsample_strides": list(split_stride(int(model["hop_length"])))}
 
 
-__all__ = ["ModelConfig", "FAMILIES", "explicit_strides"]
+__all__ = ["ModelConfig", "FAMILIES", "GLOW_FAMILIES", "explicit_strides"]

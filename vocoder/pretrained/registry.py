@@ -268,6 +268,14 @@ def verify_file(path: str | Path, expected: ModelFile, fix: str | None = None) -
     return path
 
 
+def names_a_path(value: str) -> bool:
+    """Whether `value` is a path, never a registry name: something is there, or it has a
+    folder in it, or a model file's suffix."""
+    path = Path(value)
+    in_folder = os.sep in value or "/" in value
+    return path.exists() or in_folder or path.suffix in (WEIGHTS_SUFFIX, ".json")
+
+
 def resolve_model_path(
     name_or_path: str | Path,
     cache_dir: str | Path | None = None,
@@ -287,7 +295,7 @@ def resolve_model_path(
     name = str(name_or_path)
     if path.exists():  # a folder, say
         raise InputError(path, "is not a file")
-    if not name or os.sep in name or "/" in name or path.suffix in (WEIGHTS_SUFFIX, ".json"):
+    if not name or names_a_path(name):
         raise InputError(path, "no such file")
     entries = load_registry(registry)
     entry = next((e for e in entries if e.name == name), None)

@@ -34,6 +34,7 @@ from vocoder.errors import ConfigError
 from vocoder.features import PRESETS, MelConfig
 from vocoder.models.config import ModelConfig
 from vocoder.models.registry import model_config_from_section
+from vocoder.pretrained import names_a_path
 from vocoder.sigma import DEFAULT_SIGMA, check_sigma
 
 SECTIONS = ("features", "model", "data", "train")
@@ -224,18 +225,16 @@ def _concerns(message: str, override: str) -> bool:
 
 
 def absolute_data_paths(config: ExperimentConfig) -> ExperimentConfig:
-    """The config with its data and init paths made absolute (in place; returned). An
-    init_from that names no file and has no folder in it is a pretrained model's name."""
+    """The config with its data and init paths made absolute (in place; returned); an
+    init_from that is no path is a pretrained model's name (`names_a_path`)."""
     d = config.data
     for name in ("prepared", "train", "valid", "test", "mel_dir"):
         value = getattr(d, name)
         if value is not None:
             setattr(d, name, os.path.abspath(os.path.expanduser(value)))
     init_from = config.train.init_from
-    if init_from is not None:
-        path = os.path.expanduser(init_from)
-        if os.path.exists(path) or os.sep in path or "/" in path:
-            config.train.init_from = os.path.abspath(path)
+    if init_from and names_a_path(os.path.expanduser(init_from)):
+        config.train.init_from = os.path.abspath(os.path.expanduser(init_from))
     return config
 
 

@@ -30,24 +30,22 @@ class StopRequest:
     def poll(self) -> bool:
         """Whether a stop is requested, checking on the parent and the event first."""
         if self._parent is not None and not self.requested and os.getppid() != self._parent:
-            self.requested = True
-            log.warning(
-                "the launcher (pid %d) is gone: finishing this step and saving a checkpoint",
-                self._parent,
-            )
+            self._request(f"the launcher (pid {self._parent}) is gone")
         if self._event is not None and not self.requested and self._event.is_set():
-            self.requested = True
-            log.warning("stop requested: finishing this step and saving a checkpoint")
+            self._request("stop requested")
         return self.requested
+
+    def _request(self, why: str, signum: int | None = None) -> None:
+        self.requested = True
+        self.signal = signum
+        log.warning("%s: finishing this step and saving a checkpoint", why)
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
             if signum == signal.SIGINT:  # a second Ctrl-C: stop now
                 raise KeyboardInterrupt
             return  # a repeated SIGTERM (a process manager, `kill` twice): already stopping
-        self.requested = True
-        self.signal = signum
-        log.warning("stop requested: finishing this step and saving a checkpoint")
+        self._request("stop requested", signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:

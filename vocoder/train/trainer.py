@@ -118,10 +118,9 @@ def check_startable(
     """What `train` checks before it makes anything: the run folder is ours to write (or
     to resume: the checkpoint, None for a fresh run), a fresh run's init_from is weights of
     its model (their file, or None), and the data folder fits the mel convention; returns
-    (checkpoint to resume, init_from file). A launcher of
-    several processes asks it first, `thorough`, so that a mistake is said once, not once
-    a process: then the training files, and the checkpoint a resume continues from, are
-    checked too."""
+    (checkpoint to resume, init_from file). A launcher of several processes asks it first,
+    `thorough`, so that a mistake is said once, not once a process: then the training
+    files, and the checkpoint a resume continues from, are checked too."""
     resume_from = claim_run_dir(Path(run_dir), resume, force)
     init_path = None
     if config.train.init_from and resume_from is None:  # before --force clears the folder
